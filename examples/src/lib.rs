@@ -1,0 +1,2 @@
+//! Shared code of the lb binaries.
+#![forbid(unsafe_code)]

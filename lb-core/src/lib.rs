@@ -1,0 +1,2 @@
+//! The balancing model of lb.
+#![forbid(unsafe_code)]
