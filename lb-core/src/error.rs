@@ -81,4 +81,12 @@ pub enum Error {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A sticky session value, route or route separator that cannot be used.
+    #[error("invalid route value {value:?}: {reason}")]
+    InvalidRoute {
+        /// What was given.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
