@@ -1,17 +1,45 @@
 //! Health: active checks and passive ejection, both feeding a backend's state.
 //!
-//! Active checks implement [`HealthCheck`]; a monitor runs them per backend with the
-//! thresholds and intervals (those live in the monitor, not in each check). Passive health
-//! is configured with [`PassiveConfig`]: failures reported through
+//! # Active checks
+//!
+//! A check implements [`HealthCheck`]: one async method that checks a backend once. The
+//! [`Monitor`] runs a check per backend of a [`Balancer`](crate::Balancer) and owns all the
+//! policy, as HAProxy's `inter`/`fastinter`/`downinter`/`rise`/`fall` and Apache's
+//! `hcinterval`/`hcpasses`/`hcfails` do: the interval (with seeded jitter), a timeout (a
+//! check that takes longer failed), and the thresholds: a backend goes down after `fall`
+//! consecutive failures and comes back up after `rise` consecutive successes; the monitor
+//! calls [`Balancer::set_health`](crate::Balancer::set_health) exactly at those points, so
+//! subscribers see one [`EventKind::Health`](crate::EventKind::Health) per transition.
+//!
+//! Built in: [`TcpCheck`] (a TCP or Unix-socket connect) and [`ExecCheck`] (a script, as
+//! keepalived's `MISC_CHECK`, optionally setting the weight from its exit code as
+//! `misc_dynamic`). HTTP checks live in lb-http.
+//!
+//! A check can report more than up or down through [`HealthCheck::probe`], which returns a
+//! [`CheckReport`]; today that is a weight, which the monitor applies with
+//! [`Balancer::set_weight`](crate::Balancer::set_weight).
+//!
+//! # Passive health
+//!
+//! Configured with [`PassiveConfig`]: failures reported through
 //! [`Lease::failure`](crate::Lease::failure) put a backend in error for a blacklist time
-//! (pen's `-b`, Apache's `retry`), after which it is tried again.
+//! (pen's `-b`, Apache's `retry`), doubling on each repeated ejection up to a cap, after
+//! which it is tried again; the last usable backend is not ejected unless configured. In
+//! the pipeline ([`PipelineConfig`](crate::PipelineConfig)), Envoy's panic threshold and
+//! Apache's `forcerecovery` decide what happens when too many backends are in error.
 
+mod exec;
+mod monitor;
 mod passive;
+mod tcp;
 
 use std::fmt;
 use std::future::Future;
 
+pub use exec::ExecCheck;
+pub use monitor::{CheckStatus, Monitor, MonitorConfig, MonitorHandle};
 pub use passive::PassiveConfig;
+pub use tcp::TcpCheck;
 
 use crate::backend::Backend;
 
@@ -33,8 +61,54 @@ pub enum CheckError {
     Setup(String),
 }
 
+/// What a passing check can report besides "up".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// A new weight for the backend (keepalived's `misc_dynamic`); `None`: unchanged.
+    pub weight: Option<u32>,
+}
+
+impl CheckReport {
+    /// A report that sets the weight.
+    pub fn with_weight(weight: u32) -> Self {
+        CheckReport {
+            weight: Some(weight),
+        }
+    }
+}
+
 /// One active health check of a backend.
+///
+/// ```
+/// use lb_core::Backend;
+/// use lb_core::health::{CheckError, HealthCheck};
+///
+/// /// Up when the backend has a route name (a stand-in for a real probe).
+/// #[derive(Debug)]
+/// struct HasRoute;
+///
+/// impl HealthCheck for HasRoute {
+///     async fn check(&self, target: &Backend) -> Result<(), CheckError> {
+///         match target.route() {
+///             Some(_) => Ok(()),
+///             None => Err(CheckError::Unexpected("no route".into())),
+///         }
+///     }
+/// }
+/// ```
 pub trait HealthCheck: Send + Sync + fmt::Debug + 'static {
-    /// Checks `target` once. Timeouts are applied by the monitor.
+    /// Checks `target` once. Timeouts are applied by the monitor, which drops the future
+    /// when one expires, so a check must clean up on drop.
     fn check(&self, target: &Backend) -> impl Future<Output = Result<(), CheckError>> + Send;
+
+    /// Checks `target` once and reports extra findings (a weight); what the monitor
+    /// calls. The default runs [`check`](Self::check) and reports nothing more.
+    fn probe(
+        &self,
+        target: &Backend,
+    ) -> impl Future<Output = Result<CheckReport, CheckError>> + Send {
+        let check = self.check(target);
+        async move { check.await.map(|()| CheckReport::default()) }
+    }
 }
