@@ -686,6 +686,53 @@ impl Shard {
 }
 
 #[cfg(test)]
+impl ClientTable {
+    /// Panics unless every shard's list, map and slab agree.
+    fn check_invariants(&self) {
+        for s in self.shards.iter() {
+            lock(s).check_invariants();
+        }
+    }
+}
+
+#[cfg(test)]
+impl Shard {
+    fn check_invariants(&self) {
+        let mut count = 0;
+        let (mut prev, mut i) = (NIL, self.head);
+        let mut last_ms = u64::MAX;
+        while i != NIL {
+            let n = &self.nodes[i as usize];
+            assert_eq!(n.prev, prev, "prev link of {i}");
+            assert!(n.last_ms <= last_ms, "times fall towards the tail");
+            assert_eq!(self.map.get(n.key.as_bytes()), Some(&i), "map entry of {i}");
+            last_ms = n.last_ms;
+            count += 1;
+            assert!(
+                count <= self.cap,
+                "list longer than the capacity (a cycle?)"
+            );
+            prev = i;
+            i = n.next;
+        }
+        assert_eq!(self.tail, prev, "tail");
+        assert_eq!(count, self.map.len(), "list and map sizes");
+        let mut free = 0;
+        let mut f = self.free;
+        while f != NIL {
+            free += 1;
+            assert!(free <= self.nodes.len(), "free list cycle");
+            f = self.nodes[f as usize].next;
+        }
+        assert_eq!(
+            count + free,
+            self.nodes.len(),
+            "every slot is listed or free"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
     use std::net::SocketAddr;
@@ -952,6 +999,7 @@ mod tests {
                         model.retain(|e| e.0 != k);
                     }
                 }
+                t.check_invariants();
                 let got: Vec<(u8, u32)> =
                     t.entries().iter().map(|e| (e.key[0], e.backend.0)).collect();
                 // Equal ages tie in `entries`; compare as sets plus the length.
@@ -962,5 +1010,65 @@ mod tests {
                 prop_assert_eq!(got_sorted, want);
             }
         }
+    }
+
+    proptest! {
+        /// Imports of random ages mixed with records keep the structure sound and never
+        /// exceed the slots.
+        #[test]
+        fn imports_keep_the_structure_sound(
+            slots in 1usize..8,
+            shards in 1usize..3,
+            ops in proptest::collection::vec((0u8..16, 0u32..4, 0u64..100, any::<bool>()), 0..100),
+        ) {
+            let shards = shards.min(slots);
+            let t = ClientTable::new(
+                ClientTableConfig::default().with_slots(slots).with_shards(shards),
+            )
+            .unwrap();
+            for (k, b, age, import) in ops {
+                if import {
+                    t.import([ClientEntry {
+                        key: vec![k],
+                        backend: BackendId(b),
+                        age: Duration::from_secs(age),
+                    }]);
+                } else {
+                    t.record(&[k], BackendId(b));
+                    prop_assert_eq!(t.lookup(&[k]), Some(BackendId(b)));
+                }
+                t.check_invariants();
+                prop_assert!(t.len() <= slots);
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_use_keeps_the_table_sound() {
+        let t = Arc::new(
+            ClientTable::new(ClientTableConfig::default().with_slots(64).with_shards(4)).unwrap(),
+        );
+        let threads: Vec<_> = (0..4u32)
+            .map(|n| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u32 {
+                        let key = ((i * 7 + n) % 200).to_be_bytes();
+                        match i % 4 {
+                            0 | 1 => t.record(&key, BackendId(n)),
+                            2 => {
+                                t.lookup(&key);
+                            }
+                            _ => t.forget(&key),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        t.check_invariants();
+        assert!(t.len() <= 64);
     }
 }
