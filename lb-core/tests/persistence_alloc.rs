@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lb_core::persistence::{ClientTable, ClientTableConfig, Persistence};
 use lb_core::{Backend, BackendId, Balancer, PickContext};
@@ -16,10 +16,20 @@ use lb_core::{Backend, BackendId, Balancer, PickContext};
 mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
 
-    use super::{AtomicBool, AtomicU64, Ordering};
+    use std::cell::Cell;
 
-    pub(crate) static COUNTING: AtomicBool = AtomicBool::new(false);
+    use super::{AtomicU64, Ordering};
+
+    thread_local! {
+        /// Only the measuring thread counts: the test harness's own threads allocate too.
+        pub(crate) static COUNTING: Cell<bool> = const { Cell::new(false) };
+    }
     pub(crate) static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+    fn counting() -> bool {
+        // `try_with`: the thread-local may be gone while a thread shuts down.
+        COUNTING.try_with(Cell::get).unwrap_or(false)
+    }
 
     pub(crate) struct Counting;
 
@@ -27,7 +37,7 @@ mod counting {
     // so the GlobalAlloc contract holds as it does for `System`; counting is a side effect.
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if COUNTING.load(Ordering::Relaxed) {
+            if counting() {
                 ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             }
             // SAFETY: same contract as our caller's.
@@ -38,7 +48,7 @@ mod counting {
             unsafe { System.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if COUNTING.load(Ordering::Relaxed) {
+            if counting() {
                 ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             }
             // SAFETY: `ptr` came from `System.alloc` with this layout.
@@ -52,13 +62,12 @@ mod counting {
 
 fn allocations_during(f: impl FnOnce()) -> u64 {
     counting::ALLOCATIONS.store(0, Ordering::SeqCst);
-    counting::COUNTING.store(true, Ordering::SeqCst);
+    counting::COUNTING.with(|c| c.set(true));
     f();
-    counting::COUNTING.store(false, Ordering::SeqCst);
+    counting::COUNTING.with(|c| c.set(false));
     counting::ALLOCATIONS.load(Ordering::SeqCst)
 }
 
-// One test only: the counter is process-wide and tests run on parallel threads.
 #[test]
 fn known_clients_cost_no_allocation() {
     let probe = allocations_during(|| drop(std::hint::black_box(vec![1u8; 8])));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -149,8 +150,9 @@ impl MonitorConfig {
     }
 }
 
-/// The state of one backend's checks, for status pages.
-#[derive(Debug, Clone, PartialEq)]
+/// The state of one backend's checks, for status pages (serializable as JSON; the error
+/// as its message).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct CheckStatus {
     /// The backend.
@@ -160,6 +162,7 @@ pub struct CheckStatus {
     /// Whether the last check passed; `None` before the first check finished.
     pub last_ok: Option<bool>,
     /// The error of the most recent failed check (kept after later successes).
+    #[serde(serialize_with = "error_message")]
     pub last_error: Option<CheckError>,
     /// How long the last check took.
     pub last_duration: Option<Duration>,
@@ -183,6 +186,16 @@ impl CheckStatus {
             failures: 0,
             checks: 0,
         }
+    }
+}
+
+fn error_message<Z: serde::Serializer>(
+    e: &Option<CheckError>,
+    s: Z,
+) -> std::result::Result<Z::Ok, Z::Error> {
+    match e {
+        Some(e) => s.serialize_some(&e.to_string()),
+        None => s.serialize_none(),
     }
 }
 
@@ -299,10 +312,55 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
                     }
                     Some(_) => {}
                 },
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    if let Err(e) = done
+                        && e.is_panic()
+                    {
+                        self.restart_panicked(e.id(), &statuses, &mut tasks, &mut running);
+                    }
+                }
             }
         }
         tasks.shutdown().await;
+    }
+
+    /// A check that panicked is a bug in the check; its backend is checked again after an
+    /// interval (not at once, so a check that always panics cannot spin) and the status
+    /// shows the failure. Health is left as it was.
+    fn restart_panicked(
+        &self,
+        task: tokio::task::Id,
+        statuses: &Statuses,
+        tasks: &mut JoinSet<()>,
+        running: &mut HashMap<BackendId, AbortHandle>,
+    ) {
+        let Some(id) = running
+            .iter()
+            .find_map(|(id, h)| (h.id() == task).then_some(*id))
+        else {
+            return;
+        };
+        tracing::error!(backend = %id, "health check panicked; checking again after an interval");
+        if let Some(s) = lock(statuses).get_mut(&id) {
+            s.last_ok = Some(false);
+            s.last_error = Some(CheckError::Setup("the health check panicked".into()));
+        }
+        if self.balancer.get(id).is_some() {
+            running.insert(id, tasks.spawn(self.checker(id, statuses, true).run()));
+        } else {
+            running.remove(&id);
+        }
+    }
+
+    fn checker(&self, id: BackendId, statuses: &Statuses, delay_first: bool) -> Checker<C, S> {
+        Checker {
+            balancer: self.balancer.clone(),
+            check: self.check.clone(),
+            config: self.config.clone(),
+            statuses: statuses.clone(),
+            id,
+            delay_first,
+        }
     }
 
     /// Starts tasks for new members and stops those of removed ones.
@@ -331,14 +389,7 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
             // once.
             let _ = self.balancer.set_health(id, initial);
             lock(statuses).insert(id, CheckStatus::new(id, initial));
-            let checker = Checker {
-                balancer: self.balancer.clone(),
-                check: self.check.clone(),
-                config: self.config.clone(),
-                statuses: statuses.clone(),
-                id,
-            };
-            running.insert(id, tasks.spawn(checker.run()));
+            running.insert(id, tasks.spawn(self.checker(id, statuses, false).run()));
         }
     }
 }
@@ -350,6 +401,8 @@ struct Checker<C, S: Scheduler> {
     config: Arc<MonitorConfig>,
     statuses: Statuses,
     id: BackendId,
+    /// Wait an interval before the first check (after a restart).
+    delay_first: bool,
 }
 
 impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
@@ -358,11 +411,17 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
         let mut rng = SmallRng::seed_from_u64(
             cfg.seed ^ u64::from(self.id.0).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        if cfg.jitter > 0.0 {
+        if self.delay_first {
+            tokio::time::sleep(cfg.interval).await;
+        } else if cfg.jitter > 0.0 {
             let first = cfg.interval.mul_f64(rng.random_range(0.0..cfg.jitter));
             tokio::time::sleep(first).await;
         }
-        let mut health = cfg.initial;
+        // The monitor's view starts from the backend's state: the initial health it was
+        // just given, or whatever it was when a panicked check was restarted.
+        let Some(mut health) = self.balancer.get(self.id).map(|m| m.state().health()) else {
+            return;
+        };
         let (mut successes, mut failures) = (0u32, 0u32);
         loop {
             let Some(member) = self.balancer.get(self.id) else {
@@ -492,6 +551,7 @@ mod tests {
         Fail,
         Hang,
         Weight(u32),
+        PanicOnce,
     }
 
     /// A check whose outcome per backend port the test sets, recording when it ran.
@@ -553,6 +613,10 @@ mod tests {
                     Ok(CheckReport::default())
                 }
                 Mode::Weight(w) => Ok(CheckReport::with_weight(w)),
+                Mode::PanicOnce => {
+                    self.0.set(port, Mode::Pass);
+                    panic!("a buggy check");
+                }
             }
         }
     }
@@ -763,6 +827,27 @@ mod tests {
             None,
             "an unchanged weight is not set again"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_check_is_restarted_after_an_interval() {
+        let lb = balancer(&[1]);
+        let s = Scripted::new();
+        s.set(1, Mode::PanicOnce);
+        let m = Monitor::new(lb.clone(), Shared(s.clone()), config())
+            .unwrap()
+            .spawn();
+        s.at(5.0).await;
+        let st = m.status_of(id_of(&lb, 1)).unwrap();
+        assert_eq!(st.last_ok, Some(false));
+        assert_eq!(
+            st.last_error,
+            Some(CheckError::Setup("the health check panicked".into()))
+        );
+        s.at(25.0).await;
+        assert_eq!(s.times(1), vec![0.0, 10.0, 20.0]);
+        assert_eq!(m.status_of(id_of(&lb, 1)).unwrap().last_ok, Some(true));
+        assert_eq!(health(&lb, 1), Health::Up);
     }
 
     #[test]
