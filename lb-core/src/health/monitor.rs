@@ -49,7 +49,11 @@ pub struct MonitorConfig {
     pub down_interval: Option<Duration>,
     /// The health the monitor gives a backend when it starts checking it (at spawn, or when
     /// the backend is added); `Down` keeps new backends out of traffic until they pass
-    /// `rise` checks.
+    /// `rise` checks. [`Balancer::add`](crate::Balancer::add) makes a backend up, and the
+    /// monitor applies this as soon as it sees the addition event, so a pick in between
+    /// may reach it; build the balancer with
+    /// [`initial_health`](crate::BalancerBuilder::initial_health) for the backends known at
+    /// start.
     pub initial: Health,
 }
 
