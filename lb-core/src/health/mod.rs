@@ -28,18 +28,18 @@
 //! the pipeline ([`PipelineConfig`](crate::PipelineConfig)), Envoy's panic threshold and
 //! Apache's `forcerecovery` decide what happens when too many backends are in error.
 
-mod exec;
+mod exec_check;
 mod monitor;
 mod passive;
-mod tcp;
+mod tcp_check;
 
 use std::fmt;
 use std::future::Future;
 
-pub use exec::ExecCheck;
+pub use exec_check::ExecCheck;
 pub use monitor::{CheckStatus, Monitor, MonitorConfig, MonitorHandle};
 pub use passive::PassiveConfig;
-pub use tcp::TcpCheck;
+pub use tcp_check::TcpCheck;
 
 use crate::backend::Backend;
 

@@ -31,14 +31,14 @@
 
 mod client_key;
 mod client_table;
-mod route;
+mod route_codec;
 
 use std::fmt;
 use std::net::IpAddr;
 
 pub use client_key::ClientKey;
 pub use client_table::{ClientEntry, ClientTable, ClientTableConfig};
-pub use route::{RouteCodec, url_param};
+pub use route_codec::{RouteCodec, url_param};
 
 use crate::backend::BackendId;
 
