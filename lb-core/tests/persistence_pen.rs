@@ -79,17 +79,16 @@ fn round_robin_bypass_neither_reads_nor_writes_the_table() {
 
 #[test]
 fn stubborn_clients_fail_rather_than_move_and_others_move() {
-    let (lb, _table) = setup(ClientTableConfig::default(), two());
+    // By default a client whose backend is down moves, and the table follows it.
+    let (lb, table) = setup(ClientTableConfig::default(), two());
     let home = lb.pick(&client(1)).unwrap().id();
     lb.set_health(home, Health::Down).unwrap();
-    assert_ne!(
-        lb.pick(&client(1)).unwrap().id(),
-        home,
-        "fails over by default"
-    );
-    lb.set_health(home, Health::Up).unwrap();
-    // The failover re-recorded client 1 on the other backend; start again.
-    let (lb, _table) = setup(ClientTableConfig::default(), two());
+    let moved = lb.pick(&client(1)).unwrap().id();
+    assert_ne!(moved, home);
+    assert_eq!(table.entries()[0].backend, moved);
+
+    // pen -s: it fails instead, and stays recorded on its backend.
+    let (lb, table) = setup(ClientTableConfig::default(), two());
     lb.update_config(|c| c.stubborn = true).unwrap();
     let home = lb.pick(&client(1)).unwrap().id();
     lb.set_health(home, Health::Down).unwrap();
@@ -97,6 +96,8 @@ fn stubborn_clients_fail_rather_than_move_and_others_move() {
         lb.pick(&client(1)).unwrap_err(),
         Error::StickyUnavailable(home)
     );
+    assert_eq!(table.entries()[0].backend, home);
+    assert!(lb.pick(&client(2)).is_ok(), "new clients are not affected");
 }
 
 #[test]

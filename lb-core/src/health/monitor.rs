@@ -768,6 +768,27 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn checks_use_the_current_configuration() {
+        let lb = balancer(&[1]);
+        let s = Scripted::new();
+        let _m = Monitor::new(lb.clone(), Shared(s.clone()), config())
+            .unwrap()
+            .spawn();
+        s.at(5.0).await;
+        lb.update(id_of(&lb, 1), |b| {
+            b.set_address(crate::Address::Socket(addr(9)))
+        })
+        .unwrap();
+        s.at(15.0).await;
+        assert_eq!(s.times(1), vec![0.0]);
+        assert_eq!(
+            s.times(9),
+            vec![10.0],
+            "the same backend, at its new address"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn shutdown_and_drop_stop_checking() {
         let lb = balancer(&[1]);
         let s = Scripted::new();
