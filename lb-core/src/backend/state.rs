@@ -200,11 +200,16 @@ impl BackendState {
     /// Usable for a new client: ready, up, not in error, below the soft limit.
     #[inline]
     pub(crate) fn usable_for_new(&self, backend: &Backend, now: &mut LazyNow) -> bool {
+        self.usable_below(backend.max_conns(), now)
+    }
+
+    /// [`usable_for_new`](Self::usable_for_new) with the soft limit given directly, for
+    /// schedulers that keep members' limits in their own compact tables.
+    #[inline]
+    pub(crate) fn usable_below(&self, max_conns: Option<u32>, now: &mut LazyNow) -> bool {
         self.admin.load(Relaxed) == 0
             && !self.down.load(Relaxed)
-            && backend
-                .max_conns()
-                .is_none_or(|m| self.active.load(Relaxed) < m)
+            && max_conns.is_none_or(|m| self.active.load(Relaxed) < m)
             && !self.in_error(now)
     }
 

@@ -20,47 +20,106 @@
 //! counters under a mutex, as Apache keeps them in its balancer's shared memory under a
 //! lock.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use super::{Candidates, Scheduler};
-use crate::backend::Member;
+use crate::backend::{BackendState, LazyNow, Member};
 use crate::context::PickContext;
 
 /// The rotating start of a scan.
 #[derive(Debug, Default)]
 pub struct Rotor(pub(crate) AtomicUsize);
 
-/// The first eligible member minimising `load` (a fraction `num / den`, compared by
-/// cross-multiplication), scanning from a rotating start.
-#[inline]
-fn scan_min(
-    rotor: &Rotor,
-    c: &Candidates<'_>,
-    load: impl Fn(&Member) -> (u64, u64),
-) -> Option<usize> {
-    let n = c.len();
-    if n == 0 {
-        return None;
+/// What the connection-count schedulers keep per tier: a rotating start and a compact
+/// table of each member's live state, weight and soft limit, so a scan reads one cache
+/// line per member instead of following two pointers.
+pub struct ConnTable {
+    rotor: AtomicUsize,
+    slots: Box<[Slot]>,
+}
+
+struct Slot {
+    state: Arc<BackendState>,
+    weight: u32,
+    max_conns: Option<u32>,
+}
+
+impl fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnTable")
+            .field("members", &self.slots.len())
+            .finish_non_exhaustive()
     }
-    let start = rotor.0.fetch_add(1, Relaxed) % n;
-    let mut best: Option<(usize, u64, u64)> = None;
-    for i in (start..n).chain(0..start) {
-        if !c.is_eligible(i) {
-            continue;
-        }
-        let (num, den) = load(c.member(i));
-        match best {
-            Some((_, bn, bd))
-                if u128::from(num) * u128::from(bd) >= u128::from(bn) * u128::from(den) => {}
-            _ => best = Some((i, num, den)),
+}
+
+impl ConnTable {
+    fn new(members: &[Arc<Member>]) -> Self {
+        ConnTable {
+            rotor: AtomicUsize::new(0),
+            slots: members
+                .iter()
+                .map(|m| Slot {
+                    state: m.state_arc().clone(),
+                    weight: m.backend().weight(),
+                    max_conns: m.backend().max_conns(),
+                })
+                .collect(),
         }
     }
-    best.map(|(i, _, _)| i)
+
+    /// The first eligible member minimising `load(active, weight)` (a fraction `num / den`
+    /// compared by cross-multiplication), scanning from a rotating start.
+    #[inline]
+    fn scan_min(&self, c: &Candidates<'_>, load: impl Fn(u32, u32) -> (u64, u64)) -> Option<usize> {
+        let n = c.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.rotor.fetch_add(1, Relaxed) % n;
+        let mut best = usize::MAX;
+        let (mut bn, mut bd) = (u64::MAX, 1u64);
+        let mut consider = |i: usize, num: u64, den: u64| {
+            // num, den < 2^33: the products fit in u128 without loss; u64 would not for
+            // the sentinel.
+            if best == usize::MAX
+                || u128::from(num) * u128::from(bd) < u128::from(bn) * u128::from(den)
+            {
+                best = i;
+                bn = num;
+                bd = den;
+            }
+        };
+        if c.is_plain() && self.slots.len() == n {
+            // Fast path: the same test as `Candidates::is_eligible`, on the compact table.
+            let mut now = LazyNow::default();
+            let mut visit = |lo: usize, hi: usize| {
+                for (k, s) in self.slots[lo..hi].iter().enumerate() {
+                    if s.weight == 0 || !s.state.usable_below(s.max_conns, &mut now) {
+                        continue;
+                    }
+                    let (num, den) = load(s.state.active(), s.weight);
+                    consider(lo + k, num, den);
+                }
+            };
+            visit(start, n);
+            visit(0, start);
+        } else {
+            for i in (start..n).chain(0..start) {
+                if c.is_eligible(i) {
+                    let m = c.member(i);
+                    let (num, den) = load(m.state().active(), m.backend().weight());
+                    consider(i, num, den);
+                }
+            }
+        }
+        (best != usize::MAX).then_some(best)
+    }
 }
 
 macro_rules! conn_scheduler {
-    ($(#[$doc:meta])* $name:ident, $m:ident => $load:expr) => {
+    ($(#[$doc:meta])* $name:ident, |$a:ident, $w:ident| $load:expr) => {
         $(#[$doc])*
         #[derive(Debug, Default)]
         pub struct $name {
@@ -75,15 +134,15 @@ macro_rules! conn_scheduler {
         }
 
         impl Scheduler for $name {
-            type State = Rotor;
+            type State = ConnTable;
 
-            fn prepare(&self, _members: &[Arc<Member>]) -> Rotor {
-                Rotor::default()
+            fn prepare(&self, members: &[Arc<Member>]) -> ConnTable {
+                ConnTable::new(members)
             }
 
             #[inline]
-            fn pick(&self, rotor: &Rotor, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
-                scan_min(rotor, c, |$m: &Member| $load)
+            fn pick(&self, t: &ConnTable, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
+                t.scan_min(c, |$a: u32, $w: u32| $load)
             }
         }
     };
@@ -92,50 +151,28 @@ macro_rules! conn_scheduler {
 conn_scheduler!(
     /// Least connections (IPVS `lc`, HAProxy `leastconn`): the member with the fewest
     /// active leases; weights are ignored.
-    LeastConn, m => (u64::from(m.state().active()), 1)
+    LeastConn, |a, _w| (u64::from(a), 1)
 );
 
 conn_scheduler!(
     /// Weighted least connections (IPVS `wlc`, pen `-W`): the least active leases per unit
     /// of weight.
-    WeightedLeastConn, m => (u64::from(m.state().active()), u64::from(m.backend().weight()))
+    WeightedLeastConn, |a, w| (u64::from(a), u64::from(w))
 );
 
 conn_scheduler!(
     /// Shortest expected delay (IPVS `sed`): the least `(active + 1) / weight`.
-    ShortestExpectedDelay, m => (u64::from(m.state().active()) + 1, u64::from(m.backend().weight()))
+    ShortestExpectedDelay, |a, w| (u64::from(a) + 1, u64::from(w))
 );
 
-/// Never queue (IPVS `nq`): an idle member if there is one, else as
-/// [`ShortestExpectedDelay`].
-#[derive(Debug, Default)]
-pub struct NeverQueue {
-    _private: (),
-}
-
-impl NeverQueue {
-    /// The scheduler.
-    pub fn new() -> Self {
-        NeverQueue::default()
+conn_scheduler!(
+    /// Never queue (IPVS `nq`): an idle member if there is one (the first from the
+    /// rotating start, whatever its weight), else as [`ShortestExpectedDelay`].
+    NeverQueue, |a, w| match a {
+        0 => (0, 1),
+        a => (u64::from(a) + 1, u64::from(w)),
     }
-}
-
-impl Scheduler for NeverQueue {
-    type State = Rotor;
-
-    fn prepare(&self, _members: &[Arc<Member>]) -> Rotor {
-        Rotor::default()
-    }
-
-    fn pick(&self, rotor: &Rotor, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
-        // Idle members cost 0 whatever their weight, so the scan takes the first idle one
-        // from the rotating start; otherwise sed's (C + 1) / W.
-        scan_min(rotor, c, |m| match m.state().active() {
-            0 => (0, 1),
-            a => (u64::from(a) + 1, u64::from(m.backend().weight())),
-        })
-    }
-}
+);
 
 /// Apache's `bybusyness`: the member with the fewest active requests; among the least busy,
 /// byrequests' smooth weighted round robin decides.

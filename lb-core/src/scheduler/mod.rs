@@ -91,7 +91,8 @@ pub use by_traffic::ByTraffic;
 pub use candidates::Candidates;
 pub use ketama::{Ketama, POINTS_PER_WEIGHT, Ring};
 pub use least_conn::{
-    BusyState, ByBusyness, LeastConn, NeverQueue, Rotor, ShortestExpectedDelay, WeightedLeastConn,
+    BusyState, ByBusyness, ConnTable, LeastConn, NeverQueue, Rotor, ShortestExpectedDelay,
+    WeightedLeastConn,
 };
 pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, Table};
 pub use peak_ewma::{DEFAULT_RTT, PeakEwma};
