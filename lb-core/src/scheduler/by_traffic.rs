@@ -9,9 +9,8 @@
 //! broken by a rotating start, so equal members take turns.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
-use super::least_conn::Rotor;
+use super::least_conn::ConnTable;
 use super::{Candidates, Scheduler};
 use crate::backend::Member;
 use crate::context::PickContext;
@@ -30,31 +29,27 @@ impl ByTraffic {
 }
 
 impl Scheduler for ByTraffic {
-    type State = Rotor;
+    type State = ConnTable;
 
-    fn prepare(&self, _members: &[Arc<Member>]) -> Rotor {
-        Rotor::default()
+    fn prepare(&self, members: &[Arc<Member>]) -> ConnTable {
+        ConnTable::new(members)
     }
 
-    fn pick(&self, rotor: &Rotor, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
+    fn pick(&self, t: &ConnTable, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
         let n = c.len();
         if n == 0 {
             return None;
         }
-        let start = rotor.0.fetch_add(1, Relaxed) % n;
         let mut best: Option<(usize, u128, u128)> = None;
-        for i in (start..n).chain(0..start) {
-            if !c.is_eligible(i) {
-                continue;
-            }
-            let m = c.member(i);
-            let bytes = u128::from(m.state().bytes_in()) + u128::from(m.state().bytes_out());
-            let w = u128::from(m.backend().weight());
+        t.for_each_eligible(c, t.rotate(n), |i, state, weight| {
+            let bytes = u128::from(state.bytes_in()) + u128::from(state.bytes_out());
+            let w = u128::from(weight);
             match best {
+                // bytes < 2^65 and weights < 2^32: the products fit in u128.
                 Some((_, bb, bw)) if bytes * bw >= bb * w => {}
                 _ => best = Some((i, bytes, w)),
             }
-        }
+        });
         best.map(|(i, _, _)| i)
     }
 }

@@ -28,10 +28,6 @@ use super::{Candidates, Scheduler};
 use crate::backend::{BackendState, LazyNow, Member};
 use crate::context::PickContext;
 
-/// The rotating start of a scan.
-#[derive(Debug, Default)]
-pub struct Rotor(pub(crate) AtomicUsize);
-
 /// What the connection-count schedulers keep per tier: a rotating start and a compact
 /// table of each member's live state, weight and soft limit, so a scan reads one cache
 /// line per member instead of following two pointers.
@@ -55,7 +51,7 @@ impl fmt::Debug for ConnTable {
 }
 
 impl ConnTable {
-    fn new(members: &[Arc<Member>]) -> Self {
+    pub(crate) fn new(members: &[Arc<Member>]) -> Self {
         ConnTable {
             rotor: AtomicUsize::new(0),
             slots: members
@@ -69,38 +65,30 @@ impl ConnTable {
         }
     }
 
-    /// The first eligible member minimising `load(active, weight)` (a fraction `num / den`
-    /// compared by cross-multiplication), scanning from a rotating start.
+    /// The next rotating start in `0..n` (`n > 0`).
     #[inline]
-    fn scan_min(&self, c: &Candidates<'_>, load: impl Fn(u32, u32) -> (u64, u64)) -> Option<usize> {
+    pub(crate) fn rotate(&self, n: usize) -> usize {
+        self.rotor.fetch_add(1, Relaxed) % n
+    }
+
+    /// Calls `f(index, state, weight)` for every eligible member, from `start` round to
+    /// `start - 1`. Takes the compact table when eligibility is the plain usable test (the
+    /// same test as [`Candidates::is_eligible`]), else asks the candidates.
+    #[inline]
+    pub(crate) fn for_each_eligible(
+        &self,
+        c: &Candidates<'_>,
+        start: usize,
+        mut f: impl FnMut(usize, &BackendState, u32),
+    ) {
         let n = c.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.rotor.fetch_add(1, Relaxed) % n;
-        let mut best = usize::MAX;
-        let (mut bn, mut bd) = (u64::MAX, 1u64);
-        let mut consider = |i: usize, num: u64, den: u64| {
-            // num, den < 2^33: the products fit in u128 without loss; u64 would not for
-            // the sentinel.
-            if best == usize::MAX
-                || u128::from(num) * u128::from(bd) < u128::from(bn) * u128::from(den)
-            {
-                best = i;
-                bn = num;
-                bd = den;
-            }
-        };
         if c.is_plain() && self.slots.len() == n {
-            // Fast path: the same test as `Candidates::is_eligible`, on the compact table.
             let mut now = LazyNow::default();
             let mut visit = |lo: usize, hi: usize| {
                 for (k, s) in self.slots[lo..hi].iter().enumerate() {
-                    if s.weight == 0 || !s.state.usable_below(s.max_conns, &mut now) {
-                        continue;
+                    if s.weight != 0 && s.state.usable_below(s.max_conns, &mut now) {
+                        f(lo + k, &s.state, s.weight);
                     }
-                    let (num, den) = load(s.state.active(), s.weight);
-                    consider(lo + k, num, den);
                 }
             };
             visit(start, n);
@@ -109,11 +97,31 @@ impl ConnTable {
             for i in (start..n).chain(0..start) {
                 if c.is_eligible(i) {
                     let m = c.member(i);
-                    let (num, den) = load(m.state().active(), m.backend().weight());
-                    consider(i, num, den);
+                    f(i, m.state(), m.backend().weight());
                 }
             }
         }
+    }
+
+    /// The first eligible member minimising `load(active, weight)` (a fraction `num / den`
+    /// compared by cross-multiplication), scanning from a rotating start.
+    #[inline]
+    fn scan_min(&self, c: &Candidates<'_>, load: impl Fn(u32, u32) -> (u64, u64)) -> Option<usize> {
+        let n = c.len();
+        if n == 0 {
+            return None;
+        }
+        let mut best = usize::MAX;
+        let (mut bn, mut bd) = (0u64, 0u64);
+        self.for_each_eligible(c, self.rotate(n), |i, state, weight| {
+            let (num, den) = load(state.active(), weight);
+            // num ≤ 2^32 (active + 1) and den < 2^32 (a weight): the products fit in u64.
+            if best == usize::MAX || num * bd < bn * den {
+                best = i;
+                bn = num;
+                bd = den;
+            }
+        });
         (best != usize::MAX).then_some(best)
     }
 }
@@ -188,41 +196,48 @@ impl ByBusyness {
     }
 }
 
-/// The byrequests counters (`lbstatus`) of [`ByBusyness`], one per member.
+/// The byrequests counters (`lbstatus`) of [`ByBusyness`], one per member, beside the
+/// members' compact table.
 #[derive(Debug)]
-pub struct BusyState(Mutex<Vec<i64>>);
+pub struct BusyState {
+    table: ConnTable,
+    lbstatus: Mutex<Vec<i64>>,
+}
 
 impl Scheduler for ByBusyness {
     type State = BusyState;
 
     fn prepare(&self, members: &[Arc<Member>]) -> BusyState {
-        BusyState(Mutex::new(vec![0; members.len()]))
+        BusyState {
+            table: ConnTable::new(members),
+            lbstatus: Mutex::new(vec![0; members.len()]),
+        }
     }
 
     fn pick(&self, state: &BusyState, c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
         // mod_lbmethod_bybusyness.c, find_best_bybusyness: every usable worker's lbstatus
         // grows by its lbfactor; the least busy wins, ties to the highest lbstatus; the
         // winner's lbstatus drops by the total factor.
-        let mut lbstatus = state.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lbstatus = state.lbstatus.lock().unwrap_or_else(|e| e.into_inner());
+        if lbstatus.len() != c.len() {
+            return None;
+        }
         let mut total = 0i64;
-        let mut best: Option<(usize, u32)> = None;
-        for i in c.eligible() {
-            let m = c.member(i);
-            let Some(status) = lbstatus.get_mut(i) else {
-                continue;
-            };
-            *status += i64::from(m.backend().weight());
-            total += i64::from(m.backend().weight());
-            let busy = m.state().active();
+        let mut best: Option<(usize, u32, i64)> = None;
+        state.table.for_each_eligible(c, 0, |i, s, weight| {
+            let status = &mut lbstatus[i];
+            *status += i64::from(weight);
+            total += i64::from(weight);
+            let busy = s.active();
             let better = match best {
                 None => true,
-                Some((b, bbusy)) => busy < bbusy || (busy == bbusy && *status > lbstatus[b]),
+                Some((_, bbusy, bstatus)) => busy < bbusy || (busy == bbusy && *status > bstatus),
             };
             if better {
-                best = Some((i, busy));
+                best = Some((i, busy, *status));
             }
-        }
-        let (b, _) = best?;
+        });
+        let (b, _, _) = best?;
         lbstatus[b] -= total;
         Some(b)
     }

@@ -91,7 +91,7 @@ pub use by_traffic::ByTraffic;
 pub use candidates::Candidates;
 pub use ketama::{Ketama, POINTS_PER_WEIGHT, Ring};
 pub use least_conn::{
-    BusyState, ByBusyness, ConnTable, LeastConn, NeverQueue, Rotor, ShortestExpectedDelay,
+    BusyState, ByBusyness, ConnTable, LeastConn, NeverQueue, ShortestExpectedDelay,
     WeightedLeastConn,
 };
 pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, Table};
