@@ -9,8 +9,9 @@
 //! point at or after it, wrapping around. With equal weights the ring is libmemcached's
 //! (which gives 160 points per server); with weights it has `160 × weight` points per
 //! member, as this crate promises (libmemcached scales by the share of the total instead).
-//! When the total would pass 2^22 points, weights are scaled down in proportion (each
-//! member keeps at least 160 points).
+//! When the total would pass 2^20 points (a weight total of 6553), weights are scaled down
+//! in proportion (each member keeps at least 160 points), which bounds the ring's memory
+//! (8 MiB) and the MD5 work of building it.
 //!
 //! The key is the pick's hash key, else the client's IP address; with neither, picks take
 //! turns. Adding or removing a member moves only the keys on the arcs it gains or loses.
@@ -36,7 +37,7 @@ use crate::error::{Error, Result};
 
 /// Ring points per unit of weight.
 pub const POINTS_PER_WEIGHT: u64 = 160;
-const MAX_POINTS: u64 = 1 << 22;
+const MAX_POINTS: u64 = 1 << 20;
 const MEMCACHED_PORT: u16 = 11211;
 /// Members whose eligibility a walk remembers (a bitset on the stack).
 const MEMO: usize = 1024;

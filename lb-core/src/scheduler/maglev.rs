@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 /// The default table size: the prime 65537.
 pub const DEFAULT_TABLE_SIZE: usize = 65_537;
 /// The largest table size accepted.
-pub const MAX_TABLE_SIZE: usize = 1 << 26;
+pub const MAX_TABLE_SIZE: usize = 1 << 24;
 const SEED_OFFSET: u64 = 0x4d41_474c_4556_4f31; // "MAGLEVO1"
 const SEED_SKIP: u64 = 0x4d41_474c_4556_5332; // "MAGLEVS2"
 const SEED_KEY: u64 = 0x4d41_474c_4556_4b33; // "MAGLEVK3"
@@ -81,14 +81,14 @@ impl Maglev {
         Maglev::default()
     }
 
-    /// Sets the table size: a prime from 3 to 2^26. It should be well above the number of
+    /// Sets the table size: a prime from 3 to 2^24 (64 MiB of table). It should be well above the number of
     /// members (the paper suggests M > 100 × N).
     pub fn with_table_size(mut self, size: usize) -> Result<Self> {
         if !(3..=MAX_TABLE_SIZE).contains(&size) || !is_prime(size) {
             return Err(Error::InvalidParameter {
                 name: "table size",
                 value: size.to_string(),
-                reason: "the maglev table size must be a prime from 3 to 67108864",
+                reason: "the maglev table size must be a prime from 3 to 16777216",
             });
         }
         self.size = size;

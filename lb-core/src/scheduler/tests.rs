@@ -268,3 +268,40 @@ fn weight_zero_gets_no_new_clients() {
         }
     }
 }
+
+#[test]
+fn empty_sets_and_extreme_weights_never_panic() {
+    for s in all_schedulers() {
+        let name = s.to_string();
+        let lb = Balancer::builder()
+            .scheduler(s)
+            .build()
+            .expect("no backends is valid");
+        assert!(
+            matches!(
+                lb.pick(&PickContext::new().with_key(b"k")),
+                Err(crate::Error::NoBackend { .. })
+            ),
+            "{name}"
+        );
+        lb.add(Backend::new(addr(0)).with_weight(0))
+            .expect("new address");
+        assert!(
+            lb.pick(&PickContext::new()).is_err(),
+            "{name}: only weight 0"
+        );
+        lb.add(Backend::new(addr(1)).with_weight(u32::MAX))
+            .expect("new address");
+        lb.add(Backend::new(addr(2)).with_weight(1))
+            .expect("new address");
+        lb.add(Backend::new(addr(3)).with_weight(u32::MAX - 1))
+            .expect("new address");
+        for k in 0u32..50 {
+            let key = k.to_le_bytes();
+            let lease = lb
+                .pick(&PickContext::new().with_key(&key))
+                .expect("a backend");
+            assert_ne!(lease.backend().weight(), 0, "{name}");
+        }
+    }
+}
