@@ -98,7 +98,7 @@ pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev, Table};
 pub use peak_ewma::{DEFAULT_RTT, PeakEwma};
 pub use priority::{ByWeight, First, Overflow, Priority, PriorityGroups};
 pub use random::{CumulativeWeights, PowerOfTwo, Random};
-pub use round_robin::RoundRobin;
+pub use round_robin::{RoundRobin, RoundRobinState};
 pub use source_hash::{Buckets, SourceHash};
 pub use weighted_round_robin::{MAX_PERIOD, MAX_WORK, WeightedRoundRobin, WrrState};
 

@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::hash::FastMod;
 use super::{Candidates, Scheduler};
 use crate::backend::Member;
 use crate::context::PickContext;
@@ -88,6 +89,8 @@ impl Scheduler for WeightedRoundRobin {
 pub(crate) struct SmoothSeq {
     /// One period of the sequence, as candidate indices (empty: use the locked loop).
     seq: Box<[u32]>,
+    /// The sequence's length, for a division-free remainder.
+    len: FastMod,
     next: AtomicUsize,
     /// (candidate index, weight) of every member with a weight.
     entries: Box<[(u32, u32)]>,
@@ -128,6 +131,7 @@ impl SmoothSeq {
             Box::default()
         };
         SmoothSeq {
+            len: FastMod::new(seq.len() as u64),
             seq,
             next: AtomicUsize::new(0),
             current: Mutex::new(vec![0; entries.len()]),
@@ -139,14 +143,19 @@ impl SmoothSeq {
     pub(crate) fn pick(&self, c: &Candidates<'_>) -> Option<usize> {
         let len = self.seq.len();
         if len > 0 {
-            let start = self.next.fetch_add(1, Relaxed);
+            let start = self.next.fetch_add(1, Relaxed) as u64;
+            let mut k = self.len.rem(start) as usize;
             for probe in 0..PROBES.min(len) {
-                let i = self.seq[start.wrapping_add(probe) % len] as usize;
+                let i = self.seq[k] as usize;
                 if c.is_eligible(i) {
                     if probe > 0 {
                         self.next.fetch_add(probe, Relaxed);
                     }
                     return Some(i);
+                }
+                k += 1;
+                if k == len {
+                    k = 0;
                 }
             }
         }
