@@ -29,8 +29,8 @@ use crate::backend::{BackendState, LazyNow, Member};
 use crate::context::PickContext;
 
 /// What the connection-count schedulers keep per tier: a rotating start and a compact
-/// table of each member's live state, weight and soft limit, so a scan reads one cache
-/// line per member instead of following two pointers.
+/// table of each member's live state, weight and soft limit, so a scan follows one pointer
+/// per member (to its live state) instead of two.
 pub struct ConnTable {
     rotor: AtomicUsize,
     slots: Box<[Slot]>,

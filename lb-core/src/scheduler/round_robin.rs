@@ -75,3 +75,18 @@ impl Scheduler for RoundRobin {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Health;
+    use crate::scheduler::testing::{balancer, count_picks, picks};
+
+    #[test]
+    fn turns_ignore_weights_and_skip_down_members_fairly() {
+        let lb = balancer(RoundRobin::new(), &[1, 5, 1, 2]);
+        assert_eq!(picks(&lb, 8), [0, 1, 2, 3, 0, 1, 2, 3]);
+        lb.set_health(lb.members()[1].id(), Health::Down).unwrap();
+        assert_eq!(count_picks(&lb, 300), [100, 0, 100, 100]);
+    }
+}
