@@ -9,8 +9,6 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::hash::fmix64;
-
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A shared SplitMix64 generator.
@@ -31,15 +29,38 @@ impl AtomicRng {
     /// The next 64 random bits.
     #[inline]
     pub(crate) fn next_u64(&self) -> u64 {
-        let z = self.0.fetch_add(GAMMA, Relaxed).wrapping_add(GAMMA);
-        // SplitMix64's mixer is MurmurHash3's finalizer with other constants; fmix64 mixes
-        // as well for our purpose.
-        fmix64(z)
+        // SplitMix64: the state advances by the golden gamma, the output is mixed with
+        // Stafford's variant 13 of MurmurHash3's finalizer.
+        let mut z = self.0.fetch_add(GAMMA, Relaxed).wrapping_add(GAMMA);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
-    /// A number in `0..n` (`n > 0`).
+    /// A number in `0..n` (`n > 0`), by multiply-shift.
     #[inline]
     pub(crate) fn below(&self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_splitmix64() {
+        // The reference sequence of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
+        let rng = AtomicRng::seed_from_u64(0);
+        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+        let mut counts = [0u32; 5];
+        for _ in 0..50_000 {
+            counts[rng.below(5) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 }
