@@ -44,6 +44,10 @@ macro_rules! any_scheduler {
             )*
         }
 
+        /// The canonical name of every variant, in declaration order.
+        #[cfg(test)]
+        const CANONICAL: &[&str] = &[$($name),*];
+
         impl AnyScheduler {
             /// The scheduler's canonical name.
             pub fn name(&self) -> &'static str {
@@ -340,6 +344,15 @@ impl FromStr for AnyScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_lists_every_variant() {
+        let known: Vec<&str> = KNOWN.split(',').map(str::trim).collect();
+        for name in CANONICAL {
+            assert!(known.contains(name), "{name} missing from KNOWN");
+            assert_eq!(name.parse::<AnyScheduler>().unwrap().name(), *name);
+        }
+    }
 
     #[test]
     fn every_known_name_parses_and_round_trips() {
