@@ -71,8 +71,11 @@ impl AdminState {
 /// to it, so re-configuring a backend never loses its counts.
 pub struct BackendState {
     id: BackendId,
-    active: AtomicU32,
-    total: AtomicU64,
+    /// Active leases (low 32 bits) and the low 32 bits of the total (high 32 bits), so a
+    /// pick and a release each cost one atomic operation.
+    conns: AtomicU64,
+    /// How many times the total's low 32 bits wrapped.
+    total_wraps: AtomicU32,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     failures: AtomicU64,
@@ -86,6 +89,9 @@ pub struct BackendState {
     ewma_stamp_ms: AtomicU64,
     pub(crate) shared: Arc<Shared>,
 }
+
+/// One more active lease and one more in the total, as one addition to `conns`.
+const CONN_ONE: u64 = 1 | (1 << 32);
 
 /// Reads the clock at most once per pick, and only when a backend is in error.
 #[derive(Debug, Default)]
@@ -113,8 +119,8 @@ impl BackendState {
     pub(crate) fn new(id: BackendId, shared: Arc<Shared>, health: Health) -> Self {
         BackendState {
             id,
-            active: AtomicU32::new(0),
-            total: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            total_wraps: AtomicU32::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -136,11 +142,12 @@ impl BackendState {
     }
     /// Connections or requests in flight.
     pub fn active(&self) -> u32 {
-        self.active.load(Relaxed)
+        self.conns.load(Relaxed) as u32
     }
     /// Connections or requests ever assigned.
     pub fn total(&self) -> u64 {
-        self.total.load(Relaxed)
+        let wraps = u64::from(self.total_wraps.load(Relaxed));
+        (wraps << 32) | (self.conns.load(Relaxed) >> 32)
     }
     /// Bytes received from clients and sent to the backend.
     pub fn bytes_in(&self) -> u64 {
@@ -200,11 +207,16 @@ impl BackendState {
     /// Usable for a new client: ready, up, not in error, below the soft limit.
     #[inline]
     pub(crate) fn usable_for_new(&self, backend: &Backend, now: &mut LazyNow) -> bool {
+        self.usable_below(backend.max_conns(), now)
+    }
+
+    /// [`usable_for_new`](Self::usable_for_new) with the soft limit given directly, for
+    /// schedulers that keep members' limits in their own compact tables.
+    #[inline]
+    pub(crate) fn usable_below(&self, max_conns: Option<u32>, now: &mut LazyNow) -> bool {
         self.admin.load(Relaxed) == 0
             && !self.down.load(Relaxed)
-            && backend
-                .max_conns()
-                .is_none_or(|m| self.active.load(Relaxed) < m)
+            && max_conns.is_none_or(|m| self.active() < m)
             && !self.in_error(now)
     }
 
@@ -214,19 +226,14 @@ impl BackendState {
     pub(crate) fn usable_for_sticky(&self, backend: &Backend, now: &mut LazyNow) -> bool {
         self.admin.load(Relaxed) <= 1
             && !self.down.load(Relaxed)
-            && backend
-                .hard_conns()
-                .is_none_or(|m| self.active.load(Relaxed) < m)
+            && backend.hard_conns().is_none_or(|m| self.active() < m)
             && !self.in_error(now)
     }
 
     /// Usable when recovery is forced: as for a new client, but in error or not.
     #[inline]
     pub(crate) fn usable_ignoring_errors(&self, backend: &Backend) -> bool {
-        self.ready_and_up()
-            && backend
-                .max_conns()
-                .is_none_or(|m| self.active.load(Relaxed) < m)
+        self.ready_and_up() && backend.max_conns().is_none_or(|m| self.active() < m)
     }
 
     /// Ready and passing health checks.
@@ -236,12 +243,17 @@ impl BackendState {
     }
 
     pub(crate) fn acquire(&self) {
-        self.active.fetch_add(1, Relaxed);
-        self.total.fetch_add(1, Relaxed);
+        let old = self.conns.fetch_add(CONN_ONE, Relaxed);
+        if old >> 32 == u64::from(u32::MAX) {
+            // The total's low half wrapped to 0: carry into the high half.
+            self.total_wraps.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn release(&self) {
-        self.active.fetch_sub(1, Relaxed);
+        // Active is at least 1 here (the lease being released), so no borrow reaches the
+        // total's half.
+        self.conns.fetch_sub(1, Relaxed);
     }
 
     pub(crate) fn add_bytes_in(&self, n: u64) {
@@ -343,5 +355,32 @@ impl fmt::Debug for BackendState {
             .field("health", &self.health())
             .field("failures", &self.failures())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::PassiveConfig;
+
+    #[test]
+    fn active_and_total_share_one_word_and_the_total_carries() {
+        let shared = Arc::new(Shared::new(
+            PassiveConfig::default(),
+            Duration::from_secs(10),
+        ));
+        let s = BackendState::new(BackendId(0), shared, Health::Up);
+        s.acquire();
+        s.acquire();
+        s.release();
+        assert_eq!((s.active(), s.total()), (1, 2));
+        // Just below the total's low half wrapping, with one lease active.
+        s.conns.store((u64::from(u32::MAX) << 32) | 1, Relaxed);
+        s.acquire();
+        assert_eq!((s.active(), s.total()), (2, 1 << 32));
+        s.acquire();
+        s.release();
+        s.release();
+        assert_eq!((s.active(), s.total()), (1, (1 << 32) + 1));
     }
 }

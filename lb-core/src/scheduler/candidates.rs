@@ -81,6 +81,13 @@ impl<'a> Candidates<'a> {
         usable && (self.tried.is_empty() || !self.tried.contains(&m.id()))
     }
 
+    /// Whether eligibility is the plain usable test: nothing tried yet and errors not
+    /// ignored. Schedulers with their own compact member tables use it to take a fast path.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.tried.is_empty() && !self.ignore_errors
+    }
+
     /// Indices of the eligible members, in order.
     pub fn eligible(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.members.len()).filter(|&i| self.is_eligible(i))
