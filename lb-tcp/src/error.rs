@@ -39,6 +39,9 @@ pub enum Error {
     /// The connection limit was reached and the connection was refused.
     #[error("connection limit {0} reached")]
     LimitReached(usize),
+    /// An error from lb-core.
+    #[error(transparent)]
+    Core(#[from] lb_core::Error),
     /// Any other I/O error.
     #[error(transparent)]
     Io(#[from] io::Error),

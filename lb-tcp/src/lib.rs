@@ -8,6 +8,8 @@
 //!   buffered, with half-close, idle timeout and byte counts.
 //! * [`proxy_protocol`]: PROXY protocol v1/v2 headers to backends and from trusted peers.
 //! * [`xff`]: pen's `-H`, `X-Forwarded-For` inserted into HTTP/1 requests on the stream.
+//! * [`TcpProxy`]: all of it around an lb-core [`Balancer`](lb_core::Balancer): connect
+//!   with timeout and failover, limits, graceful shutdown.
 //!
 //! ```no_run
 //! use lb_tcp::listener::ListenerConfig;
@@ -31,9 +33,14 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod limit;
 pub mod listener;
+mod proxy;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod xff;
 
 pub use error::{Error, Result};
+pub use limit::WhenFull;
+pub use listener::{Listener, ListenerConfig, SocketOptions};
+pub use proxy::{ConnectionEvent, ConnectionStats, Observer, ProxyConfig, TcpProxy};
