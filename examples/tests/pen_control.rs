@@ -164,3 +164,37 @@ async fn term_drains_open_connections_and_hup_rereads_the_config_file() {
     assert!(!pidfile.exists(), "pid file left behind");
     let _ = std::fs::remove_file(&cfg);
 }
+
+#[tokio::test]
+async fn user_option_drops_privileges_after_binding() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    if uid.split_whitespace().nth(1).is_none_or(|u| u != "0") {
+        eprintln!("skipped: -u needs root");
+        return;
+    }
+    let a = Backend::start("a", Mode::Http).await;
+    let port = free_port();
+    let pen = LbPen::start(
+        &strings(&["-u", "nobody", &port.to_string(), &a.spec()]),
+        lo(port),
+    )
+    .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pen.pid())).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+        "{uid_line}"
+    );
+    assert_eq!(ask_new(lo(port)).await.as_deref(), Some("a"));
+}

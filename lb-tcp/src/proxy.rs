@@ -377,15 +377,16 @@ impl<S: Scheduler + 'static> TcpProxy<S> {
             }
         };
         let started = Instant::now();
-        let local = client.local_addr()?;
-        let address = backend.peer_addr()?;
-        self.emit(ConnectionEvent::Opened {
-            client: origin,
-            backend: lease.id(),
-            address,
-        });
+        if self.inner.observer.load().is_some() {
+            self.emit(ConnectionEvent::Opened {
+                client: origin,
+                backend: lease.id(),
+                address: backend.peer_addr()?,
+            });
+        }
         let mut first = Vec::new();
         if let Some(version) = config.proxy_protocol {
+            let local = client.local_addr()?;
             ProxyHeader::new(origin, local).encode(version, &mut first);
         }
         first.extend_from_slice(&early);

@@ -225,3 +225,44 @@ async fn shutdown_closes_connections_left_at_the_deadline() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+#[tokio::test]
+async fn one_proxy_serves_several_listeners_and_hands_over_accepted_streams() {
+    let (b, _t) = named_backend("bbb").await;
+    let balancer = Balancer::builder()
+        .backend(Backend::new(b))
+        .build()
+        .unwrap();
+    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let v4 = start(&proxy, lo()).await;
+    let second = start(&proxy, lo()).await;
+    assert_eq!(first_bytes(v4, 3).await.unwrap(), b"bbb");
+    assert_eq!(first_bytes(second, 3).await.unwrap(), b"bbb");
+    if let Ok(l6) = ListenerConfig::new("[::1]:0".parse().unwrap()).bind() {
+        let a6 = l6.local_addr().unwrap();
+        let p = proxy.clone();
+        tokio::spawn(async move { p.serve(l6).await });
+        assert_eq!(first_bytes(a6, 3).await.unwrap(), b"bbb");
+    } else {
+        eprintln!("IPv6 part skipped: no IPv6 loopback");
+    }
+    // An embedding program accepts itself and hands the stream over.
+    let own = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own_addr = own.local_addr().unwrap();
+    let p = proxy.clone();
+    let handled = tokio::spawn(async move {
+        let (s, peer) = own.accept().await.unwrap();
+        p.handle(s, peer).await.unwrap()
+    });
+    let mut c = TcpStream::connect(own_addr).await.unwrap();
+    let mut three = [0u8; 3];
+    c.read_exact(&mut three).await.unwrap();
+    c.write_all(b"12345").await.unwrap();
+    let mut five = [0u8; 5];
+    c.read_exact(&mut five).await.unwrap();
+    drop(c);
+    let stats = handled.await.unwrap();
+    assert_eq!((stats.bytes_in, stats.bytes_out, stats.attempts), (5, 8, 1));
+    let total: u64 = proxy.balancer().stats().bytes_in;
+    assert!(total >= 5);
+}

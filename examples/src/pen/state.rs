@@ -182,17 +182,21 @@ impl Pen {
                     r.sx += bytes_in;
                     r.rx += bytes_out;
                 }
-                let server = self
-                    .proxy
-                    .balancer()
-                    .get(*backend)
-                    .map(|m| m.backend().address().to_string())
-                    .unwrap_or_default();
-                self.log_line(&format!(
-                    "{} {client} {server} sx {bytes_in} rx {bytes_out} {:.3}s",
-                    timestamp(),
-                    duration.as_secs_f64()
-                ));
+                let mut log = lock(&self.log);
+                if let Some((_, file)) = log.as_mut() {
+                    let server = self
+                        .proxy
+                        .balancer()
+                        .get(*backend)
+                        .map(|m| m.backend().address().to_string())
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        file,
+                        "{} {client} {server} sx {bytes_in} rx {bytes_out} {:.3}s",
+                        timestamp(),
+                        duration.as_secs_f64()
+                    );
+                }
             }
             ConnectionEvent::Failed { client, reason } => {
                 if self.debug.load(Relaxed) > 0 {
