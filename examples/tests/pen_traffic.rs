@@ -154,3 +154,60 @@ async fn large_transfers_are_byte_exact_both_ways() {
         assert!(back == data, "{extra:?}: bytes differ");
     }
 }
+
+#[tokio::test]
+async fn chained_lb_pens_pass_the_client_address_through_proxy_headers() {
+    // client 127.0.0.6 -> front (sends v1) -> back (trusts 127.0.0.1, sends v2) -> backend
+    let a = Backend::start("a", Mode::Proxy).await;
+    let (front, back) = (free_port(), free_port());
+    let back_args = strings(&[
+        "--accept-proxy-from",
+        "127.0.0.1/32",
+        "--proxy-protocol",
+        "v2",
+        &back.to_string(),
+        &a.spec(),
+    ]);
+    let _back = LbPen::start(&back_args, lo(back)).await;
+    let front_args = strings(&[
+        "--proxy-protocol",
+        "v1",
+        &front.to_string(),
+        &lo(back).to_string(),
+    ]);
+    let _front = LbPen::start(&front_args, lo(front)).await;
+    let mut s = connect_from("127.0.0.6".parse().unwrap(), lo(front))
+        .await
+        .unwrap();
+    let client = s.local_addr().unwrap();
+    assert_eq!(ask(&mut s).await.as_deref(), Some("a"));
+    let sources: Vec<_> = a
+        .seen()
+        .iter()
+        .filter_map(|s| match s.proxied {
+            Some(ProxyHeader::Proxy { source, .. }) => Some(source),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sources.contains(&client),
+        "backend saw {sources:?}, client was {client}"
+    );
+
+    // A peer outside the trusted networks is refused by the back lb-pen.
+    let strict = free_port();
+    let strict_args = strings(&[
+        "--accept-proxy-from",
+        "10.0.0.0/8",
+        &strict.to_string(),
+        &a.spec(),
+    ]);
+    let _strict = LbPen::start(&strict_args, lo(strict)).await;
+    let mut header =
+        ProxyHeader::new(client, lo(strict)).to_vec(lb_tcp::proxy_protocol::ProxyVersion::V1);
+    header.extend_from_slice(REQUEST);
+    let mut s = TcpStream::connect(lo(strict)).await.unwrap();
+    let _ = s.write_all(&header).await;
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).await.unwrap_or(0), 0);
+}

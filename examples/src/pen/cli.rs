@@ -114,6 +114,10 @@ pub(crate) struct Args {
     /// Send a PROXY protocol header to the servers.
     #[arg(long, value_name = "v1|v2")]
     pub(crate) proxy_protocol: Option<ProxyVersion>,
+    /// Expect a PROXY protocol header (v1 or v2) on every client connection, and accept
+    /// connections only from these networks (comma separated, e.g. 10.0.0.0/8,::1).
+    #[arg(long, value_name = "NETS", value_delimiter = ',')]
+    pub(crate) accept_proxy_from: Vec<String>,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,

@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lb_core::{Backend, BalancerBuilder, Role};
+use lb_tcp::proxy_protocol::{IpNet, TrustedSources};
 use lb_tcp::relay::{RelayConfig, RelayMode};
 use lb_tcp::xff::XffScope;
 use lb_tcp::{ListenerConfig, ProxyConfig, TcpProxy, WhenFull};
@@ -39,11 +40,20 @@ impl Drop for PidFile {
     }
 }
 
-fn listener_config(listen: ListenSpec, args: &Args) -> Vec<ListenerConfig> {
+fn listener_config(
+    listen: ListenSpec,
+    args: &Args,
+    trusted: Option<TrustedSources>,
+) -> Vec<ListenerConfig> {
     let tune = |c: ListenerConfig| {
-        c.with_backlog(args.backlog)
+        let c = c
+            .with_backlog(args.backlog)
             .with_freebind(args.freebind)
-            .with_reuse_port(args.reuse_port)
+            .with_reuse_port(args.reuse_port);
+        match &trusted {
+            Some(t) => c.with_accept_proxy(t.clone()),
+            None => c,
+        }
     };
     match listen {
         // All addresses: dual stack, or IPv4 only where the host has no IPv6.
@@ -163,7 +173,17 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     // Bind before anything else can fail late: a port in use is a one-line error.
     let mut listener = None;
     let mut first_error = None;
-    for candidate in listener_config(listen, &args) {
+    let trusted = if args.accept_proxy_from.is_empty() {
+        None
+    } else {
+        let nets = args
+            .accept_proxy_from
+            .iter()
+            .map(|n| n.trim().parse::<IpNet>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(TrustedSources::new(nets))
+    };
+    for candidate in listener_config(listen, &args, trusted) {
         match candidate.bind() {
             Ok(l) => {
                 listener = Some(l);

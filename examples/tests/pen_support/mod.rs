@@ -15,23 +15,32 @@ use tokio::task::JoinHandle;
 
 pub const LB_PEN: &str = env!("CARGO_BIN_EXE_lb-pen");
 
-/// A port that was free a moment ago, never the same twice in one test process (tests
-/// run in parallel and the kernel hands recently freed ports out again).
+/// A port that is free now, taken below the kernel's ephemeral range (32768 and up by
+/// default) so that outgoing connections of parallel tests cannot grab it before lb-pen
+/// binds it; never the same twice in one test process.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    for _ in 0..1000 {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + std::process::id() % 1000 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (20_000 + (n - 20_000) % 12_000) as u16;
+        let v4 = StdListener::bind(("127.0.0.1", port)).is_ok();
+        // Where IPv6 exists, the bare-port form binds [::] (dual stack) too.
+        let v6 = match StdListener::bind(("::", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+        };
+        if v4 && v6 {
             return port;
         }
     }
-    panic!("no unused port found");
+    panic!("no free port found in 20000..32000");
 }
 
 /// A running lb-pen; killed and reaped on drop.
