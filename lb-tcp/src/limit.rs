@@ -23,8 +23,26 @@ pub enum WhenFull {
 pub(crate) struct ConnLimit {
     limit: AtomicUsize,
     active: AtomicUsize,
-    /// Signalled whenever a connection ends (a global or per-backend slot may be free).
+    /// Signalled when a connection ends and someone waits (a slot may be free).
     freed: Notify,
+    /// Tasks waiting on `freed`; releases skip the notification when there are none.
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One held slot; released on drop.
@@ -39,6 +57,7 @@ impl ConnLimit {
             limit: AtomicUsize::new(limit),
             active: AtomicUsize::new(0),
             freed: Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -74,6 +93,7 @@ impl ConnLimit {
             WhenFull::Wait(d) => d,
         };
         let deadline = tokio::time::Instant::now() + wait;
+        let _waiting = Waiting::new(&self.waiting);
         loop {
             let notified = self.freed.notified();
             tokio::pin!(notified);
@@ -89,6 +109,7 @@ impl ConnLimit {
 
     /// Waits until some connection ends or `deadline` passes; false when the deadline passed.
     pub(crate) async fn wait_freed(&self, deadline: tokio::time::Instant) -> bool {
+        let _waiting = Waiting::new(&self.waiting);
         tokio::time::timeout_at(deadline, self.freed.notified())
             .await
             .is_ok()
@@ -97,8 +118,11 @@ impl ConnLimit {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.limit.active.fetch_sub(1, Ordering::AcqRel);
-        self.limit.freed.notify_waiters();
+        self.limit.active.fetch_sub(1, Ordering::SeqCst);
+        // notify_waiters takes a lock: skip it on the hot path when nobody waits.
+        if self.limit.waiting.load(Ordering::SeqCst) > 0 {
+            self.limit.freed.notify_waiters();
+        }
     }
 }
 

@@ -270,7 +270,9 @@ impl<S: Scheduler + 'static> TcpProxy<S> {
     }
 
     /// Accepts connections on `listener` and handles each in its own task, until
-    /// [`shutdown`](Self::shutdown) is called. Accept errors (out of descriptors) are
+    /// [`shutdown`](Self::shutdown) is called. For several listeners (IPv4 and IPv6, a
+    /// virtual IP and a management address...) call `serve` once per listener on clones
+    /// of the proxy: they share the balancer, the limits and the shutdown. Accept errors (out of descriptors) are
     /// logged and retried after a short pause.
     pub async fn serve(&self, listener: Listener) -> Result<()> {
         let trusted = Arc::new(listener.config().accept_proxy.clone());
@@ -381,7 +383,10 @@ impl<S: Scheduler + 'static> TcpProxy<S> {
             self.emit(ConnectionEvent::Opened {
                 client: origin,
                 backend: lease.id(),
-                address: backend.peer_addr()?,
+                address: match lease.backend().address().socket_addr() {
+                    Some(a) => a,
+                    None => backend.peer_addr()?,
+                },
             });
         }
         let mut first = Vec::new();
