@@ -1,0 +1,46 @@
+//! lb-pen: a drop-in for pen's command line, built on lb-core and lb-tcp.
+//!
+//! `lb-pen [options] [host:]port h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] ...`;
+//! `lb-pen --help` lists the options. Runs in the foreground.
+
+#[path = "../pen/mod.rs"]
+mod pen;
+
+use clap::Parser;
+
+fn main() {
+    let args = pen::cli::Args::parse();
+    let level = match args.debug {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut runtime = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lb-pen: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(pen::run(args)) {
+        eprintln!("lb-pen: {e}");
+        std::process::exit(1);
+    }
+}

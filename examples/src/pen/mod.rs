@@ -1,0 +1,288 @@
+//! lb-pen: pen's command line on lb-core and lb-tcp.
+//!
+//! The pieces: [`cli`] (pen's options), [`spec`] (pen's address and server syntax),
+//! [`scheduler`] (pen's selection modes), [`clients`] (pen's client table),
+//! [`state`] (the running balancer and the penctl commands), [`control`] (the
+//! control port).
+
+pub(crate) mod cli;
+mod clients;
+mod control;
+mod scheduler;
+mod spec;
+mod state;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use lb_core::{Backend, BalancerBuilder, Role};
+use lb_tcp::proxy_protocol::{IpNet, TrustedSources};
+use lb_tcp::relay::{RelayConfig, RelayMode};
+use lb_tcp::xff::XffScope;
+use lb_tcp::{ListenerConfig, ProxyConfig, TcpProxy, WhenFull};
+use tokio::signal::unix::{SignalKind, signal};
+
+use cli::Args;
+use clients::ClientTable;
+use scheduler::PenScheduler;
+use spec::ListenSpec;
+use state::{Pen, PenInit, passive};
+
+/// Removes the pid file when lb-pen ends.
+struct PidFile(PathBuf);
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn listener_config(
+    listen: ListenSpec,
+    args: &Args,
+    trusted: Option<TrustedSources>,
+) -> Vec<ListenerConfig> {
+    let tune = |c: ListenerConfig| {
+        let c = c
+            .with_backlog(args.backlog)
+            .with_freebind(args.freebind)
+            .with_reuse_port(args.reuse_port);
+        match &trusted {
+            Some(t) => c.with_accept_proxy(t.clone()),
+            None => c,
+        }
+    };
+    match listen {
+        // All addresses: dual stack, or IPv4 only where the host has no IPv6.
+        ListenSpec::Port(port) => vec![
+            tune(ListenerConfig::dual_stack(port)),
+            tune(ListenerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)))),
+        ],
+        // `[::]:port` means every address, IPv4 included (explicitly not V6ONLY).
+        ListenSpec::Addr(a) if a.ip() == Ipv6Addr::UNSPECIFIED => {
+            vec![tune(ListenerConfig::new(a).with_v6_only(false))]
+        }
+        ListenSpec::Addr(a) => vec![tune(ListenerConfig::new(a))],
+    }
+}
+
+#[cfg(unix)]
+fn drop_privileges(user: &str) -> Result<(), String> {
+    use nix::unistd::{Uid, User, setgid, setgroups, setuid};
+    let u = User::from_name(user)
+        .map_err(|e| format!("cannot look up user {user:?}: {e}"))?
+        .ok_or_else(|| format!("no such user {user:?}"))?;
+    if Uid::effective() == u.uid {
+        return Ok(());
+    }
+    setgroups(&[u.gid]).map_err(|e| format!("cannot drop groups for user {user:?}: {e}"))?;
+    setgid(u.gid).map_err(|e| format!("cannot switch to group of {user:?}: {e}"))?;
+    setuid(u.uid).map_err(|e| format!("cannot switch to user {user:?}: {e}"))?;
+    Ok(())
+}
+
+/// Runs lb-pen until TERM, INT or the control command `exit`.
+pub(crate) async fn run(args: Args) -> Result<(), String> {
+    args.refuse_unsupported()?;
+    let (listen_arg, server_args) = args
+        .addresses
+        .split_first()
+        .ok_or("missing listen address")?;
+    let listen = spec::parse_listen(listen_arg)?;
+    let default_port = match listen {
+        ListenSpec::Port(p) => p,
+        ListenSpec::Addr(a) => a.port(),
+    };
+    if server_args.is_empty() && args.config_file.is_none() {
+        return Err("no servers given: expected [host:]port h1[:p1...] ...".to_string());
+    }
+    let mut backends = Vec::new();
+    for s in server_args {
+        let spec = spec::parse_server(s, default_port)?;
+        let mut b = Backend::new(spec.addr)
+            .with_weight(spec.weight)
+            .with_priority(spec.prio);
+        if let Some(m) = spec.max {
+            b = b.with_max_conns(m);
+        }
+        if let Some(h) = spec.hard {
+            b = b.with_hard_conns(h);
+        }
+        backends.push(b);
+    }
+    let emergency = match &args.emergency {
+        Some(e) => Some(spec::parse_host_port(e, "emergency server")?),
+        None => None,
+    };
+    let table = Arc::new(ClientTable::new(
+        args.clients_max,
+        Duration::from_secs(args.tracking),
+    ));
+    let scheduler = PenScheduler {
+        hash: AtomicBool::new(args.hash),
+        weight: AtomicBool::new(args.weight),
+        prio: AtomicBool::new(false),
+    };
+    let blacklist = Duration::from_secs(args.blacklist);
+    let mut builder = BalancerBuilder::with_scheduler(scheduler)
+        .persistence(table.clone())
+        .bypass_persistence(args.roundrobin)
+        .stubborn(args.stubborn)
+        .max_attempts(usize::from(args.stubborn))
+        .passive(passive(blacklist))
+        .backends(backends.clone());
+    if let Some(e) = emergency {
+        builder = builder.backend(Backend::new(e).with_role(Role::Emergency));
+    }
+    let balancer = builder.build().map_err(|e| e.to_string())?;
+    let server_ids: Vec<_> = balancer
+        .members()
+        .iter()
+        .filter(|m| m.backend().role() != Role::Emergency)
+        .map(|m| m.id())
+        .collect();
+
+    let mut relay = RelayConfig::default();
+    if args.no_splice {
+        relay = relay.with_mode(RelayMode::Copy);
+    }
+    if args.idle_timeout > 0 {
+        relay = relay.with_idle_timeout(Some(Duration::from_secs(args.idle_timeout)));
+    }
+    let xff = args.http.then_some(if args.xff_first_only {
+        XffScope::FirstRequest
+    } else {
+        XffScope::EveryRequest
+    });
+    let when_full = match args.wait_when_full {
+        Some(s) => WhenFull::Wait(Duration::from_secs(s)),
+        None => WhenFull::Refuse,
+    };
+    let config = ProxyConfig::default()
+        .with_connect_timeout(Duration::from_secs(args.timeout.max(1)))
+        .with_max_conns(args.conn_max)
+        .with_relay(relay)
+        .with_xff(xff)
+        .with_proxy_protocol(args.proxy_protocol)
+        .with_when_full(when_full);
+    let proxy = TcpProxy::new(balancer, config);
+
+    // Bind before anything else can fail late: a port in use is a one-line error.
+    let mut listener = None;
+    let mut first_error = None;
+    let trusted = if args.accept_proxy_from.is_empty() {
+        None
+    } else {
+        let nets = args
+            .accept_proxy_from
+            .iter()
+            .map(|n| n.trim().parse::<IpNet>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(TrustedSources::new(nets))
+    };
+    for candidate in listener_config(listen, &args, trusted) {
+        match candidate.bind() {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let listener = match (listener, first_error) {
+        (Some(l), _) => l,
+        (None, Some(e)) => return Err(e.to_string()),
+        (None, None) => return Err("no listen address".to_string()),
+    };
+    let listen_shown = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen_arg.clone());
+
+    let pen = Pen::new(
+        proxy.clone(),
+        table,
+        PenInit {
+            servers: server_ids,
+            blacklist,
+            roundrobin: args.roundrobin,
+            exit_allowed: args.exit_cmd,
+            config_file: args.config_file.clone(),
+            listen: listen_shown,
+            log: args.logfile.clone(),
+            webstats: args.webstats.clone(),
+            debug: args.debug,
+            cmdline: Args::cmdline(),
+        },
+    )?;
+    for cmd in args.option.iter().chain(&args.command) {
+        pen.command(cmd)
+            .map_err(|e| format!("-o/-O {cmd:?}: {e}"))?;
+    }
+    if let Some(file) = &args.config_file {
+        pen.include(file)?;
+    }
+    let control = match &args.control {
+        Some(c) => {
+            let addr = control::parse(c, args.control_any_address)?;
+            let (control, shown) = control::Control::bind(&addr).await?;
+            *pen.control.lock().unwrap_or_else(|e| e.into_inner()) = shown;
+            Some(control)
+        }
+        None => None,
+    };
+    let _pidfile = match &args.pidfile {
+        Some(path) => {
+            std::fs::write(path, format!("{}\n", std::process::id()))
+                .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+            Some(PidFile(path.clone()))
+        }
+        None => None,
+    };
+    if let Some(user) = &args.user {
+        drop_privileges(user)?;
+    }
+    let signal_err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(signal_err)?;
+
+    if let Some(control) = control {
+        tokio::spawn(control.serve(pen.clone()));
+    }
+    let serving = proxy.clone();
+    let server = tokio::spawn(async move { serving.serve(listener).await });
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            () = pen.exit.notified() => break,
+            _ = hup.recv() => {
+                if let Err(e) = pen.reopen_log() {
+                    eprintln!("lb-pen: {e}");
+                }
+                if let Some(file) = &pen.config_file {
+                    if let Err(e) = pen.include(file) {
+                        eprintln!("lb-pen: {e}");
+                    }
+                }
+            }
+            _ = usr1.recv() => pen.dump_stats(),
+        }
+    }
+    let left = proxy.shutdown(Duration::from_secs(args.drain)).await;
+    if left > 0 {
+        eprintln!(
+            "lb-pen: closed {left} connections still open after {}s",
+            args.drain
+        );
+    }
+    let _ = server.await;
+    Ok(())
+}
