@@ -1,5 +1,15 @@
 //! Layer-7 (HTTP) load balancing built on [`lb_core`]: tower layers and a hyper reverse proxy.
-//!
-//! This crate is being built: the layers, the proxy and the balancer manager arrive with the
-//! lb-http issue. Nothing here is usable yet.
 #![forbid(unsafe_code)]
+
+pub mod body;
+pub mod error;
+pub mod guard;
+pub mod headers;
+pub mod proxy;
+pub mod server;
+
+pub use error::{BalanceError, Error, ProxyError, Result};
+
+/// The error type services in this crate return; downcast to [`ProxyError`],
+/// [`BalanceError`] and friends to see what happened.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
