@@ -67,10 +67,8 @@ pub fn error_response(err: &BoxError) -> Response<ProxyBody> {
 /// become responses through [`error_response`].
 pub async fn serve<S, B, F>(listener: TcpListener, service: S, config: ServerConfig, shutdown: F)
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -139,7 +137,8 @@ async fn handle<S, B>(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
@@ -150,6 +149,7 @@ where
     Ok(match svc.oneshot(req).await {
         Ok(resp) => resp.map(boxed),
         Err(e) => {
+            let e: BoxError = e.into();
             tracing::debug!("request from {peer} failed: {e}");
             error_response(&e)
         }

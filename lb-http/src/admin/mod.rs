@@ -339,7 +339,7 @@ impl Manager {
         let Some(rest) = path.strip_prefix(self.config.prefix.as_str()) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
-        let rest = rest.trim_end_matches('/');
+        let rest = rest.trim_matches('/');
         let page_path = if self.config.prefix.is_empty() {
             "/".to_string()
         } else {
