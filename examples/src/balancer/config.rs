@@ -220,9 +220,18 @@ pub(crate) fn resolve_lbmethod(name: &str) -> Result<(AnyScheduler, Option<Strin
             return Ok((s, note));
         }
     }
-    name.parse::<AnyScheduler>()
-        .map(|s| (s, None))
-        .map_err(|e| e.to_string())
+    match name.parse::<AnyScheduler>() {
+        Ok(s) => Ok((s, None)),
+        Err(_) if !candidates.is_empty() => {
+            let s = AnyScheduler::default();
+            let note = format!(
+                "lbmethod {name}: lb-core has no such scheduler yet, using {}",
+                s.name()
+            );
+            Ok((s, Some(note)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The whole configuration.
