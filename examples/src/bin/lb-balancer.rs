@@ -86,6 +86,10 @@ struct Cli {
     /// Let non-loopback clients use the manager.
     #[arg(long)]
     manager_remote: bool,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and connection pools
+    /// (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn from_cli(cli: &Cli) -> Result<Config, String> {
@@ -143,7 +147,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // This runtime reads the configuration and, for the demo, runs the demo backends; the
+    // proxy itself runs on its own worker threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -153,7 +160,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let workers = cli
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    let config = runtime.block_on(async {
         let config = if demo {
             let c = balancer::demo::config().await?;
             print!("{}", balancer::demo::banner());
@@ -170,8 +181,10 @@ fn main() -> ExitCode {
             c.file = None;
             c
         };
-        balancer::run(config).await
+        Ok(config)
     });
+    let result = config.and_then(|c| balancer::run(c, workers));
+    drop(runtime);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
