@@ -1,7 +1,7 @@
 //! Several balancers behind one listener, each mounted on a path prefix (Apache's
 //! `ProxyPass /app balancer://name/`), and the assembled per-balancer stack.
 //!
-//! [`site`] builds the stack the design describes for one balancer:
+//! [`Site::new`] builds the stack the design describes for one balancer:
 //! `sticky -> retry -> balance (passive health, failover) -> proxy`. A [`Router`] sends each
 //! request to the site with the longest matching prefix; [`SharedRouter`] lets the whole
 //! routing table be replaced at run time (SIGHUP reload) without touching connections in

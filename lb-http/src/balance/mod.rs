@@ -8,7 +8,7 @@
 //! or a query parameter ([`HashKey`]). The chosen member becomes the request's
 //! [`Target`](crate::proxy::Target).
 //!
-//! The [`Lease`] is held until the response body ends (or is dropped), so `bybusyness` and
+//! The [`Lease`](lb_core::Lease) is held until the response body ends (or is dropped), so `bybusyness` and
 //! least-connection schedulers count streaming responses; bytes both ways are counted on it.
 //!
 //! Failover (Apache `maxattempts`): when the connection to a member cannot be opened the

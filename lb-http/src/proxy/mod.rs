@@ -3,7 +3,7 @@
 //! backend's response, streaming bodies both ways.
 //!
 //! Headers are handled as RFC 9110 section 7.6 asks of an intermediary (see
-//! [`headers`](crate::headers)); `Host` is kept or replaced as Apache's `ProxyPreserveHost`
+//! [`headers`]); `Host` is kept or replaced as Apache's `ProxyPreserveHost`
 //! says; `Location`, `Content-Location` and `URI` in responses are rewritten back to the
 //! front-end address as Apache's `ProxyPassReverse` does. Requests asking for an upgrade
 //! (WebSocket) are tunnelled: when the backend answers `101`, the two upgraded connections are
