@@ -102,7 +102,8 @@ pin_project_lite::pin_project! {
         out: BytesMut,
         first_head: bool,
         timer: Pin<Box<Sleep>>,
-        timer_for_head: bool,
+        deadline: Instant,
+        armed: Armed,
         refused: u64,
     }
 }
@@ -118,7 +119,8 @@ impl<T> Guarded<T> {
             out: BytesMut::new(),
             first_head: true,
             timer: Box::pin(tokio::time::sleep(config.idle_timeout)),
-            timer_for_head: false,
+            deadline: Instant::now() + config.idle_timeout,
+            armed: Armed::Idle,
             refused: 0,
         }
     }
@@ -127,6 +129,17 @@ impl<T> Guarded<T> {
     pub fn refused(&self) -> u64 {
         self.refused
     }
+}
+
+/// Which deadline is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    /// None yet: armed when the guard next waits for bytes.
+    None,
+    /// Waiting for the first byte of a head.
+    Idle,
+    /// Waiting for the rest of a started head.
+    Head,
 }
 
 /// What to do with a complete head.
@@ -139,8 +152,15 @@ enum Verdict {
 
 /// Checks a complete head (`buf` ends with the blank line).
 fn judge(buf: &[u8], max_headers: usize) -> Verdict {
-    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut on_stack = [httparse::EMPTY_HEADER; 128];
+    let mut on_heap = Vec::new();
+    let headers: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
+        &mut on_stack[..max_headers]
+    } else {
+        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap
+    };
+    let mut req = httparse::Request::new(headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => {}
         // Too many headers, bad tokens...: hyper refuses these itself with 431 or 400.
@@ -367,7 +387,6 @@ impl<T> Guarded<T> {
                         return;
                     };
                     *this.first_head = false;
-                    *this.timer_for_head = false;
                     let rest_start = end - before;
                     match judge(&this.head[..end], this.config.max_headers) {
                         Verdict::Forward { next } => {
@@ -445,6 +464,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                     _ => (end - start, *this.mode),
                 };
                 *this.mode = next;
+                *this.armed = Armed::None;
                 if start + used < end {
                     let rest = buf.filled()[start + used..end].to_vec();
                     buf.set_filled(start + used);
@@ -473,30 +493,45 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                         }
                         continue;
                     }
-                    let was_empty = self.head.is_empty();
-                    let got = got.to_vec();
-                    self.as_mut().feed(&got);
+                    self.as_mut().feed(got);
                     let this = self.as_mut().project();
-                    if was_empty && !this.head.is_empty() && !*this.timer_for_head {
-                        *this.timer_for_head = true;
-                        this.timer
-                            .as_mut()
-                            .reset(Instant::now() + this.config.head_timeout);
-                    } else if this.head.is_empty() && *this.mode == Mode::Head {
-                        *this.timer_for_head = false;
-                        this.timer
-                            .as_mut()
-                            .reset(Instant::now() + this.config.idle_timeout);
+                    if this.head.is_empty() {
+                        *this.armed = Armed::None;
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     let mut this = self.as_mut().project();
+                    let want = if this.head.is_empty() {
+                        Armed::Idle
+                    } else {
+                        Armed::Head
+                    };
+                    if *this.armed != want {
+                        let wait = match want {
+                            Armed::Head => this.config.head_timeout,
+                            _ => this.config.idle_timeout,
+                        };
+                        *this.deadline = Instant::now() + wait;
+                        *this.armed = want;
+                    }
+                    // The timer may run early (it is only moved when it would be late) and
+                    // is re-armed when it fires before the deadline: one timer update per
+                    // timeout period rather than one per request.
+                    if this.timer.deadline() > *this.deadline {
+                        this.timer.as_mut().reset(*this.deadline);
+                    }
                     if this.timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    if Instant::now() < *this.deadline {
+                        this.timer.as_mut().reset(*this.deadline);
+                        if this.timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                     *this.mode = Mode::Closed;
-                    if *this.timer_for_head || !this.head.is_empty() {
+                    if !this.head.is_empty() {
                         tracing::debug!("request head timeout: answering 408");
                         let mut written = 0;
                         while written < RESPONSE_408.len() {
@@ -608,6 +643,36 @@ mod tests {
             ),
             Verdict::Passthrough
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_counts_from_the_last_request() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut g = Box::pin(Guarded::new(server, GuardConfig::default()));
+        let req = b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi";
+        let mut buf = vec![0u8; 1024];
+        for _ in 0..3 {
+            client.write_all(req).await.unwrap();
+            let mut got = 0;
+            while got < req.len() {
+                got += g.read(&mut buf).await.unwrap();
+            }
+            // 50 s idle each time: below the 60 s idle timeout since the last request.
+            tokio::time::advance(Duration::from_secs(50)).await;
+        }
+        client.write_all(req).await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed although it was never idle for 60 s"
+        );
+        while g.read(&mut buf).await.unwrap() > 0 {}
+        // The read loop above ended: only after the idle timeout, with no 408 for an idle
+        // connection.
+        drop(g);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
