@@ -267,14 +267,15 @@ impl HealthRunner {
     async fn run(self) {
         let mut tracked: HashMap<BackendId, Tracked> = HashMap::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(BackendId, bool)>(64);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_scan: Option<tokio::time::Instant> = None;
+        let mut wake = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                () = tokio::time::sleep_until(wake) => {}
                 Some((id, ok)) = rx.recv() => {
                     self.record(&mut tracked, id, ok);
+                    // A check that outlasted its interval is due again now.
+                    wake = tokio::time::Instant::now();
                     continue;
                 }
             }
@@ -283,12 +284,19 @@ impl HealthRunner {
                 last_scan = Some(now);
                 self.rescan(&mut tracked, now);
             }
+            // Sleep until the next check is due, or the next rescan (members come and go).
+            wake = last_scan.map_or(now, |t| t + Duration::from_secs(1));
             for (id, t) in tracked.iter_mut() {
-                if t.running || t.next > now {
+                if t.running {
+                    continue;
+                }
+                if t.next > now {
+                    wake = wake.min(t.next);
                     continue;
                 }
                 t.running = true;
                 t.next = now + t.spec.interval;
+                wake = wake.min(t.next);
                 let check = HttpCheck::new(t.spec.clone(), t.target.clone());
                 let (tx, id, timeout) = (tx.clone(), *id, self.timeout);
                 tokio::spawn(async move {
