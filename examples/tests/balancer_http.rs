@@ -704,3 +704,20 @@ async fn config_file_prefixes_reload_on_sighup_and_bad_files_are_reported() {
     assert!(err.contains("colour"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_member() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let a = Backend::start_on("a6", "[::1]:0".parse().unwrap()).await;
+    let url = format!("http://{}", a.addr);
+    let p = Proxy::start(&["--listen", "[::1]:0", "--member", &url]);
+    assert!(p.addr.is_ipv6());
+    let c = client();
+    let (s, _, body) = get(&c, &p.url("/headers"), None).await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("a6"));
+    assert!(body.contains("x-forwarded-for: ::1"), "{body}");
+}

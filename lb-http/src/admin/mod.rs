@@ -655,6 +655,38 @@ where
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn remote_clients_are_refused_unless_allowed() {
+        let b = lb();
+        let source: Source = Arc::new(move || vec![("web".to_string(), b.clone())]);
+        let req = |ip: &str| {
+            let mut r = Request::get("/api").body(crate::body::empty()).unwrap();
+            r.extensions_mut().insert(ClientInfo {
+                addr: format!("{ip}:5000").parse().unwrap(),
+                tls: false,
+            });
+            r
+        };
+        let local = Manager::new(source.clone(), ManagerConfig::default());
+        assert_eq!(
+            local.clone().handle(req("192.0.2.1")).await.status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            local.clone().handle(req("127.0.0.1")).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(local.handle(req("[::1]")).await.status(), StatusCode::OK);
+        let open = Manager::new(
+            source,
+            ManagerConfig {
+                allow_remote: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(open.handle(req("192.0.2.1")).await.status(), StatusCode::OK);
+    }
+
     #[test]
     fn form_checkboxes_turn_unticked_flags_off() {
         let a = form_action(b"nonce=n&b=web&w=1&lf=3&flags=1&D=on");
