@@ -721,3 +721,34 @@ async fn ipv6_listener_and_member() {
     assert!(body.starts_with("a6"));
     assert!(body.contains("x-forwarded-for: ::1"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_head_gets_408_and_is_not_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--headtimeout",
+        "1",
+        "--member",
+        &a.url(),
+    ]);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    // Slowloris: a head that never ends.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
+        .await
+        .expect("connection not closed")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert_eq!(a.hits(), 0);
+    // A bad limit on the command line is refused.
+    let (code, err) = run_to_exit(&["--headtimeout", "0", "--member", &a.url()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--headtimeout 0"), "{err}");
+}

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use lb_core::scheduler::AnyScheduler;
 use lb_http::balance::HashKey;
+use lb_http::guard::GuardConfig;
 use lb_http::member::MemberSpec;
 use lb_http::sticky::{InsertCookie, StickyConfig};
 use serde::Deserialize;
@@ -242,6 +243,28 @@ pub(crate) struct Config {
     pub(crate) manager_remote: bool,
     pub(crate) balancers: Vec<BalancerConf>,
     pub(crate) file: Option<PathBuf>,
+    /// Client-side limits: head deadline, idle timeout, header count and size.
+    pub(crate) limits: GuardConfig,
+}
+
+/// Sets one client-side limit (`head_timeout`, `idle_timeout` in seconds; `max_headers`;
+/// `max_head_size` in bytes).
+pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Result<(), String> {
+    let range = |lo: u64, hi: u64| {
+        if (lo..=hi).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("expected {lo} to {hi}, got {value}"))
+        }
+    };
+    match key {
+        "head_timeout" => limits.head_timeout = Duration::from_secs(range(1, 3600)?),
+        "idle_timeout" => limits.idle_timeout = Duration::from_secs(range(1, 86_400)?),
+        "max_headers" => limits.max_headers = range(8, 1000)? as usize,
+        "max_head_size" => limits.max_head = range(1024, 1 << 20)? as usize,
+        _ => return Err("unknown limit".into()),
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +273,10 @@ struct FileToml {
     listen: Option<Spanned<String>>,
     manager: Option<Spanned<String>>,
     manager_remote: Option<bool>,
+    head_timeout: Option<Spanned<u64>>,
+    idle_timeout: Option<Spanned<u64>>,
+    max_headers: Option<Spanned<u64>>,
+    max_head_size: Option<Spanned<u64>>,
     #[serde(default)]
     balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
@@ -308,6 +335,17 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         .as_ref()
         .map(|v| addr(v, "manager"))
         .transpose()?;
+    let mut limits = GuardConfig::default();
+    for (key, v) in [
+        ("head_timeout", &file.head_timeout),
+        ("idle_timeout", &file.idle_timeout),
+        ("max_headers", &file.max_headers),
+        ("max_head_size", &file.max_head_size),
+    ] {
+        if let Some(v) = v {
+            set_limit(&mut limits, key, *v.get_ref()).map_err(|e| err(v.span(), key, &e))?;
+        }
+    }
     let mut balancers = Vec::new();
     for (i, table) in file.balancer.iter().enumerate() {
         let mut b = BalancerConf::new(&format!("balancer{i}"));
@@ -367,6 +405,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         manager_remote: file.manager_remote.unwrap_or(false),
         balancers,
         file: Some(path.to_path_buf()),
+        limits,
     })
 }
 

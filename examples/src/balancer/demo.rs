@@ -67,6 +67,7 @@ pub(crate) async fn config() -> Result<Config, ConfigError> {
         manager_remote: false,
         balancers: vec![b],
         file: None,
+        limits: Default::default(),
     })
 }
 

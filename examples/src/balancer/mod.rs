@@ -166,16 +166,21 @@ pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
             reuseport_listener(local).map_err(|e| ConfigError(format!("listen {local}: {e}")))?,
         );
     }
+    let server_config = ServerConfig {
+        guard: config.limits,
+        ..Default::default()
+    };
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut threads = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let plan_rx = plan_rx.clone();
+        let server_config = server_config.clone();
         let stop_rx = stop_rx.clone();
         let t = std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
-            .spawn(move || worker(l, plan_rx, stop_rx))
+            .spawn(move || worker(server_config, l, plan_rx, stop_rx))
             .map_err(|e| ConfigError(format!("cannot start a worker thread: {e}")))?;
         threads.push(t);
     }
@@ -193,6 +198,7 @@ pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
 }
 
 fn worker(
+    server_config: ServerConfig,
     listener: std::net::TcpListener,
     mut plan_rx: watch::Receiver<Arc<Plan>>,
     stop_rx: watch::Receiver<bool>,
@@ -223,7 +229,7 @@ fn worker(
                 r.replace(plan.router());
             }
         });
-        serve(listener, router, ServerConfig::default(), stopped(stop_rx)).await;
+        serve(listener, router, server_config, stopped(stop_rx)).await;
         reload.abort();
     });
 }

@@ -90,6 +90,18 @@ struct Cli {
     /// (default: the number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
+    #[arg(long)]
+    headtimeout: Option<u64>,
+    /// Seconds an idle client connection is kept (default 60).
+    #[arg(long)]
+    idletimeout: Option<u64>,
+    /// Most header fields in a request (default 100) -> 431.
+    #[arg(long)]
+    maxheaders: Option<u64>,
+    /// Largest request head in bytes (default 65536) -> 431.
+    #[arg(long)]
+    maxheadsize: Option<u64>,
 }
 
 fn from_cli(cli: &Cli) -> Result<Config, String> {
@@ -125,6 +137,17 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
             set(k, "on")?;
         }
     }
+    let mut limits = lb_http::guard::GuardConfig::default();
+    for (key, flag, v) in [
+        ("head_timeout", "headtimeout", cli.headtimeout),
+        ("idle_timeout", "idletimeout", cli.idletimeout),
+        ("max_headers", "maxheaders", cli.maxheaders),
+        ("max_head_size", "maxheadsize", cli.maxheadsize),
+    ] {
+        if let Some(v) = v {
+            config::set_limit(&mut limits, key, v).map_err(|e| format!("--{flag} {v}: {e}"))?;
+        }
+    }
     for m in &cli.member {
         let spec: MemberSpec = m.parse().map_err(|e| format!("--member {m}: {e}"))?;
         b.members.push(spec);
@@ -135,6 +158,7 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
         manager_remote: cli.manager_remote,
         balancers: vec![b],
         file: None,
+        limits,
     })
 }
 

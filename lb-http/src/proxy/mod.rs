@@ -8,6 +8,10 @@
 //! front-end address as Apache's `ProxyPassReverse` does. Requests asking for an upgrade
 //! (WebSocket) are tunnelled: when the backend answers `101`, the two upgraded connections are
 //! joined and bytes copied both ways until either side closes.
+//!
+//! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
+//! HTTP/1.1 on the pooled client), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
+//! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
 
 mod future;
 
