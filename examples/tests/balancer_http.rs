@@ -752,3 +752,68 @@ async fn slow_request_head_gets_408_and_is_not_forwarded() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--headtimeout 0"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failontimeout_puts_the_slow_member_in_error() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout",
+        "1",
+        "--failontimeout",
+        "--workers",
+        "1",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+    ]);
+    let c = client();
+    // Round robin: the first request goes to a, which is too slow.
+    let (s, _, body) = get(&c, &p.url("/slow?ms=2500"), None).await;
+    assert_eq!(s, 504, "{body}");
+    let before = a.hits();
+    for _ in 0..6 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "b");
+    }
+    assert_eq!(a.hits(), before, "a member in error still got requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_inserted_cookie() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=s1"), member(&b, "route=s2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        "SRV insert indirect nocache httponly maxage 600",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let out = raw(
+        p.addr,
+        b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let lower = out.to_ascii_lowercase();
+    assert!(lower.contains("set-cookie: srv=s"), "{out}");
+    assert!(out.contains("; Path=/; Max-Age=600; HttpOnly"), "{out}");
+    assert!(lower.contains("cache-control: private"), "{out}");
+    // With the cookie: same member, no new cookie, and (indirect) the member never sees it.
+    for _ in 0..4 {
+        let out = raw(p.addr, b"GET /headers HTTP/1.1\r\nHost: x\r\nCookie: SRV=s2; other=1\r\nConnection: close\r\n\r\n").await;
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(body.starts_with("b\n"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("set-cookie"), "{out}");
+        assert!(
+            body.contains("cookie: other=1") && !body.contains("SRV"),
+            "{body}"
+        );
+    }
+}
