@@ -25,15 +25,6 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// Binding or accepting on a listener failed.
-    #[error("listener {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// The result type of lb-http.
@@ -108,4 +99,25 @@ impl BalanceError {
     pub fn status(&self) -> http::StatusCode {
         http::StatusCode::SERVICE_UNAVAILABLE
     }
+}
+
+/// Why a balancer-manager action was refused (see [`Manager`](crate::admin::Manager)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The nonce was missing or wrong.
+    #[error("bad or missing nonce")]
+    Nonce,
+    /// No balancer by that name.
+    #[error("no balancer named {0:?}")]
+    NoBalancer(String),
+    /// No member by that id or URL.
+    #[error("no member {0:?} in this balancer")]
+    NoMember(String),
+    /// A value was refused.
+    #[error(transparent)]
+    Value(#[from] crate::Error),
+    /// lb-core refused the change.
+    #[error("{0}")]
+    Core(#[from] lb_core::Error),
 }

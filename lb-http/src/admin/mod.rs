@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::BoxError;
 use crate::body::{ProxyBody, full};
+pub use crate::error::AdminError;
 use crate::headers::ClientInfo;
 use crate::member::{LABEL_STOPPED, LABEL_URL, MemberSpec};
 
@@ -146,27 +147,6 @@ pub struct Action {
     /// A member to add: `URL[,key=value...]`.
     #[serde(default)]
     pub add: Option<String>,
-}
-
-/// Why an action was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdminError {
-    /// The nonce was missing or wrong.
-    #[error("bad or missing nonce")]
-    Nonce,
-    /// No balancer by that name.
-    #[error("no balancer named {0:?}")]
-    NoBalancer(String),
-    /// No member by that id or URL.
-    #[error("no member {0:?} in this balancer")]
-    NoMember(String),
-    /// A value was refused.
-    #[error(transparent)]
-    Value(#[from] crate::Error),
-    /// lb-core refused the change.
-    #[error("{0}")]
-    Core(#[from] lb_core::Error),
 }
 
 impl Manager {
