@@ -8,6 +8,8 @@
 #   newconn    "Connection: close": a new client connection per request
 #   sticky     a route cookie on every request (ROUTEID for lb-balancer and Apache,
 #              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
+#   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
+#              this stands in for "half load"); the added p50 over direct is reported
 # plus "direct" (wrk straight at one backend) as the floor. Figures are requests/s and
 # p50/p99 latency; the ratios compare lb-balancer with each of the others in the same run.
 #
@@ -193,7 +195,18 @@ keep() {
         R[$key]=$val
     fi
 }
+light() {
+    local saved=$CONNS
+    CONNS=4
+    run "$@"
+    CONNS=$saved
+}
 for round in $(seq 1 "$ROUNDS"); do
+    keep direct,light "$(light "http://127.0.0.1:$BE1/")"
+    for lb in lb-balancer haproxy nginx apache; do
+        case $lb in lb-balancer) port=$LB ;; haproxy) port=$HA ;; nginx) port=$NG ;; apache) port=$AP ;; esac
+        keep "$lb,light" "$(light "http://127.0.0.1:$port/")"
+    done
     keep direct,keepalive "$(run "http://127.0.0.1:$BE1/")"
     keep direct,newconn "$(run "http://127.0.0.1:$BE1/" -H "Connection: close")"
     for sc in keepalive newconn sticky; do
@@ -227,6 +240,13 @@ for sc in keepalive newconn sticky; do
         read -r rps p50 p99 <<<"${R[$lb,$sc]}"
         printf '%-10s %-12s %12s %9s %9s\n' $sc $lb "$rps" "$p50" "$p99"
     done
+done
+
+printf '\nlight load (4 connections): p50 added over direct\n'
+read -r _ d50 _ <<<"${R[direct,light]}"
+for lb in lb-balancer haproxy nginx apache; do
+    read -r _ p50 _ <<<"${R[$lb,light]}"
+    awk -v n=$lb -v a="$p50" -v d="$d50" 'BEGIN { printf "%-12s p50 %6.3f ms  added %6.3f ms\n", n, a, a - d }'
 done
 
 printf '\nlb-balancer req/s as a ratio of each (>1 means lb-balancer is faster):\n'
