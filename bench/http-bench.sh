@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# lb-balancer against HAProxy (mode http), nginx (upstream keepalive) and Apache
+# mod_proxy_balancer, in one run, with wrk. Everything listens on loopback; every process this
+# script starts is killed at exit.
+#
+# Scenarios (each LB in front of the same two nginx backends answering a 6-byte body):
+#   keepalive  wrk keeps its connections open (keep-alive to the LB and from the LB)
+#   newconn    "Connection: close": a new client connection per request
+#   sticky     a route cookie on every request (ROUTEID for lb-balancer and Apache,
+#              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
+#   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
+#              this stands in for "half load"); the added p50 over direct is reported
+# plus "direct" (wrk straight at one backend) as the floor. Figures are requests/s and
+# p50/p99 latency; the ratios compare lb-balancer with each of the others in the same run.
+#
+# The machines are shared and noisy: every run is repeated ROUNDS times (default 2),
+# interleaved across servers, and the best req/s of each is kept (with its latencies).
+#
+# Usage: bench/http-bench.sh [seconds per run (default 8)] [connections (default 50)] [rounds (default 2)]
+# Needs: wrk, haproxy, nginx, apache2 (Debian packages), cargo.
+set -euo pipefail
+
+DUR=${1:-8}
+CONNS=${2:-50}
+ROUNDS=${3:-2}
+THREADS=2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/lb-http-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    [ -f "$WORK/apache.pid" ] && kill "$(cat "$WORK/apache.pid")" 2>/dev/null || true
+    sleep 0.5
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+for tool in wrk haproxy nginx apache2; do
+    command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
+done
+
+BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113
+
+echo "building lb-balancer (release)..." >&2
+(cd "$ROOT" && cargo build --release -q -p lb-examples --bin lb-balancer)
+LBBIN="$ROOT/target/release/lb-balancer"
+
+# Backends: one nginx, two servers.
+mkdir -p "$WORK/ngb" "$WORK/ngl"
+cat >"$WORK/backends.conf" <<EOF
+worker_processes 1;
+pid $WORK/ngb/nginx.pid;
+error_log $WORK/ngb/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$BE1; location / { return 200 "hello\n"; } }
+    server { listen 127.0.0.1:$BE2; location / { return 200 "hello\n"; } }
+}
+EOF
+nginx -c "$WORK/backends.conf" -p "$WORK/ngb" -g 'daemon off;' &
+PIDS+=($!)
+
+# lb-balancer.
+"$LBBIN" --listen 127.0.0.1:$LB --stickysession ROUTEID \
+    --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lb.log" 2>&1 &
+PIDS+=($!)
+
+# HAProxy.
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    maxconn 4000
+    nbthread 2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HA
+    default_backend be
+backend be
+    balance roundrobin
+    cookie SRV insert indirect nocache
+    server b1 127.0.0.1:$BE1 cookie b1
+    server b2 127.0.0.1:$BE2 cookie b2
+EOF
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+
+# nginx as the balancer (upstream keepalive; the sticky run hashes the cookie).
+cat >"$WORK/lbnginx.conf" <<EOF
+worker_processes 2;
+pid $WORK/ngl/nginx.pid;
+error_log $WORK/ngl/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream be { server 127.0.0.1:$BE1; server 127.0.0.1:$BE2; keepalive 64; }
+    upstream sticky { hash \$cookie_ROUTEID; server 127.0.0.1:$BE1; server 127.0.0.1:$BE2; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NG;
+        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location /sticky { proxy_pass http://sticky; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+nginx -c "$WORK/lbnginx.conf" -p "$WORK/ngl" -g 'daemon off;' &
+PIDS+=($!)
+
+# Apache mod_proxy_balancer (event MPM).
+M=/usr/lib/apache2/modules
+cat >"$WORK/apache.conf" <<EOF
+ServerRoot "$WORK"
+PidFile $WORK/apache.pid
+ErrorLog $WORK/apache-error.log
+LogLevel error
+Listen 127.0.0.1:$AP
+ServerName localhost
+User nobody
+Group nogroup
+LoadModule mpm_event_module $M/mod_mpm_event.so
+LoadModule authz_core_module $M/mod_authz_core.so
+LoadModule unixd_module $M/mod_unixd.so
+LoadModule slotmem_shm_module $M/mod_slotmem_shm.so
+LoadModule proxy_module $M/mod_proxy.so
+LoadModule proxy_http_module $M/mod_proxy_http.so
+LoadModule proxy_balancer_module $M/mod_proxy_balancer.so
+LoadModule lbmethod_byrequests_module $M/mod_lbmethod_byrequests.so
+LoadModule headers_module $M/mod_headers.so
+StartServers 2
+ThreadsPerChild 64
+MaxRequestWorkers 256
+KeepAlive On
+MaxKeepAliveRequests 0
+<Proxy balancer://be>
+    BalancerMember http://127.0.0.1:$BE1 route=b1
+    BalancerMember http://127.0.0.1:$BE2 route=b2
+    ProxySet stickysession=ROUTEID
+</Proxy>
+ProxyPass / balancer://be/
+EOF
+[ -f $M/mod_unixd.so ] || sed -i '/mod_unixd/d' "$WORK/apache.conf"
+apache2 -f "$WORK/apache.conf" -DFOREGROUND >"$WORK/apache.log" 2>&1 &
+PIDS+=($!)
+
+# Wait until everything answers.
+for port in $BE1 $BE2 $LB $HA $NG $AP; do
+    ok=0
+    for _ in $(seq 1 100); do
+        if curl -fs -o /dev/null "http://127.0.0.1:$port/"; then ok=1; break; fi
+        sleep 0.1
+    done
+    [ $ok = 1 ] || { echo "port $port did not answer" >&2; cat "$WORK"/*.log >&2 || true; exit 1; }
+done
+
+# run NAME URL [wrk header args...] -> "rps p50_ms p99_ms"
+run() {
+    local url=$1; shift
+    local out
+    out=$(wrk -t$THREADS -c"$CONNS" -d"${DUR}s" --latency "$@" "$url" 2>&1)
+    local rps p50 p99 errs
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")
+    [ -n "$errs" ] && echo "  note ($url $*): $errs" >&2
+    echo "$rps $(ms "$p50") $(ms "$p99")"
+}
+
+# wrk latency like 1.23ms / 456.00us / 1.20s -> milliseconds
+ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+        else printf "?" }'
+}
+
+declare -A R
+echo "warming up..." >&2
+for port in $LB $HA $NG $AP; do wrk -t1 -c10 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1; done
+
+echo "running: ${DUR}s per run, $CONNS connections, $THREADS wrk threads, best of $ROUNDS" >&2
+# keep KEY "rps p50 p99": store when better than what is there
+keep() {
+    local key=$1 val=$2 old
+    old=${R[$key]:-}
+    if [ -z "$old" ] || awk -v a="${val%% *}" -v b="${old%% *}" 'BEGIN { exit !(a > b) }'; then
+        R[$key]=$val
+    fi
+}
+light() {
+    local saved=$CONNS
+    CONNS=4
+    run "$@"
+    CONNS=$saved
+}
+for round in $(seq 1 "$ROUNDS"); do
+    keep direct,light "$(light "http://127.0.0.1:$BE1/")"
+    for lb in lb-balancer haproxy nginx apache; do
+        case $lb in lb-balancer) port=$LB ;; haproxy) port=$HA ;; nginx) port=$NG ;; apache) port=$AP ;; esac
+        keep "$lb,light" "$(light "http://127.0.0.1:$port/")"
+    done
+    keep direct,keepalive "$(run "http://127.0.0.1:$BE1/")"
+    keep direct,newconn "$(run "http://127.0.0.1:$BE1/" -H "Connection: close")"
+    for sc in keepalive newconn sticky; do
+        for lb in lb-balancer haproxy nginx apache; do
+            case $lb in
+                lb-balancer) port=$LB; ck="ROUTEID=.b1"; path=/ ;;
+                haproxy) port=$HA; ck="SRV=b1"; path=/ ;;
+                nginx) port=$NG; ck="ROUTEID=.b1"; path=/ ;;
+                apache) port=$AP; ck="ROUTEID=.b1"; path=/ ;;
+            esac
+            case $sc in
+                keepalive) v=$(run "http://127.0.0.1:$port/") ;;
+                newconn) v=$(run "http://127.0.0.1:$port/" -H "Connection: close") ;;
+                sticky)
+                    [ $lb = nginx ] && path=/sticky
+                    v=$(run "http://127.0.0.1:$port$path" -H "Cookie: $ck") ;;
+            esac
+            echo "  round $round $sc $lb: $v" >&2
+            keep "$lb,$sc" "$v"
+        done
+    done
+done
+
+printf '\n%-10s %-12s %12s %9s %9s\n' scenario server "req/s" "p50 ms" "p99 ms"
+for sc in keepalive newconn sticky; do
+    if [ $sc != sticky ]; then
+        read -r rps p50 p99 <<<"${R[direct,$sc]}"
+        printf '%-10s %-12s %12s %9s %9s\n' $sc "(direct)" "$rps" "$p50" "$p99"
+    fi
+    for lb in lb-balancer haproxy nginx apache; do
+        read -r rps p50 p99 <<<"${R[$lb,$sc]}"
+        printf '%-10s %-12s %12s %9s %9s\n' $sc $lb "$rps" "$p50" "$p99"
+    done
+done
+
+printf '\nlight load (4 connections): p50 added over direct\n'
+read -r _ d50 _ <<<"${R[direct,light]}"
+for lb in lb-balancer haproxy nginx apache; do
+    read -r _ p50 _ <<<"${R[$lb,light]}"
+    awk -v n=$lb -v a="$p50" -v d="$d50" 'BEGIN { printf "%-12s p50 %6.3f ms  added %6.3f ms\n", n, a, a - d }'
+done
+
+printf '\nlb-balancer req/s as a ratio of each (>1 means lb-balancer is faster):\n'
+printf '%-10s %9s %9s %9s\n' scenario haproxy nginx apache
+for sc in keepalive newconn sticky; do
+    read -r mine _ _ <<<"${R[lb-balancer,$sc]}"
+    line=$(printf '%-10s' $sc)
+    for lb in haproxy nginx apache; do
+        read -r theirs _ _ <<<"${R[$lb,$sc]}"
+        line+=$(awk -v a="$mine" -v b="$theirs" 'BEGIN { if (b > 0) printf " %9.2f", a / b; else printf " %9s", "?" }')
+    done
+    echo "$line"
+done

@@ -1,0 +1,472 @@
+//! lb-balancer's configuration: the command line and the TOML file share one vocabulary,
+//! mod_proxy_balancer's (`lbmethod`, `stickysession`, `maxattempts`, `nofailover`,
+//! `failonstatus`, `failontimeout`, `forcerecovery`, `timeout`, `preservehost`) plus the
+//! members' `key=value` settings.
+//!
+//! The file:
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! manager = "127.0.0.1:8081"
+//!
+//! [[balancer]]
+//! name = "app"
+//! path = "/app"                 # ProxyPass /app balancer://app/
+//! lbmethod = "byrequests"
+//! stickysession = "ROUTEID"
+//! members = [
+//!   "http://127.0.0.1:9001,route=a,loadfactor=3",
+//!   "http://127.0.0.1:9002,route=b",
+//! ]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lb_core::scheduler::AnyScheduler;
+use lb_http::balance::HashKey;
+use lb_http::guard::GuardConfig;
+use lb_http::member::MemberSpec;
+use lb_http::sticky::{InsertCookie, StickyConfig};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, already worded for the user.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One balancer.
+#[derive(Debug, Clone)]
+pub(crate) struct BalancerConf {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) lbmethod: String,
+    pub(crate) scheduler_note: Option<String>,
+    pub(crate) hashkey: Option<HashKey>,
+    pub(crate) sticky: Option<StickyConfig>,
+    pub(crate) maxattempts: usize,
+    pub(crate) nofailover: bool,
+    pub(crate) failonstatus: Vec<u16>,
+    pub(crate) failontimeout: bool,
+    pub(crate) forcerecovery: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) preservehost: bool,
+    pub(crate) forwarded: bool,
+    pub(crate) retry_on: Vec<u16>,
+    pub(crate) members: Vec<MemberSpec>,
+}
+
+impl BalancerConf {
+    pub(crate) fn new(name: &str) -> Self {
+        BalancerConf {
+            name: name.into(),
+            path: "/".into(),
+            lbmethod: "byrequests".into(),
+            scheduler_note: None,
+            hashkey: None,
+            sticky: None,
+            maxattempts: 0,
+            nofailover: false,
+            failonstatus: Vec::new(),
+            failontimeout: false,
+            forcerecovery: true,
+            timeout: None,
+            connect_timeout: Duration::from_secs(5),
+            preservehost: false,
+            forwarded: false,
+            retry_on: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Sets one balancer option from its text form.
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let bool_of = |v: &str| match v.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" | "1" => Ok(true),
+            "off" | "false" | "no" | "0" => Ok(false),
+            _ => Err(format!("expected on or off, got {v:?}")),
+        };
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("expected seconds (1 to 86400), got {v:?}"))
+        };
+        let statuses = |v: &str| -> Result<Vec<u16>, String> {
+            v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<u16>()
+                        .ok()
+                        .filter(|c| (100..=599).contains(c))
+                        .ok_or_else(|| format!("bad status code {s:?}"))
+                })
+                .collect()
+        };
+        match key {
+            "name" => {
+                if value.is_empty()
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(format!("bad balancer name {value:?}"));
+                }
+                self.name = value.into();
+            }
+            "path" => {
+                if !value.starts_with('/') {
+                    return Err(format!("a path must start with /, got {value:?}"));
+                }
+                self.path = value.into();
+            }
+            "lbmethod" => {
+                let (_, note) = resolve_lbmethod(value)?;
+                self.lbmethod = value.into();
+                self.scheduler_note = note;
+            }
+            "hashkey" => self.hashkey = Some(value.parse::<HashKey>().map_err(|e| e.to_string())?),
+            "stickysession" => {
+                let mut s = StickyConfig::apache(value);
+                if let Some(old) = &self.sticky {
+                    s.scolonpathdelim = old.scolonpathdelim;
+                }
+                self.sticky = Some(s);
+            }
+            "scolonpathdelim" => {
+                let on = bool_of(value)?;
+                match &mut self.sticky {
+                    Some(s) => s.scolonpathdelim = on,
+                    None => return Err("scolonpathdelim needs stickysession first".into()),
+                }
+            }
+            "cookie" => {
+                // HAProxy: "NAME insert indirect nocache httponly secure maxage 3600"
+                let mut words = value.split_whitespace();
+                let name = words.next().ok_or("expected a cookie name")?;
+                let mut o = InsertCookie::default();
+                let mut insert = false;
+                while let Some(w) = words.next() {
+                    match w {
+                        "insert" => insert = true,
+                        "indirect" => o.indirect = true,
+                        "nocache" => o.nocache = true,
+                        "httponly" => o.httponly = true,
+                        "secure" => o.secure = true,
+                        "maxage" => {
+                            let n = words
+                                .next()
+                                .and_then(|n| n.parse().ok())
+                                .ok_or("maxage needs seconds")?;
+                            o.max_age = Some(n);
+                        }
+                        other => return Err(format!("unknown cookie option {other:?}")),
+                    }
+                }
+                if !insert {
+                    return Err("only the insert mode is supported: NAME insert [options]".into());
+                }
+                self.sticky = Some(StickyConfig::insert(name, o));
+            }
+            "maxattempts" => {
+                self.maxattempts = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= 100)
+                    .ok_or_else(|| format!("expected 0 to 100, got {value:?}"))?
+            }
+            "nofailover" => self.nofailover = bool_of(value)?,
+            "failonstatus" => self.failonstatus = statuses(value)?,
+            "failontimeout" => self.failontimeout = bool_of(value)?,
+            "forcerecovery" => self.forcerecovery = bool_of(value)?,
+            "timeout" => self.timeout = Some(secs(value)?),
+            "connecttimeout" => self.connect_timeout = secs(value)?,
+            "preservehost" => self.preservehost = bool_of(value)?,
+            "forwarded" => self.forwarded = bool_of(value)?,
+            "retryon" => self.retry_on = statuses(value)?,
+            _ => return Err("unknown balancer option".into()),
+        }
+        Ok(())
+    }
+}
+
+/// Apache's method names and lb-core's: the scheduler to use and a note when the name had to
+/// fall back to a scheduler that does not do exactly what was asked.
+pub(crate) fn resolve_lbmethod(name: &str) -> Result<(AnyScheduler, Option<String>), String> {
+    let candidates: &[&str] = match name.to_ascii_lowercase().as_str() {
+        "byrequests" => &["byrequests", "wrr", "weighted", "roundrobin"],
+        "bybusyness" => &["bybusyness", "leastconn", "lc"],
+        "bytraffic" => &["bytraffic"],
+        "heartbeat" => &["heartbeat"],
+        _ => &[],
+    };
+    for (i, c) in candidates.iter().enumerate() {
+        if let Ok(s) = c.parse::<AnyScheduler>() {
+            let note = (i + 1 == candidates.len() && i > 0).then(|| {
+                format!(
+                    "lbmethod {name}: lb-core has no such scheduler yet, using {}",
+                    s.name()
+                )
+            });
+            return Ok((s, note));
+        }
+    }
+    match name.parse::<AnyScheduler>() {
+        Ok(s) => Ok((s, None)),
+        Err(_) if !candidates.is_empty() => {
+            let s = AnyScheduler::default();
+            let note = format!(
+                "lbmethod {name}: lb-core has no such scheduler yet, using {}",
+                s.name()
+            );
+            Ok((s, Some(note)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) manager: Option<SocketAddr>,
+    pub(crate) manager_remote: bool,
+    pub(crate) balancers: Vec<BalancerConf>,
+    pub(crate) file: Option<PathBuf>,
+    /// Client-side limits: head deadline, idle timeout, header count and size.
+    pub(crate) limits: GuardConfig,
+}
+
+/// Sets one client-side limit (`head_timeout`, `idle_timeout` in seconds; `max_headers`;
+/// `max_head_size` in bytes).
+pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Result<(), String> {
+    let range = |lo: u64, hi: u64| {
+        if (lo..=hi).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!("expected {lo} to {hi}, got {value}"))
+        }
+    };
+    match key {
+        "head_timeout" => limits.head_timeout = Duration::from_secs(range(1, 3600)?),
+        "idle_timeout" => limits.idle_timeout = Duration::from_secs(range(1, 86_400)?),
+        "max_headers" => limits.max_headers = range(8, 1000)? as usize,
+        "max_head_size" => limits.max_head = range(1024, 1 << 20)? as usize,
+        _ => return Err("unknown limit".into()),
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    listen: Option<Spanned<String>>,
+    manager: Option<Spanned<String>>,
+    manager_remote: Option<bool>,
+    head_timeout: Option<Spanned<u64>>,
+    idle_timeout: Option<Spanned<u64>>,
+    max_headers: Option<Spanned<u64>>,
+    max_head_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+fn value_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(if *b { "on".into() } else { "off".into() }),
+        toml::Value::Array(a) => {
+            let parts: Option<Vec<String>> = a.iter().map(value_text).collect();
+            parts.map(|p| p.join(","))
+        }
+        _ => None,
+    }
+}
+
+/// Reads a TOML file.
+pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display();
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{shown}: cannot read: {e}")))?;
+    let file: FileToml = toml::from_str(&src).map_err(|e| {
+        let line = e.span().map(|s| line_of(&src, s.start)).unwrap_or(0);
+        ConfigError(format!("{shown}:{line}: {}", e.message().trim()))
+    })?;
+    let err = |span: std::ops::Range<usize>, key: &str, msg: &str| {
+        ConfigError(format!(
+            "{shown}:{}: {key}: {msg}",
+            line_of(&src, span.start)
+        ))
+    };
+    let addr = |v: &Spanned<String>, key: &str| {
+        v.get_ref().parse::<SocketAddr>().map_err(|_| {
+            err(
+                v.span(),
+                key,
+                &format!("expected ADDRESS:PORT, got {:?}", v.get_ref()),
+            )
+        })
+    };
+    let listen = match &file.listen {
+        Some(v) => addr(v, "listen")?,
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let manager = file
+        .manager
+        .as_ref()
+        .map(|v| addr(v, "manager"))
+        .transpose()?;
+    let mut limits = GuardConfig::default();
+    for (key, v) in [
+        ("head_timeout", &file.head_timeout),
+        ("idle_timeout", &file.idle_timeout),
+        ("max_headers", &file.max_headers),
+        ("max_head_size", &file.max_head_size),
+    ] {
+        if let Some(v) = v {
+            set_limit(&mut limits, key, *v.get_ref()).map_err(|e| err(v.span(), key, &e))?;
+        }
+    }
+    let mut balancers = Vec::new();
+    for (i, table) in file.balancer.iter().enumerate() {
+        let mut b = BalancerConf::new(&format!("balancer{i}"));
+        // name and stickysession first: other keys refer to them.
+        let mut keys: Vec<_> = table.iter().collect();
+        keys.sort_by_key(|(k, _)| match k.get_ref().as_str() {
+            "name" => 0,
+            "stickysession" => 1,
+            _ => 2,
+        });
+        for (k, v) in keys {
+            let key = k.get_ref().as_str();
+            if key == "members" {
+                let toml::Value::Array(items) = v.get_ref() else {
+                    return Err(err(k.span(), key, "expected a list of member strings"));
+                };
+                for item in items {
+                    let Some(text) = item.as_str() else {
+                        return Err(err(k.span(), key, "expected a list of member strings"));
+                    };
+                    // The element's own line: find its text inside the list.
+                    let at = src[v.span()]
+                        .find(text)
+                        .map(|o| v.span().start + o)
+                        .unwrap_or(v.span().start);
+                    let m: MemberSpec = text
+                        .parse()
+                        .map_err(|e: lb_http::Error| err(at..at, "members", &e.to_string()))?;
+                    b.members.push(m);
+                }
+                continue;
+            }
+            let Some(text) = value_text(v.get_ref()) else {
+                return Err(err(k.span(), key, "expected a string, number or boolean"));
+            };
+            b.set(key, &text).map_err(|e| err(k.span(), key, &e))?;
+        }
+        if b.members.is_empty() {
+            let start = table.keys().next().map(|k| k.span()).unwrap_or(0..0);
+            return Err(err(
+                start,
+                "members",
+                &format!("balancer {:?} has no members", b.name),
+            ));
+        }
+        balancers.push(b);
+    }
+    if balancers.is_empty() {
+        return Err(ConfigError(format!(
+            "{shown}:1: balancer: no [[balancer]] defined"
+        )));
+    }
+    check_unique(&balancers).map_err(|m| ConfigError(format!("{shown}: {m}")))?;
+    Ok(Config {
+        listen,
+        manager,
+        manager_remote: file.manager_remote.unwrap_or(false),
+        balancers,
+        file: Some(path.to_path_buf()),
+        limits,
+    })
+}
+
+/// Balancer names and paths must be unique.
+pub(crate) fn check_unique(balancers: &[BalancerConf]) -> Result<(), String> {
+    for (i, a) in balancers.iter().enumerate() {
+        for b in &balancers[..i] {
+            if a.name == b.name {
+                return Err(format!("name: balancer name {:?} used twice", a.name));
+            }
+            if a.path.trim_end_matches('/') == b.path.trim_end_matches('/') {
+                return Err(format!(
+                    "path: path {:?} used by {:?} and {:?}",
+                    a.path, b.name, a.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lb-balancer-test-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let p = dir.join(format!("c{}.toml", text.len()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_a_file() {
+        let p = write(
+            "listen = \"127.0.0.1:1\"\n[[balancer]]\nname = \"app\"\npath = \"/app\"\nstickysession = \"ROUTEID\"\nfailonstatus = [500, 503]\nmembers = [\n  \"http://127.0.0.1:9001,route=a\",\n  \"http://127.0.0.1:9002,route=b\",\n]\n",
+        );
+        let c = load_file(&p).unwrap();
+        assert_eq!(c.balancers[0].name, "app");
+        assert_eq!(c.balancers[0].failonstatus, vec![500, 503]);
+        assert_eq!(c.balancers[0].members.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let p = write(
+            "[[balancer]]\nname = \"app\"\nmembers = [\n  \"http://127.0.0.1:9001\",\n  \"http://127.0.0.1:9002,loadfactor=500\",\n]\n",
+        );
+        let e = load_file(&p).unwrap_err().0;
+        assert!(
+            e.contains(":5: members: invalid value \"500\" for loadfactor"),
+            "{e}"
+        );
+        let p = write(
+            "[[balancer]]\nname = \"app\"\n\nmaxattempts = \"lots\"\nmembers = [\"http://127.0.0.1:9\"]\n",
+        );
+        let e = load_file(&p).unwrap_err().0;
+        assert!(e.contains(":4: maxattempts:"), "{e}");
+        let p = write("listen = \"127.0.0.1:1\"\nbogus = 1\n");
+        let e = load_file(&p).unwrap_err().0;
+        assert!(e.contains(":2:") && e.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,332 @@
+//! lb-balancer: mod_proxy_balancer's model as a standalone reverse proxy, built from lb-http.
+//!
+//! `run` builds a [`Plan`]: one lb-core balancer per configured balancer with its lb-http
+//! settings. It serves the plan from `workers` threads, each a single-threaded tokio runtime
+//! with its own `SO_REUSEPORT` listener, its own [`Site`] stacks and connection pools (so a
+//! request never changes threads), all sharing the same balancers. A control thread runs the
+//! health checks, the balancer manager and the signals: on SIGHUP it reads the configuration
+//! file again and hands the new plan to every worker, which swaps its routing table
+//! (connections and requests in flight are not touched; a bad file is reported and the
+//! running configuration kept).
+
+pub(crate) mod config;
+pub(crate) mod demo;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::{AdminState, Balancer};
+use lb_http::admin::{Manager, ManagerConfig};
+use lb_http::balance::BalanceConfig;
+use lb_http::hcheck::HealthRunner;
+use lb_http::headers::ForwardedHeaders;
+use lb_http::proxy::ProxyConfig;
+use lb_http::retry::RetryConfig;
+use lb_http::router::{Router, SharedRouter, Site, SiteConfig};
+use lb_http::server::{ServerConfig, serve};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use config::{BalancerConf, Config, ConfigError, resolve_lbmethod};
+
+/// Builds the lb-core balancer of one configured balancer.
+pub(crate) fn build_balancer(c: &BalancerConf) -> Result<Balancer, String> {
+    let (scheduler, note) = resolve_lbmethod(&c.lbmethod)?;
+    if let Some(n) = note {
+        eprintln!("lb-balancer: warning: {n}");
+    }
+    let mut builder = Balancer::builder()
+        .scheduler(scheduler)
+        .max_attempts(c.maxattempts)
+        .stubborn(c.nofailover)
+        // Passive health is lb-http's (failonstatus, retry per member); keep lb-core's
+        // counters but not its own ejection.
+        .passive(lb_core::health::PassiveConfig::off());
+    let mut flags = Vec::new();
+    for m in &c.members {
+        builder = builder.backend(m.to_backend().map_err(|e| e.to_string())?);
+        flags.push(m.status);
+    }
+    let b = builder
+        .build()
+        .map_err(|e| format!("balancer {}: {e}", c.name))?;
+    b.update_config(|p| p.force_recovery = c.forcerecovery)
+        .map_err(|e| e.to_string())?;
+    for (m, f) in b.members().iter().zip(flags) {
+        let admin = if f.disabled || f.stopped {
+            AdminState::Maintenance
+        } else if f.drain {
+            AdminState::Drain
+        } else {
+            AdminState::Ready
+        };
+        b.set_admin(m.id(), admin).map_err(|e| e.to_string())?;
+        b.set_ignore_errors(m.id(), f.ignore_errors)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(b)
+}
+
+/// What the workers serve: the balancers (shared) and how to build each site's stack.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    sites: Vec<(String, Balancer, SiteConfig)>,
+}
+
+impl Plan {
+    /// A router with fresh stacks (and connection pools) over the plan's balancers.
+    fn router(&self) -> Router {
+        Router::new(
+            self.sites
+                .iter()
+                .map(|(mount, b, c)| Site::new(mount, b.clone(), c.clone()))
+                .collect(),
+        )
+    }
+
+    fn balancers(&self) -> Vec<(String, Balancer)> {
+        self.sites
+            .iter()
+            .map(|(_, b, c)| (c.balance.name.clone(), b.clone()))
+            .collect()
+    }
+}
+
+/// Builds the plan of a configuration.
+pub(crate) fn build_plan(config: &Config) -> Result<Plan, String> {
+    let mut sites = Vec::new();
+    for c in &config.balancers {
+        let balancer = build_balancer(c)?;
+        let mut proxy = ProxyConfig {
+            preserve_host: c.preservehost,
+            connect_timeout: c.connect_timeout,
+            ..Default::default()
+        };
+        proxy.forwarded = ForwardedHeaders {
+            x_forwarded: true,
+            forwarded: c.forwarded,
+        };
+        if let Some(t) = c.timeout {
+            proxy.response_timeout = t;
+        }
+        let site = SiteConfig {
+            proxy,
+            balance: BalanceConfig {
+                name: c.name.clone(),
+                key: c.hashkey.clone(),
+                failonstatus: c.failonstatus.clone(),
+                failontimeout: c.failontimeout,
+                ..Default::default()
+            },
+            sticky: c.sticky.clone(),
+            retry: (!c.retry_on.is_empty()).then(|| RetryConfig {
+                statuses: c.retry_on.clone(),
+                ..Default::default()
+            }),
+        };
+        sites.push((c.path.clone(), balancer, site));
+    }
+    Ok(Plan { sites })
+}
+
+fn spawn_health(plan: &Plan) -> Vec<tokio::task::JoinHandle<()>> {
+    plan.sites
+        .iter()
+        .map(|(_, b, _)| HealthRunner::new(b.clone(), Duration::from_secs(5)).spawn())
+        .collect()
+}
+
+/// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`).
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv6() {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM.
+pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
+    let plan = build_plan(&config).map_err(ConfigError)?;
+    // The first listener fixes the port (the configured one may be 0); the others join it.
+    let first = reuseport_listener(config.listen)
+        .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
+    let local = first.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+    let mut listeners = vec![first];
+    for _ in 1..workers.max(1) {
+        listeners.push(
+            reuseport_listener(local).map_err(|e| ConfigError(format!("listen {local}: {e}")))?,
+        );
+    }
+    let server_config = ServerConfig {
+        guard: config.limits,
+        ..Default::default()
+    };
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let plan_rx = plan_rx.clone();
+        let server_config = server_config.clone();
+        let stop_rx = stop_rx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("lb-worker-{i}"))
+            .spawn(move || worker(server_config, l, plan_rx, stop_rx))
+            .map_err(|e| ConfigError(format!("cannot start a worker thread: {e}")))?;
+        threads.push(t);
+    }
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConfigError(format!("cannot start the runtime: {e}")))?;
+    let result = control.block_on(control_loop(
+        config, local, plan_tx, plan_rx, stop_tx, stop_rx,
+    ));
+    for t in threads {
+        let _ = t.join();
+    }
+    result
+}
+
+fn worker(
+    server_config: ServerConfig,
+    listener: std::net::TcpListener,
+    mut plan_rx: watch::Receiver<Arc<Plan>>,
+    stop_rx: watch::Receiver<bool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lb-balancer: worker runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("lb-balancer: worker listener: {e}");
+                return;
+            }
+        };
+        let router = SharedRouter::new(plan_rx.borrow_and_update().router());
+        let r = router.clone();
+        let reload = tokio::spawn(async move {
+            while plan_rx.changed().await.is_ok() {
+                let plan = plan_rx.borrow_and_update().clone();
+                r.replace(plan.router());
+            }
+        });
+        serve(listener, router, server_config, stopped(stop_rx)).await;
+        reload.abort();
+    });
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn control_loop(
+    config: Config,
+    local: SocketAddr,
+    plan_tx: watch::Sender<Arc<Plan>>,
+    plan_rx: watch::Receiver<Arc<Plan>>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<(), ConfigError> {
+    let health = Arc::new(Mutex::new(spawn_health(&plan_rx.borrow())));
+    for (mount, _, c) in &plan_rx.borrow().sites {
+        println!(
+            "lb-balancer: balancer://{} on http://{local}{}",
+            c.balance.name,
+            if mount.is_empty() { "/" } else { mount }
+        );
+    }
+    let mut tasks = Vec::new();
+    if let Some(addr) = config.manager {
+        let ml = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ConfigError(format!("manager {addr}: {e}")))?;
+        let mlocal = ml.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+        let rx = plan_rx.clone();
+        let source: lb_http::admin::Source = Arc::new(move || rx.borrow().balancers());
+        let manager = Manager::new(
+            source,
+            ManagerConfig {
+                prefix: String::new(),
+                allow_remote: config.manager_remote,
+            },
+        );
+        println!("lb-balancer: manager on http://{mlocal}/");
+        tasks.push(tokio::spawn(serve(
+            ml,
+            manager,
+            ServerConfig::default(),
+            stopped(stop_rx.clone()),
+        )));
+    }
+
+    // SIGHUP: reload the file.
+    if let Some(path) = config.file.clone() {
+        let health = health.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| ConfigError(format!("cannot watch SIGHUP: {e}")))?;
+        let listen = config.listen;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let fresh = config::load_file(&path).and_then(|c| {
+                    if c.listen != listen {
+                        eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
+                    }
+                    build_plan(&c).map_err(ConfigError)
+                });
+                match fresh {
+                    Ok(plan) => {
+                        let new_health = spawn_health(&plan);
+                        if let Ok(mut h) = health.lock() {
+                            for t in h.drain(..) {
+                                t.abort();
+                            }
+                            *h = new_health;
+                        }
+                        let _ = plan_tx.send(Arc::new(plan));
+                        println!("lb-balancer: reloaded {}", path.display());
+                    }
+                    Err(e) => eprintln!(
+                        "lb-balancer: reload failed, keeping the running configuration: {e}"
+                    ),
+                }
+            }
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ConfigError(format!("cannot watch SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    println!("lb-balancer: shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    if let Ok(mut h) = health.lock() {
+        for t in h.drain(..) {
+            t.abort();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! lb-balancer: a reverse proxy on Apache mod_proxy_balancer's model, built from lb-http.
+//!
+//! ```text
+//! lb-balancer --listen 127.0.0.1:8080 \
+//!     --member http://127.0.0.1:9001,route=mysite1 --member http://127.0.0.1:9002,route=mysite2 \
+//!     --stickysession ROUTEID --manager 127.0.0.1:8081
+//! lb-balancer --config balancer.toml      # several balancers on path prefixes; SIGHUP reloads
+//! lb-balancer                             # a built-in demo
+//! ```
+#![forbid(unsafe_code)]
+
+#[path = "../balancer/mod.rs"]
+mod balancer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lb_http::member::MemberSpec;
+
+use balancer::config::{self, BalancerConf, Config};
+
+/// Load-balancing reverse proxy on mod_proxy_balancer's model.
+#[derive(Debug, Parser)]
+#[command(name = "lb-balancer", version, about)]
+struct Cli {
+    /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it.
+    #[arg(long, short = 'c', conflicts_with = "member")]
+    config: Option<PathBuf>,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// A member: URL[,key=value...] with keys route, loadfactor, lbset, status (+H +D +N +I +S),
+    /// retry, max, timeout, hcmethod, hcuri, hcinterval, hcpasses, hcfails, hcexpr, hcbody.
+    #[arg(long = "member", short = 'm')]
+    member: Vec<String>,
+    /// byrequests, bytraffic, bybusyness, or any lb-core scheduler name.
+    #[arg(long)]
+    lbmethod: Option<String>,
+    /// Hash key for hashing schedulers: hdr:NAME, cookie:NAME, path or param:NAME.
+    #[arg(long)]
+    hashkey: Option<String>,
+    /// Sticky session cookie NAME, or NAME|urlparam.
+    #[arg(long)]
+    stickysession: Option<String>,
+    /// Also read ;param=value path parameters as routes.
+    #[arg(long)]
+    scolonpathdelim: bool,
+    /// HAProxy inserted cookie: "NAME insert [indirect] [nocache] [httponly] [secure] [maxage N]".
+    #[arg(long, conflicts_with = "stickysession")]
+    cookie: Option<String>,
+    /// Most members tried per request (0: all).
+    #[arg(long)]
+    maxattempts: Option<usize>,
+    /// Never move a routed session to another member: 503 instead.
+    #[arg(long)]
+    nofailover: bool,
+    /// Status codes that put a member in error, e.g. 500,503.
+    #[arg(long)]
+    failonstatus: Option<String>,
+    /// A response timeout puts the member in error.
+    #[arg(long)]
+    failontimeout: bool,
+    /// Use members in error when none is usable (on/off; default on).
+    #[arg(long)]
+    forcerecovery: Option<String>,
+    /// Backend response timeout in seconds (default 60).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Backend connect timeout in seconds (default 5).
+    #[arg(long)]
+    connecttimeout: Option<String>,
+    /// Keep the client's Host header.
+    #[arg(long)]
+    preservehost: bool,
+    /// Also add the RFC 7239 Forwarded header.
+    #[arg(long)]
+    forwarded: bool,
+    /// Retry idempotent requests answered with these statuses on another member.
+    #[arg(long)]
+    retryon: Option<String>,
+    /// Serve the balancer manager here.
+    #[arg(long)]
+    manager: Option<SocketAddr>,
+    /// Let non-loopback clients use the manager.
+    #[arg(long)]
+    manager_remote: bool,
+    /// Worker threads, each with its own listener (SO_REUSEPORT) and connection pools
+    /// (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
+    #[arg(long)]
+    headtimeout: Option<u64>,
+    /// Seconds an idle client connection is kept (default 60).
+    #[arg(long)]
+    idletimeout: Option<u64>,
+    /// Most header fields in a request (default 100) -> 431.
+    #[arg(long)]
+    maxheaders: Option<u64>,
+    /// Largest request head in bytes (default 65536) -> 431.
+    #[arg(long)]
+    maxheadsize: Option<u64>,
+}
+
+fn from_cli(cli: &Cli) -> Result<Config, String> {
+    let mut b = BalancerConf::new("default");
+    let mut set = |k: &str, v: &str| b.set(k, v).map_err(|e| format!("--{k} {v}: {e}"));
+    let options: [(&str, Option<&String>); 9] = [
+        ("lbmethod", cli.lbmethod.as_ref()),
+        ("hashkey", cli.hashkey.as_ref()),
+        ("stickysession", cli.stickysession.as_ref()),
+        ("cookie", cli.cookie.as_ref()),
+        ("failonstatus", cli.failonstatus.as_ref()),
+        ("forcerecovery", cli.forcerecovery.as_ref()),
+        ("timeout", cli.timeout.as_ref()),
+        ("connecttimeout", cli.connecttimeout.as_ref()),
+        ("retryon", cli.retryon.as_ref()),
+    ];
+    for (k, v) in options {
+        if let Some(v) = v {
+            set(k, v)?;
+        }
+    }
+    if let Some(n) = cli.maxattempts {
+        set("maxattempts", &n.to_string())?;
+    }
+    for (k, on) in [
+        ("scolonpathdelim", cli.scolonpathdelim),
+        ("nofailover", cli.nofailover),
+        ("failontimeout", cli.failontimeout),
+        ("preservehost", cli.preservehost),
+        ("forwarded", cli.forwarded),
+    ] {
+        if on {
+            set(k, "on")?;
+        }
+    }
+    let mut limits = lb_http::guard::GuardConfig::default();
+    for (key, flag, v) in [
+        ("head_timeout", "headtimeout", cli.headtimeout),
+        ("idle_timeout", "idletimeout", cli.idletimeout),
+        ("max_headers", "maxheaders", cli.maxheaders),
+        ("max_head_size", "maxheadsize", cli.maxheadsize),
+    ] {
+        if let Some(v) = v {
+            config::set_limit(&mut limits, key, v).map_err(|e| format!("--{flag} {v}: {e}"))?;
+        }
+    }
+    for m in &cli.member {
+        let spec: MemberSpec = m.parse().map_err(|e| format!("--member {m}: {e}"))?;
+        b.members.push(spec);
+    }
+    Ok(Config {
+        listen: cli.listen,
+        manager: cli.manager,
+        manager_remote: cli.manager_remote,
+        balancers: vec![b],
+        file: None,
+        limits,
+    })
+}
+
+fn main() -> ExitCode {
+    let demo = std::env::args_os().len() == 1;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // This runtime reads the configuration and, for the demo, runs the demo backends; the
+    // proxy itself runs on its own worker threads.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lb-balancer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let workers = cli
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    let config = runtime.block_on(async {
+        let config = if demo {
+            let c = balancer::demo::config().await?;
+            print!("{}", balancer::demo::banner());
+            c
+        } else if let Some(path) = &cli.config {
+            config::load_file(path)?
+        } else {
+            let mut c = from_cli(&cli).map_err(config::ConfigError)?;
+            if c.balancers[0].members.is_empty() {
+                return Err(config::ConfigError(
+                    "no --member given (or use --config FILE; no arguments runs the demo)".into(),
+                ));
+            }
+            c.file = None;
+            c
+        };
+        Ok(config)
+    });
+    let result = config.and_then(|c| balancer::run(c, workers));
+    drop(runtime);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb-balancer: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,819 @@
+//! lb-balancer end to end: the binary, real HTTP backends on loopback, a hyper client and raw
+//! sockets.
+
+mod balancer_support;
+
+use std::time::Duration;
+
+use balancer_support::{Backend, Proxy, client, eventually, get, raw, run_to_exit};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+fn member(b: &Backend, extra: &str) -> String {
+    if extra.is_empty() {
+        b.url()
+    } else {
+        format!("{},{extra}", b.url())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byrequests_follows_loadfactor_3_to_1() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "loadfactor=3"), member(&b, "loadfactor=1"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--lbmethod",
+        "byrequests",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    for _ in 0..80 {
+        assert_eq!(get(&c, &p.url("/"), None).await.0, 200);
+    }
+    if p.scheduler_missing() {
+        eprintln!(
+            "skipped: lb-core has no weighted scheduler for byrequests yet (needs core-api-2)"
+        );
+        return;
+    }
+    assert_eq!((a.hits(), b.hits()), (60, 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bybusyness_favours_the_idle_member() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--lbmethod",
+        "bybusyness",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+    ]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if p.scheduler_missing() {
+        eprintln!(
+            "skipped: lb-core has no least-busy scheduler for bybusyness yet (needs core-api-2)"
+        );
+        return;
+    }
+    let c = client();
+    // Three slow requests in flight: they spread 2/1 or 1/2; the member with fewer gets the
+    // next fast ones while the slow ones last.
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            let u = p.url("/slow?ms=1500");
+            tokio::spawn(async move { get(&c, &u, None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (a0, b0) = (a.hits(), b.hits());
+    for _ in 0..6 {
+        get(&c, &p.url("/"), None).await;
+    }
+    let (da, db) = (a.hits() - a0, b.hits() - b0);
+    for s in slow {
+        s.await.unwrap();
+    }
+    // The member with two slow requests is busier: the other must get most fast requests.
+    assert!(da.abs_diff(db) >= 2, "fast requests spread {da}/{db}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routeid_cookie_sticks_and_is_set_only_when_the_route_changes() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=r1"), member(&b, "route=r2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "ROUTEID",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    let (s, set, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!(s, 200);
+    let set = set.expect("first response sets the route cookie");
+    let route = if body == "a" { "r1" } else { "r2" };
+    assert_eq!(set, format!("ROUTEID=.{route}; Path=/"));
+    let cookie = format!("ROUTEID=.{route}");
+    for _ in 0..10 {
+        let (s, set, b2) = get(&c, &p.url("/"), Some(&cookie)).await;
+        assert_eq!((s, b2.as_str()), (200, body.as_str()));
+        assert!(
+            set.is_none(),
+            "cookie set again although the route did not change"
+        );
+    }
+    // An unknown route: balanced, and the cookie is set.
+    let (_, set, _) = get(&c, &p.url("/"), Some("ROUTEID=.nosuch")).await;
+    assert!(set.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_parameter_route_wins_over_the_cookie() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=r1"), member(&b, "route=r2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "JSESSIONID|jsessionid",
+        "--scolonpathdelim",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    for _ in 0..4 {
+        let (_, _, body) = get(
+            &c,
+            &p.url("/x?jsessionid=abc.r2"),
+            Some("JSESSIONID=abc.r1"),
+        )
+        .await;
+        assert_eq!(body, "b");
+        let (_, _, body) = get(&c, &p.url("/x;jsessionid=abc.r1"), None).await;
+        assert_eq!(body, "a");
+        let (_, _, body) = get(&c, &p.url("/x"), Some("JSESSIONID=abc.r2")).await;
+        assert_eq!(body, "b");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_when_the_routed_member_dies_and_503_with_nofailover() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=r1"), member(&b, "route=r2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "ROUTEID",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let strict = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "ROUTEID",
+        "--nofailover",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    assert_eq!(get(&c, &p.url("/"), Some("ROUTEID=.r1")).await.2, "a");
+    a.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Fresh connections to a now fail: the request moves to b and the cookie follows.
+    let (s, set, body) = get(&c, &p.url("/"), Some("ROUTEID=.r1")).await;
+    assert_eq!((s, body.as_str()), (200, "b"));
+    assert_eq!(set.as_deref(), Some("ROUTEID=.r2; Path=/"));
+    let (s, _, body) = get(&c, &strict.url("/"), Some("ROUTEID=.r1")).await;
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("nofailover"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_standby_only_when_every_other_member_is_down() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let s = Backend::start("standby").await;
+    let ms = member(&s, "status=+H");
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+        "--member",
+        &ms,
+    ]);
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &p.url("/"), None).await.0, 200);
+    }
+    assert_eq!(s.hits(), 0);
+    a.stop();
+    b.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "standby");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_keeps_sticky_traffic_only() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=r1,status=+N"), member(&b, "route=r2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "ROUTEID",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    for _ in 0..6 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "b");
+        assert_eq!(get(&c, &p.url("/"), Some("ROUTEID=.r1")).await.2, "a");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failonstatus_puts_a_member_in_error_for_its_retry_time() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let ma = member(&a, "retry=2");
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--failonstatus",
+        "500",
+        "--member",
+        &ma,
+        "--member",
+        &b.url(),
+    ]);
+    let c = client();
+    a.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Round robin reaches a within two requests; its 500 is passed on and a goes in error.
+    let mut saw_500 = false;
+    for _ in 0..2 {
+        saw_500 |= get(&c, &p.url("/"), None).await.0 == 500;
+    }
+    assert!(saw_500);
+    a.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = a.hits();
+    for _ in 0..6 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "b");
+    }
+    assert_eq!(a.hits(), before);
+    // After retry=2 seconds a takes requests again.
+    let back = eventually(6, || async { get(&c, &p.url("/"), None).await.2 == "a" }).await;
+    assert!(back, "member never came back after its retry time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_a_member_out_and_bring_it_back() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let ma = member(
+        &a,
+        "hcmethod=GET,hcuri=/health,hcinterval=100ms,hcfails=2,hcpasses=2",
+    );
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &ma,
+        "--member",
+        &b.url(),
+    ]);
+    let c = client();
+    a.health.store(503, std::sync::atomic::Ordering::SeqCst);
+    let out = eventually(10, || async {
+        let mut all_b = true;
+        for _ in 0..4 {
+            all_b &= get(&c, &p.url("/"), None).await.2 == "b";
+        }
+        all_b
+    })
+    .await;
+    assert!(out, "member with failing health check still gets traffic");
+    a.health.store(200, std::sync::atomic::Ordering::SeqCst);
+    let back = eventually(10, || async { get(&c, &p.url("/"), None).await.2 == "a" }).await;
+    assert!(back, "member did not come back after passing its checks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_form_and_json_change_behaviour() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let c = client();
+    let (_, _, page) = get(&c, &format!("http://{m}/"), None).await;
+    assert!(page.contains("balancer://default") && page.contains(&a.url()));
+    let nonce = page
+        .split("name=\"nonce\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Without the nonce: refused.
+    let post = |body: String| {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::post(format!("http://{m}/"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(balancer_support::full(body))
+                .unwrap();
+            c.request(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(post("b=default&w=0&flags=1&D=on".into()).await, 403);
+    assert_eq!(
+        post(format!(
+            "nonce={nonce}&b=default&w=0&flags=1&D=on&lf=1&ls=0&wr="
+        ))
+        .await,
+        303
+    );
+    let before = a.hits();
+    for _ in 0..6 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "b");
+    }
+    assert_eq!(a.hits(), before);
+
+    // JSON: enable a again and disable b.
+    let api = |body: String| {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::post(format!("http://{m}/api"))
+                .header("content-type", "application/json")
+                .body(balancer_support::full(body))
+                .unwrap();
+            let r = c.request(req).await.unwrap();
+            let s = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (s, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, body) = api(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":"0","status":"-D"}}"#
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = api(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":"1","status":"+D"}}"#
+    ))
+    .await;
+    assert_eq!(s, 200);
+    for _ in 0..4 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "a");
+    }
+    let (s, body) = api(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":"1","loadfactor":500}}"#
+    ))
+    .await;
+    assert_eq!(s, 400, "{body}");
+    let (_, _, metrics) = get(&c, &format!("http://{m}/metrics"), None).await;
+    assert!(
+        metrics.contains("lb_member_requests_total{balancer=\"default\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_removed_and_forwarding_headers_added() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--forwarded",
+        "--member",
+        &a.url(),
+    ]);
+    let head = "GET /headers HTTP/1.1\r\nHost: front.test\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\n\
+         X-Forwarded-For: 192.0.2.7\r\nX-Kept: yes\r\n\r\n";
+    let out = raw(p.addr, head.as_bytes()).await;
+    let out = out.to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 200"), "{out}");
+    for gone in [
+        "x-secret:",
+        "keep-alive: timeout",
+        "proxy-connection:",
+        "te: trailers",
+        "upgrade:",
+    ] {
+        assert!(!out.contains(gone), "{gone} reached the backend:\n{out}");
+    }
+    assert!(out.contains("x-kept: yes"));
+    assert!(
+        out.contains("x-forwarded-for: 192.0.2.7, 127.0.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("x-forwarded-host: front.test"));
+    assert!(out.contains("x-forwarded-proto: http"));
+    assert!(
+        out.contains("forwarded: for=127.0.0.1;proto=http;host=\"front.test\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("host: {}", a.addr)),
+        "Host should be the member's without preservehost"
+    );
+    assert!(out.contains("via: 1.1 lb"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preservehost_and_proxypassreverse() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--preservehost",
+        "--member",
+        &a.url(),
+    ]);
+    let out = raw(
+        p.addr,
+        b"GET /headers HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.to_ascii_lowercase().contains("host: front.test"),
+        "{out}"
+    );
+    let out = raw(
+        p.addr,
+        b"GET /redirect HTTP/1.1\r\nHost: front.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("location: http://front.test:8080/landing"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
+    let c = client();
+    const SIZE: u64 = 64 << 20;
+    // Upload 64 MiB from a generated stream (never held whole).
+    let chunk = Bytes::from(vec![b'y'; 256 * 1024]);
+    let n = SIZE / chunk.len() as u64;
+    let stream = futures_util::stream::iter((0..n).map(move |_| {
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(hyper::body::Frame::data(chunk.clone()))
+    }));
+    let body = http_body_util::StreamBody::new(stream).boxed();
+    let req = hyper::Request::post(p.url("/upload")).body(body).unwrap();
+    let resp = c.request(req).await.unwrap();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&text), format!("a {SIZE}"));
+    // Download 64 MiB, counting frames as they come.
+    let resp = c
+        .request(
+            hyper::Request::get(p.url(&format!("/download?bytes={SIZE}")))
+                .body(balancer_support::full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(f) = body.frame().await {
+        got += f.unwrap().data_ref().map(|d| d.len() as u64).unwrap_or(0);
+    }
+    assert_eq!(got, SIZE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"));
+    for msg in [&b"hello through the tunnel"[..], b"second frame"] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarded() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
+    let shapes: [&[u8]; 5] = [
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: x\r\nHost x\r\n\r\n",
+    ];
+    for shape in shapes {
+        let out = raw(p.addr, shape).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}\n=> {out}",
+            String::from_utf8_lossy(shape)
+        );
+    }
+    // A first good request on the same connection is served, the bad one is not.
+    let out = raw(
+        p.addr,
+        b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nPOST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("HTTP/1.1 400"), "{out}");
+    assert_eq!(a.hits(), 1, "a refused request reached the backend");
+    // Oversized head: 431.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    assert!(
+        raw(p.addr, big.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let out = raw(
+        p.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_map_to_502_and_504() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that answers garbage.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bad = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 2x0 Nope\r\n\r\n").await;
+        }
+    });
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &format!("http://{bad}"),
+    ]);
+    let c = client();
+    let (s, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!(s, 502, "{body}");
+    assert!(body.contains("bad response"), "{body}");
+
+    let a = Backend::start("a").await;
+    let slow = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout",
+        "1",
+        "--member",
+        &a.url(),
+    ]);
+    let (s, _, body) = get(&c, &slow.url("/slow?ms=3000"), None).await;
+    assert_eq!(s, 504, "{body}");
+    assert!(body.contains("response timeout"), "{body}");
+
+    // Nothing listening: connect refused.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &format!("http://{gone}"),
+    ]);
+    let (s, _, body) = get(&c, &dead.url("/"), None).await;
+    assert!(s == 502 || s == 503, "{s} {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_prefixes_reload_on_sighup_and_bad_files_are_reported() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let dir = std::env::temp_dir().join(format!("lb-balancer-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("balancer.toml");
+    let write = |members_b: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\n\n[[balancer]]\nname = \"one\"\npath = \"/one\"\nmembers = [\"{}\"]\n\n\
+                 [[balancer]]\nname = \"two\"\npath = \"/two\"\nmembers = [{members_b}]\n",
+                a.url()
+            ),
+        )
+        .unwrap();
+    };
+    write(&format!("\"{}\"", a.url()));
+    let p = Proxy::start(&["--config", path.to_str().unwrap()]);
+    let c = client();
+    assert_eq!(get(&c, &p.url("/one/x"), None).await.2, "a");
+    assert_eq!(get(&c, &p.url("/two/x"), None).await.2, "a");
+    assert_eq!(get(&c, &p.url("/three"), None).await.0, 404);
+
+    // A slow request in flight survives the reload.
+    let slow = {
+        let c = c.clone();
+        let u = p.url("/two/slow?ms=1500");
+        tokio::spawn(async move { get(&c, &u, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write(&format!("\"{}\"", b.url()));
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let moved = eventually(10, || async {
+        get(&c, &p.url("/two/x"), None).await.2 == "b"
+    })
+    .await;
+    assert!(moved, "reload did not switch balancer two to b");
+    assert_eq!(slow.await.unwrap().0, 200);
+
+    // A bad file: one message naming file, line and key; non-zero exit.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[balancer]]\nname = \"x\"\nlbmethod = \"byrequests\"\nnofailover = \"perhaps\"\nmembers = [\"http://127.0.0.1:1\"]\n").unwrap();
+    let (code, err) = run_to_exit(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!("{}:4: nofailover:", bad.display())),
+        "{err}"
+    );
+    let (code, err) = run_to_exit(&["--member", "http://127.0.0.1:1,colour=red"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("colour"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_member() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let a = Backend::start_on("a6", "[::1]:0".parse().unwrap()).await;
+    let url = format!("http://{}", a.addr);
+    let p = Proxy::start(&["--listen", "[::1]:0", "--member", &url]);
+    assert!(p.addr.is_ipv6());
+    let c = client();
+    let (s, _, body) = get(&c, &p.url("/headers"), None).await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("a6"));
+    assert!(body.contains("x-forwarded-for: ::1"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_head_gets_408_and_is_not_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--headtimeout",
+        "1",
+        "--member",
+        &a.url(),
+    ]);
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    // Slowloris: a head that never ends.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out))
+        .await
+        .expect("connection not closed")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert_eq!(a.hits(), 0);
+    // A bad limit on the command line is refused.
+    let (code, err) = run_to_exit(&["--headtimeout", "0", "--member", &a.url()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--headtimeout 0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failontimeout_puts_the_slow_member_in_error() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout",
+        "1",
+        "--failontimeout",
+        "--workers",
+        "1",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+    ]);
+    let c = client();
+    // Round robin: the first request goes to a, which is too slow.
+    let (s, _, body) = get(&c, &p.url("/slow?ms=2500"), None).await;
+    assert_eq!(s, 504, "{body}");
+    let before = a.hits();
+    for _ in 0..6 {
+        assert_eq!(get(&c, &p.url("/"), None).await.2, "b");
+    }
+    assert_eq!(a.hits(), before, "a member in error still got requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_inserted_cookie() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=s1"), member(&b, "route=s2"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--cookie",
+        "SRV insert indirect nocache httponly maxage 600",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let out = raw(
+        p.addr,
+        b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let lower = out.to_ascii_lowercase();
+    assert!(lower.contains("set-cookie: srv=s"), "{out}");
+    assert!(out.contains("; Path=/; Max-Age=600; HttpOnly"), "{out}");
+    assert!(lower.contains("cache-control: private"), "{out}");
+    // With the cookie: same member, no new cookie, and (indirect) the member never sees it.
+    for _ in 0..4 {
+        let out = raw(p.addr, b"GET /headers HTTP/1.1\r\nHost: x\r\nCookie: SRV=s2; other=1\r\nConnection: close\r\n\r\n").await;
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(body.starts_with("b\n"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("set-cookie"), "{out}");
+        assert!(
+            body.contains("cookie: other=1") && !body.contains("SRV"),
+            "{body}"
+        );
+    }
+}

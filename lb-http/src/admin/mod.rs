@@ -1,0 +1,732 @@
+//! The admin service: Apache's balancer-manager page, a JSON API with the same data and
+//! actions, and Prometheus metrics. Mount it anywhere (it only looks at the path after
+//! [`ManagerConfig::prefix`]):
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` (GET) | the HTML page: balancers, members (route, factor, set, status flags, elected, busy, bytes, health), a form per member and one to add a member |
+//! | `/` (POST) | a form submission; answers `303 See Other` back to the page |
+//! | `/api` (GET) | the same data as JSON |
+//! | `/api` (POST) | a JSON action: `{"nonce", "balancer", "member", "loadfactor", "lbset", "route", "status", "add"}` |
+//! | `/metrics` | Prometheus text format |
+//!
+//! Changes must carry the manager's nonce (Apache's balancer-manager does the same against
+//! cross-site request forgery): the page puts it in each form, the JSON API returns it.
+//! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set.
+//!
+//! Status flags are Apache's: `D` disabled, `N` drain (sticky traffic only), `H` hot standby,
+//! `I` ignore errors, `S` stopped; `E` (in error) and health are shown, not set.
+
+mod html;
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use lb_core::{AdminState, BackendId, Balancer, Health, Role};
+use serde::{Deserialize, Serialize};
+
+use crate::BoxError;
+use crate::body::{ProxyBody, full};
+pub use crate::error::AdminError;
+use crate::headers::ClientInfo;
+use crate::member::{LABEL_STOPPED, LABEL_URL, MemberSpec};
+
+/// Where the manager finds the balancers it shows (called per request, so reloads show).
+pub type Source = Arc<dyn Fn() -> Vec<(String, Balancer)> + Send + Sync>;
+
+/// Settings of the [`Manager`].
+#[derive(Debug, Clone, Default)]
+pub struct ManagerConfig {
+    /// The path the manager is mounted on (`""` for `/`, or e.g. `/balancer-manager`).
+    pub prefix: String,
+    /// Serve clients that are not on loopback.
+    pub allow_remote: bool,
+}
+
+/// The admin service. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    source: Source,
+    config: Arc<ManagerConfig>,
+    nonce: Arc<str>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One member as shown by the manager and the JSON API.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    /// Member id in its balancer.
+    pub id: u32,
+    /// The member URL.
+    pub url: String,
+    /// Route name.
+    pub route: String,
+    /// Load factor (weight).
+    pub loadfactor: u32,
+    /// lbset.
+    pub lbset: u32,
+    /// Status flags, Apache style (`Ok`, `Dis`, `Drn`, `Stby`, `Ign`, `Stop`, `Err`, `Down`).
+    pub status: String,
+    /// Individual flags.
+    pub flags: Flags,
+    /// Requests sent (Apache "Elected").
+    pub elected: u64,
+    /// Requests in flight (Apache "Busy").
+    pub busy: u32,
+    /// Bytes sent to the member.
+    pub bytes_to: u64,
+    /// Bytes received from the member.
+    pub bytes_from: u64,
+    /// Health: `up` or `down`, and the check method if any.
+    pub health: String,
+    /// Seconds the member stays in error, if it is.
+    pub error_for: Option<f64>,
+}
+
+/// The settable flags.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct Flags {
+    /// D.
+    pub disabled: bool,
+    /// N.
+    pub drain: bool,
+    /// H.
+    pub hot_standby: bool,
+    /// I.
+    pub ignore_errors: bool,
+    /// S.
+    pub stopped: bool,
+}
+
+/// One balancer as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancerView {
+    /// Its name.
+    pub name: String,
+    /// Its scheduler.
+    pub lbmethod: String,
+    /// Its members.
+    pub members: Vec<MemberView>,
+}
+
+/// A change, from a form or the JSON API.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Action {
+    /// The nonce.
+    pub nonce: String,
+    /// The balancer's name.
+    pub balancer: String,
+    /// The member id (or URL).
+    #[serde(default)]
+    pub member: Option<String>,
+    /// New load factor.
+    #[serde(default)]
+    pub loadfactor: Option<u32>,
+    /// New lbset.
+    #[serde(default)]
+    pub lbset: Option<u32>,
+    /// New route (empty clears it).
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Flag changes such as `+D-N`.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// A member to add: `URL[,key=value...]`.
+    #[serde(default)]
+    pub add: Option<String>,
+}
+
+impl Manager {
+    /// A manager over the balancers `source` returns.
+    pub fn new(source: Source, config: ManagerConfig) -> Manager {
+        let mut nonce = String::new();
+        for b in rand::random::<[u8; 16]>() {
+            let _ = write!(nonce, "{b:02x}");
+        }
+        Manager {
+            source,
+            config: Arc::new(config),
+            nonce: nonce.into(),
+        }
+    }
+
+    /// The nonce changes must carry.
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// The current data.
+    pub fn view(&self) -> Vec<BalancerView> {
+        (self.source)()
+            .into_iter()
+            .map(|(name, b)| BalancerView {
+                name,
+                lbmethod: b.scheduler().name().to_string(),
+                members: b.members().iter().map(|m| member_view(m)).collect(),
+            })
+            .collect()
+    }
+
+    /// Applies an action.
+    pub fn apply(&self, a: &Action) -> Result<(), AdminError> {
+        if a.nonce != *self.nonce {
+            return Err(AdminError::Nonce);
+        }
+        let balancers = (self.source)();
+        let (_, b) = balancers
+            .iter()
+            .find(|(n, _)| *n == a.balancer)
+            .ok_or_else(|| AdminError::NoBalancer(a.balancer.clone()))?;
+        if let Some(spec) = a.add.as_deref().filter(|s| !s.trim().is_empty()) {
+            let spec: MemberSpec = spec.trim().parse()?;
+            let id = b.add(spec.to_backend()?)?;
+            apply_flags(b, id, &spec.status)?;
+            tracing::info!("manager: added member {} to {}", spec.url, a.balancer);
+        }
+        let Some(member) = a.member.as_deref().filter(|m| !m.is_empty()) else {
+            return Ok(());
+        };
+        let m = b
+            .members()
+            .into_iter()
+            .find(|m| {
+                member.parse::<u32>().ok() == Some(m.id().0)
+                    || m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(member)
+            })
+            .ok_or_else(|| AdminError::NoMember(member.to_string()))?;
+        let id = m.id();
+        if let Some(lf) = a.loadfactor {
+            let mut spec = MemberSpec::new("http://x");
+            spec.set("loadfactor", &lf.to_string())?;
+            b.set_weight(id, lf)?;
+        }
+        if let Some(ls) = a.lbset {
+            let mut spec = MemberSpec::new("http://x");
+            spec.set("lbset", &ls.to_string())?;
+            b.update(id, |be| be.set_lbset(ls))?;
+        }
+        if let Some(route) = &a.route {
+            let route = route.trim();
+            if route.is_empty() {
+                b.update(id, |be| be.set_route(None))?;
+            } else {
+                let mut spec = MemberSpec::new("http://x");
+                spec.set("route", route)?;
+                b.update(id, |be| be.set_route(Some(route.to_string())))?;
+            }
+        }
+        if let Some(status) = a.status.as_deref().filter(|s| !s.is_empty()) {
+            let mut flags = current_flags(&m);
+            flags.apply(status)?;
+            apply_flags(b, id, &flags)?;
+        }
+        tracing::info!("manager: changed member {member} of {}", a.balancer);
+        Ok(())
+    }
+
+    /// Prometheus text.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let views = self.view();
+        let series: [Series; 7] = [
+            (
+                "lb_member_requests_total",
+                "counter",
+                "Requests sent to the member.",
+                |m| m.elected as f64,
+            ),
+            (
+                "lb_member_busy",
+                "gauge",
+                "Requests in flight on the member.",
+                |m| f64::from(m.busy),
+            ),
+            (
+                "lb_member_bytes_to_total",
+                "counter",
+                "Bytes sent to the member.",
+                |m| m.bytes_to as f64,
+            ),
+            (
+                "lb_member_bytes_from_total",
+                "counter",
+                "Bytes received from the member.",
+                |m| m.bytes_from as f64,
+            ),
+            (
+                "lb_member_up",
+                "gauge",
+                "1 when the member's health is up.",
+                |m| if m.health.starts_with("up") { 1.0 } else { 0.0 },
+            ),
+            (
+                "lb_member_usable",
+                "gauge",
+                "1 when the member takes new requests.",
+                |m| if m.status == "Ok" { 1.0 } else { 0.0 },
+            ),
+            (
+                "lb_member_loadfactor",
+                "gauge",
+                "The member's load factor.",
+                |m| f64::from(m.loadfactor),
+            ),
+        ];
+        for (name, kind, help, f) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for b in &views {
+                for m in &b.members {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{balancer=\"{}\",member=\"{}\",route=\"{}\"}} {}",
+                        prom_escape(&b.name),
+                        prom_escape(&m.url),
+                        prom_escape(&m.route),
+                        f(m)
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    async fn handle(self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+        let client_ok = self.config.allow_remote
+            || req
+                .extensions()
+                .get::<ClientInfo>()
+                .is_some_and(|c| c.addr.ip().is_loopback() || is_mapped_loopback(c.addr.ip()));
+        if !client_ok {
+            return text(
+                StatusCode::FORBIDDEN,
+                "the manager is reachable from loopback only\n",
+            );
+        }
+        let path = req.uri().path();
+        let Some(rest) = path.strip_prefix(self.config.prefix.as_str()) else {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let rest = rest.trim_matches('/');
+        let page_path = if self.config.prefix.is_empty() {
+            "/".to_string()
+        } else {
+            format!("{}/", self.config.prefix)
+        };
+        match (req.method().clone(), rest) {
+            (Method::GET | Method::HEAD, "") => {
+                let msg = req
+                    .uri()
+                    .query()
+                    .and_then(|q| crate::balance::query_param(q, "msg"));
+                let body = html::page(&self.view(), &self.nonce, msg.as_deref());
+                let mut r = Response::new(full(body));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-store"),
+                );
+                r
+            }
+            (Method::POST, "") => {
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let action = form_action(&body);
+                let msg = match self.apply(&action) {
+                    Ok(()) => "updated".to_string(),
+                    Err(AdminError::Nonce) => {
+                        return text(StatusCode::FORBIDDEN, "bad or missing nonce\n");
+                    }
+                    Err(e) => e.to_string(),
+                };
+                let loc: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("msg", &msg)
+                    .finish();
+                let mut r = Response::new(full(""));
+                *r.status_mut() = StatusCode::SEE_OTHER;
+                if let Ok(v) = header::HeaderValue::from_str(&format!("{page_path}?{loc}")) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r
+            }
+            (Method::GET, "api") => json(
+                StatusCode::OK,
+                &serde_json::json!({"nonce": &*self.nonce, "balancers": self.view()}),
+            ),
+            (Method::POST, "api") => {
+                let body = match read_body(req).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let action: Action = match serde_json::from_slice(&body) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({"error": e.to_string()}),
+                        );
+                    }
+                };
+                match self.apply(&action) {
+                    Ok(()) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+                    Err(AdminError::Nonce) => json(
+                        StatusCode::FORBIDDEN,
+                        &serde_json::json!({"error": "bad or missing nonce"}),
+                    ),
+                    Err(e) => json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"error": e.to_string()}),
+                    ),
+                }
+            }
+            (Method::GET, "metrics") => {
+                let mut r = Response::new(full(self.metrics()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+/// One metric: name, type, help, value.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&MemberView) -> f64,
+);
+
+fn is_mapped_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        _ => false,
+    }
+}
+
+fn prom_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response<ProxyBody> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn read_body(req: Request<ProxyBody>) -> Result<Bytes, Response<ProxyBody>> {
+    // Forms and actions are small: refuse more than 64 KiB.
+    let limited = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large\n",
+        )),
+    }
+}
+
+/// A form submission: `b`, `w`, `lf`, `ls`, `wr`, `nonce`, `flags=1` with checkboxes
+/// `D N H I S`, `add`.
+fn form_action(body: &[u8]) -> Action {
+    let mut a = Action::default();
+    let mut has_flags = false;
+    let mut flags = String::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        match &*k {
+            "nonce" => a.nonce = v.into_owned(),
+            "b" => a.balancer = v.into_owned(),
+            "w" => a.member = Some(v.into_owned()),
+            "lf" => a.loadfactor = v.trim().parse().ok(),
+            "ls" => a.lbset = v.trim().parse().ok(),
+            "wr" => a.route = Some(v.into_owned()),
+            "add" => a.add = Some(v.into_owned()),
+            "flags" => has_flags = true,
+            "D" | "N" | "H" | "I" | "S" => flags.push_str(&k),
+            _ => {}
+        }
+    }
+    if has_flags {
+        // Checkboxes send only what is ticked: everything else is off.
+        let mut s = String::from("-DNHIS+");
+        s.push_str(&flags);
+        if flags.is_empty() {
+            s.pop();
+        }
+        a.status = Some(s);
+    }
+    a
+}
+
+fn current_flags(m: &lb_core::Member) -> crate::member::StatusFlags {
+    let s = m.state();
+    let stopped = m
+        .backend()
+        .labels()
+        .get(LABEL_STOPPED)
+        .is_some_and(|v| v == "1");
+    crate::member::StatusFlags {
+        disabled: s.admin() == AdminState::Maintenance && !stopped,
+        drain: s.admin() == AdminState::Drain,
+        hot_standby: m.backend().role() == Role::HotStandby,
+        ignore_errors: s.ignores_errors(),
+        stopped,
+    }
+}
+
+fn apply_flags(
+    b: &Balancer,
+    id: BackendId,
+    f: &crate::member::StatusFlags,
+) -> Result<(), AdminError> {
+    let admin = if f.disabled || f.stopped {
+        AdminState::Maintenance
+    } else if f.drain {
+        AdminState::Drain
+    } else {
+        AdminState::Ready
+    };
+    b.set_admin(id, admin)?;
+    b.set_ignore_errors(id, f.ignore_errors)?;
+    let stopped = f.stopped;
+    let hot = f.hot_standby;
+    b.update(id, |be| {
+        if stopped {
+            be.labels_mut().insert(LABEL_STOPPED.into(), "1".into());
+        } else {
+            be.labels_mut().remove(LABEL_STOPPED);
+        }
+        match (hot, be.role()) {
+            (true, Role::Normal) => be.set_role(Role::HotStandby),
+            (false, Role::HotStandby) => be.set_role(Role::Normal),
+            _ => {}
+        }
+    })?;
+    Ok(())
+}
+
+fn member_view(m: &lb_core::Member) -> MemberView {
+    let s = m.state();
+    let b = m.backend();
+    let flags = current_flags(m);
+    let error_for = s.in_error_for();
+    let mut status = Vec::new();
+    if flags.disabled {
+        status.push("Dis");
+    }
+    if flags.stopped {
+        status.push("Stop");
+    }
+    if flags.drain {
+        status.push("Drn");
+    }
+    if flags.hot_standby {
+        status.push("Stby");
+    }
+    if flags.ignore_errors {
+        status.push("Ign");
+    }
+    if error_for.is_some() {
+        status.push("Err");
+    }
+    if s.health() == Health::Down {
+        status.push("HcFl");
+    }
+    let status = if status.is_empty() || status == ["Stby"] || status == ["Ign"] {
+        let mut v = vec!["Ok"];
+        v.extend(status);
+        v.join(" ")
+    } else {
+        status.join(" ")
+    };
+    let hc = b
+        .labels()
+        .get(&format!("{}hcmethod", crate::member::LABEL_HC));
+    let health = match (s.health(), hc) {
+        (Health::Up, Some(h)) => format!("up ({h})"),
+        (Health::Down, Some(h)) => format!("down ({h})"),
+        (Health::Up, None) => "up".into(),
+        (Health::Down, None) => "down".into(),
+    };
+    MemberView {
+        id: m.id().0,
+        url: b
+            .labels()
+            .get(LABEL_URL)
+            .cloned()
+            .unwrap_or_else(|| format!("http://{}", b.address())),
+        route: b.route().unwrap_or("").to_string(),
+        loadfactor: b.weight(),
+        lbset: b.lbset(),
+        status,
+        flags: Flags {
+            disabled: flags.disabled,
+            drain: flags.drain,
+            hot_standby: flags.hot_standby,
+            ignore_errors: flags.ignore_errors,
+            stopped: flags.stopped,
+        },
+        elected: s.total(),
+        busy: s.active(),
+        bytes_to: s.bytes_out(),
+        bytes_from: s.bytes_in(),
+        health,
+        error_for: error_for.map(|d| d.as_secs_f64()),
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Manager
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req.map(crate::body::boxed)).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remote_clients_are_refused_unless_allowed() {
+        let b = lb();
+        let source: Source = Arc::new(move || vec![("web".to_string(), b.clone())]);
+        let req = |ip: &str| {
+            let mut r = Request::get("/api").body(crate::body::empty()).unwrap();
+            r.extensions_mut().insert(ClientInfo {
+                addr: format!("{ip}:5000").parse().unwrap(),
+                tls: false,
+            });
+            r
+        };
+        let local = Manager::new(source.clone(), ManagerConfig::default());
+        assert_eq!(
+            local.clone().handle(req("192.0.2.1")).await.status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            local.clone().handle(req("127.0.0.1")).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(local.handle(req("[::1]")).await.status(), StatusCode::OK);
+        let open = Manager::new(
+            source,
+            ManagerConfig {
+                allow_remote: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(open.handle(req("192.0.2.1")).await.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn form_checkboxes_turn_unticked_flags_off() {
+        let a = form_action(b"nonce=n&b=web&w=1&lf=3&flags=1&D=on");
+        assert_eq!(a.status.as_deref(), Some("-DNHIS+D"));
+        assert_eq!(a.loadfactor, Some(3));
+        let a = form_action(b"nonce=n&b=web&w=1&flags=1");
+        assert_eq!(a.status.as_deref(), Some("-DNHIS"));
+    }
+
+    fn lb() -> Balancer {
+        let spec: MemberSpec = "http://127.0.0.1:9,route=a".parse().unwrap();
+        Balancer::builder()
+            .backend(spec.to_backend().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn actions_need_the_nonce_and_change_members() {
+        let b = lb();
+        let b2 = b.clone();
+        let m = Manager::new(
+            Arc::new(move || vec![("web".to_string(), b2.clone())]),
+            ManagerConfig::default(),
+        );
+        let mut a = Action {
+            balancer: "web".into(),
+            member: Some("0".into()),
+            status: Some("+D".into()),
+            ..Default::default()
+        };
+        assert!(matches!(m.apply(&a), Err(AdminError::Nonce)));
+        a.nonce = m.nonce().to_string();
+        m.apply(&a).unwrap();
+        assert_eq!(b.members()[0].state().admin(), AdminState::Maintenance);
+        assert!(m.view()[0].members[0].status.contains("Dis"));
+        a.status = Some("-D+N".into());
+        a.loadfactor = Some(7);
+        a.route = Some("r2".into());
+        m.apply(&a).unwrap();
+        let v = &m.view()[0].members[0];
+        assert_eq!(
+            (
+                v.loadfactor,
+                v.route.as_str(),
+                v.flags.drain,
+                v.flags.disabled
+            ),
+            (7, "r2", true, false)
+        );
+        a.loadfactor = Some(500);
+        assert!(m.apply(&a).is_err());
+        let add = Action {
+            nonce: m.nonce().into(),
+            balancer: "web".into(),
+            add: Some("http://127.0.0.1:10,route=b".into()),
+            ..Default::default()
+        };
+        m.apply(&add).unwrap();
+        assert_eq!(b.members().len(), 2);
+        assert!(m.metrics().contains("lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\"} 0"));
+    }
+}

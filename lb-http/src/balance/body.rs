@@ -1,0 +1,119 @@
+//! Bodies that keep a [`Lease`] alive and count bytes on it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use lb_core::Lease;
+use tokio::sync::OwnedSemaphorePermit;
+
+pin_project_lite::pin_project! {
+    /// A response body holding the member's lease (and its `max` slot) until the body ends or
+    /// is dropped, counting the bytes received from the member.
+    #[derive(Debug)]
+    pub struct LeaseBody<B> {
+        #[pin]
+        inner: B,
+        lease: Option<Arc<Lease>>,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B> LeaseBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, lease: Arc<Lease>, permit: Option<OwnedSemaphorePermit>) -> Self {
+        LeaseBody {
+            inner,
+            lease: Some(lease),
+            permit,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for LeaseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(lease)) = (f.data_ref(), this.lease.as_ref()) {
+                    lease.add_bytes_in(data.len() as u64);
+                }
+            }
+            _ => {
+                // End of body or error: the request is done.
+                this.lease.take();
+                this.permit.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body counting the bytes sent to the member on its lease.
+    #[derive(Debug)]
+    pub struct CountBody<B> {
+        #[pin]
+        inner: B,
+        lease: Option<Arc<Lease>>,
+    }
+}
+
+impl<B> CountBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, lease: Arc<Lease>) -> Self {
+        CountBody {
+            inner,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(lease)) = (f.data_ref(), this.lease.as_ref()) {
+                    lease.add_bytes_out(data.len() as u64);
+                }
+            }
+            _ => {
+                this.lease.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,306 @@
+//! `Balance`: picks a member for each request with lb-core's pipeline and any scheduler,
+//! fails over on connect errors, and applies passive health.
+//!
+//! The pick follows mod_proxy_balancer: the request's sticky [`Route`] (from
+//! [`Sticky`](crate::sticky::Sticky)) selects its member when usable; otherwise the lowest
+//! `lbset` with a usable member is scheduled (hot standbys only when no other member of the
+//! set is usable); a hash key for hashing schedulers is taken from a header, cookie, the path
+//! or a query parameter ([`HashKey`]). The chosen member becomes the request's
+//! [`Target`](crate::proxy::Target).
+//!
+//! The [`Lease`](lb_core::Lease) is held until the response body ends (or is dropped), so `bybusyness` and
+//! least-connection schedulers count streaming responses; bytes both ways are counted on it.
+//!
+//! Failover (Apache `maxattempts`): when the connection to a member cannot be opened the
+//! member is put in error for its `retry` time and, if the request has no body (so it can be
+//! sent again), the next member is tried. Passive health: a response whose status is in
+//! `failonstatus`, or a response timeout with `failontimeout`, puts the member in error for
+//! its `retry` time (the response is still returned to the client, as Apache does).
+//!
+//! A member's `max` limits its concurrent requests; a request waits for a slot up to
+//! [`BalanceConfig::queue_timeout`], then tries another member, and the client gets 503 when
+//! none has a slot.
+
+mod body;
+mod future;
+mod key;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body as _;
+use lb_core::{Balancer, Failure, PickContext};
+use tower::{Layer, ServiceExt};
+
+pub use body::{CountBody, LeaseBody};
+pub use future::ResponseFuture;
+pub use key::{HashKey, cookie, query_param};
+
+use crate::BoxError;
+use crate::body::ProxyBody;
+use crate::error::{BalanceError, ProxyError};
+use crate::ext::{Route, Served, Tried};
+use crate::headers::ClientInfo;
+use crate::member::Members;
+
+/// Settings of a [`Balance`].
+#[derive(Debug, Clone)]
+pub struct BalanceConfig {
+    /// The balancer's name (for messages and the manager).
+    pub name: String,
+    /// Where the hash key comes from, for hashing schedulers.
+    pub key: Option<HashKey>,
+    /// How long a request waits for a slot on a member at its `max` (default 1 s).
+    pub queue_timeout: Duration,
+    /// Response statuses that put the member in error (Apache `failonstatus`).
+    pub failonstatus: Vec<u16>,
+    /// A response timeout puts the member in error (Apache `failontimeout`).
+    pub failontimeout: bool,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            name: "default".into(),
+            key: None,
+            queue_timeout: Duration::from_secs(1),
+            failonstatus: Vec::new(),
+            failontimeout: false,
+        }
+    }
+}
+
+/// Wraps a service (usually [`Proxy`](crate::proxy::Proxy)) in a [`Balance`].
+#[derive(Debug, Clone)]
+pub struct BalanceLayer {
+    balancer: Balancer,
+    config: Arc<BalanceConfig>,
+    members: Arc<Members>,
+}
+
+impl BalanceLayer {
+    /// A layer over `balancer`.
+    pub fn new(balancer: Balancer, config: BalanceConfig) -> Self {
+        BalanceLayer {
+            balancer,
+            config: Arc::new(config),
+            members: Arc::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for BalanceLayer {
+    type Service = Balance<S>;
+
+    fn layer(&self, inner: S) -> Balance<S> {
+        Balance {
+            inner,
+            balancer: self.balancer.clone(),
+            config: self.config.clone(),
+            members: self.members.clone(),
+        }
+    }
+}
+
+/// The balancing service; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Balance<S> {
+    inner: S,
+    balancer: Balancer,
+    config: Arc<BalanceConfig>,
+    members: Arc<Members>,
+}
+
+impl<S> Balance<S> {
+    /// The balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+}
+
+impl<S> tower::Service<Request<ProxyBody>> for Balance<S>
+where
+    S: tower::Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<LeaseBody<ProxyBody>>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
+        let inner = self.inner.clone();
+        let balancer = self.balancer.clone();
+        let config = self.config.clone();
+        let members = self.members.clone();
+        ResponseFuture::new(Box::pin(run(inner, balancer, config, members, req)))
+    }
+}
+
+fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut p, ()) = Request::new(()).into_parts();
+    p.method = parts.method.clone();
+    p.uri = parts.uri.clone();
+    p.version = parts.version;
+    p.headers = parts.headers.clone();
+    p.extensions = parts.extensions.clone();
+    p
+}
+
+async fn run<S>(
+    inner: S,
+    balancer: Balancer,
+    config: Arc<BalanceConfig>,
+    members: Arc<Members>,
+    req: Request<ProxyBody>,
+) -> Result<Response<LeaseBody<ProxyBody>>, BoxError>
+where
+    S: tower::Service<Request<ProxyBody>, Response = Response<ProxyBody>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let route = req.extensions().get::<Route>().cloned();
+    let tried = req.extensions().get::<Tried>().cloned();
+    let client = req.extensions().get::<ClientInfo>().map(|c| c.addr);
+    let key = config.key.as_ref().and_then(|k| k.extract(&req));
+    let replayable = req.body().is_end_stream();
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+
+    let mut ctx = PickContext::new();
+    if let Some(c) = client {
+        ctx = ctx.with_client(c);
+    }
+    if let Some(k) = &key {
+        ctx = ctx.with_key(k);
+    }
+    if let Some(Route(r)) = &route {
+        ctx = ctx.with_route(r);
+    }
+    let mut attempts = balancer.attempts(ctx);
+    let mut last_err: Option<BoxError> = None;
+    loop {
+        let lease = match attempts.next() {
+            Ok(l) => l,
+            Err(lb_core::Error::StickyUnavailable(_)) => {
+                let r = route.map(|r| r.0).unwrap_or_default();
+                return Err(BalanceError::RouteUnavailable(r).into());
+            }
+            Err(_) => {
+                return Err(
+                    last_err.unwrap_or_else(|| BalanceError::NoMember(config.name.clone()).into())
+                );
+            }
+        };
+        let id = lease.id();
+        if tried.as_ref().is_some_and(|t| t.contains(id)) {
+            continue;
+        }
+        let member = match members.get(id, lease.backend()) {
+            Ok(m) => m,
+            Err(e) => {
+                lease.failure(Failure::Other);
+                last_err = Some(e.into());
+                continue;
+            }
+        };
+        let permit = match &member.slots {
+            None => None,
+            Some(sem) => {
+                match tokio::time::timeout(config.queue_timeout, sem.clone().acquire_owned()).await
+                {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        last_err = Some(
+                            BalanceError::QueueTimeout {
+                                member: lease.backend().address().to_string(),
+                                waited: config.queue_timeout,
+                            }
+                            .into(),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(this_body) = body.take().or_else(|| replayable.then(crate::body::empty)) else {
+            return Err(
+                last_err.unwrap_or_else(|| BalanceError::NoMember(config.name.clone()).into())
+            );
+        };
+        if let Some(t) = &tried {
+            t.push(id);
+        }
+        let lease = Arc::new(lease);
+        let mut p = copy_parts(&parts);
+        p.extensions.insert(member.target.clone());
+        let req = Request::from_parts(
+            p,
+            crate::body::boxed(CountBody::new(this_body, lease.clone())),
+        );
+        let started = tokio::time::Instant::now();
+        let put_in_error = |why: &str| {
+            if !lease.member().state().ignores_errors() {
+                tracing::info!(
+                    "member {} in error for {:?}: {why}",
+                    lease.backend().address(),
+                    member.retry
+                );
+                let _ = balancer.set_error_for(id, member.retry);
+            }
+        };
+        match inner.clone().oneshot(req).await {
+            Ok(mut resp) => {
+                lease.observe_latency(started.elapsed());
+                let status = resp.status().as_u16();
+                if config.failonstatus.contains(&status) {
+                    lease.failure(Failure::Status(status));
+                    put_in_error(&format!("status {status}"));
+                } else {
+                    lease.success();
+                }
+                resp.extensions_mut().insert(Served {
+                    id,
+                    route: lease.backend().route().map(str::to_string),
+                    sticky: lease.is_sticky(),
+                });
+                return Ok(resp.map(|b| LeaseBody::new(b, lease, permit)));
+            }
+            Err(e) => {
+                let connect = e
+                    .downcast_ref::<ProxyError>()
+                    .is_some_and(ProxyError::is_connect);
+                let timeout = matches!(
+                    e.downcast_ref::<ProxyError>(),
+                    Some(ProxyError::ResponseTimeout(_))
+                );
+                if connect {
+                    lease.failure(Failure::Connect);
+                    put_in_error("connect failed");
+                    if replayable {
+                        last_err = Some(e);
+                        continue;
+                    }
+                } else if timeout {
+                    lease.failure(Failure::Timeout);
+                    if config.failontimeout {
+                        put_in_error("response timeout");
+                    }
+                } else {
+                    lease.failure(Failure::Other);
+                }
+                return Err(e);
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The errors of lb-http: one enum for configuration and serving, and the leaf errors
+//! services return inside a [`BoxError`](crate::BoxError) so callers can downcast them.
+
+use std::time::Duration;
+
+/// What went wrong configuring or running the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A member URL could not be used as a backend.
+    #[error("invalid member url {url:?}: {reason}")]
+    MemberUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A configuration value was refused.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Value {
+        /// The option name.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// The result type of lb-http.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the proxy could not get a response from a backend. Returned by
+/// [`Proxy`](crate::proxy::Proxy) inside a [`BoxError`](crate::BoxError); every variant maps
+/// to one status code (see [`ProxyError::status`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The TCP connection to the backend could not be opened.
+    #[error("backend connect failed: {0}")]
+    Connect(String),
+    /// The TCP connection to the backend was not opened within the connect timeout.
+    #[error("backend connect timeout after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The backend did not send a response head within the response timeout.
+    #[error("backend response timeout after {0:?}")]
+    ResponseTimeout(Duration),
+    /// The backend sent something that is not a valid HTTP response, or closed early.
+    #[error("bad response from backend: {0}")]
+    BadResponse(String),
+    /// The request carried no [`Target`](crate::proxy::Target): no layer chose a backend.
+    #[error("no backend chosen for the request")]
+    NoTarget,
+    /// The request could not be rewritten for the backend.
+    #[error("cannot forward request: {0}")]
+    Request(String),
+}
+
+impl ProxyError {
+    /// The status code the client gets for this error.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ProxyError::ResponseTimeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoTarget => http::StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Request(_) => http::StatusCode::BAD_REQUEST,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// True when no byte of the request reached the backend, so another backend may be tried
+    /// even for a non-idempotent request.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
+    }
+}
+
+/// No member could take the request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BalanceError {
+    /// Every member is down, disabled, in error or already tried.
+    #[error("no usable member in balancer {0:?}")]
+    NoMember(String),
+    /// The sticky route names a member that cannot take it and `nofailover` is set.
+    #[error("route {0:?} is unavailable and nofailover is set")]
+    RouteUnavailable(String),
+    /// The member stayed at its `max` concurrency for longer than the queue timeout.
+    #[error("member {member} busy: no slot within {waited:?}")]
+    QueueTimeout {
+        /// The member's address.
+        member: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
+}
+
+impl BalanceError {
+    /// The status code the client gets for this error.
+    pub fn status(&self) -> http::StatusCode {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Why a balancer-manager action was refused (see [`Manager`](crate::admin::Manager)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The nonce was missing or wrong.
+    #[error("bad or missing nonce")]
+    Nonce,
+    /// No balancer by that name.
+    #[error("no balancer named {0:?}")]
+    NoBalancer(String),
+    /// No member by that id or URL.
+    #[error("no member {0:?} in this balancer")]
+    NoMember(String),
+    /// A value was refused.
+    #[error(transparent)]
+    Value(#[from] crate::Error),
+    /// lb-core refused the change.
+    #[error("{0}")]
+    Core(#[from] lb_core::Error),
+}

@@ -1,0 +1,359 @@
+//! Balancer members as mod_proxy_balancer describes them: a URL and `key=value` settings
+//! (`BalancerMember http://host:port route=a loadfactor=3 ...`), turned into lb-core
+//! [`Backend`]s.
+//!
+//! The HTTP-only settings travel as backend labels (see the `LABEL_*` constants) so the
+//! balancer's member set stays the single source of truth; [`Members`] keeps the parsed form
+//! per member for the hot path.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lb_core::{Address, Backend, BackendId, Role};
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::proxy::Target;
+
+/// Label with the member URL.
+pub const LABEL_URL: &str = "url";
+/// Label with the member's `retry` seconds (time in error after a failure).
+pub const LABEL_RETRY: &str = "retry";
+/// Label with the member's `max` concurrent requests.
+pub const LABEL_MAX: &str = "max";
+/// Label with the member's response `timeout` seconds.
+pub const LABEL_TIMEOUT: &str = "timeout";
+/// Label set to `1` when the member is stopped (`S`) rather than disabled (`D`).
+pub const LABEL_STOPPED: &str = "stopped";
+/// Label prefix for health-check settings (`hc.method`, `hc.uri`, ...).
+pub const LABEL_HC: &str = "hc.";
+
+/// Apache's status flags that can be given at configuration time or set from the manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusFlags {
+    /// `D`: disabled, takes no request.
+    pub disabled: bool,
+    /// `N`: draining, takes only requests already routed to it.
+    pub drain: bool,
+    /// `H`: hot standby, used only when no other member of its set is usable.
+    pub hot_standby: bool,
+    /// `I`: ignore errors (always considered usable by passive health).
+    pub ignore_errors: bool,
+    /// `S`: stopped by the administrator.
+    pub stopped: bool,
+}
+
+impl StatusFlags {
+    /// Applies `+X` / `-X` changes such as `+H-D` (Apache's `status=` syntax).
+    pub fn apply(&mut self, spec: &str) -> Result<()> {
+        let bad = |reason: &str| Error::Value {
+            key: "status".into(),
+            value: spec.into(),
+            reason: reason.into(),
+        };
+        let mut on = true;
+        if spec.is_empty() {
+            return Err(bad("empty"));
+        }
+        for c in spec.chars() {
+            match c {
+                '+' => on = true,
+                '-' => on = false,
+                'D' | 'd' => self.disabled = on,
+                'N' | 'n' => self.drain = on,
+                'H' | 'h' => self.hot_standby = on,
+                'I' | 'i' => self.ignore_errors = on,
+                'S' | 's' => self.stopped = on,
+                _ => return Err(bad("flags are +D +N +H +I +S")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One member as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberSpec {
+    /// The member URL (`http://host:port[/path]`).
+    pub url: String,
+    /// `route`: the sticky route name.
+    pub route: Option<String>,
+    /// `loadfactor`: weight, 1 to 100 (default 1; 0 is accepted and means sticky only).
+    pub loadfactor: u32,
+    /// `lbset`: the tier, lower sets are used first.
+    pub lbset: u32,
+    /// `status`: initial flags.
+    pub status: StatusFlags,
+    /// `retry`: time in error after a failure (default 60 s).
+    pub retry: Duration,
+    /// `max`: most concurrent requests; more wait for a slot up to the queue timeout.
+    pub max: Option<u32>,
+    /// `timeout`: response timeout for this member.
+    pub timeout: Option<Duration>,
+    /// Health-check settings: `hcmethod`, `hcuri`, `hcinterval`, `hcpasses`, `hcfails`,
+    /// `hcexpr` (expected statuses), `hcbody`.
+    pub hc: Vec<(String, String)>,
+}
+
+impl MemberSpec {
+    /// A member at `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> MemberSpec {
+        MemberSpec {
+            url: url.into(),
+            route: None,
+            loadfactor: 1,
+            lbset: 0,
+            status: StatusFlags::default(),
+            retry: Duration::from_secs(60),
+            max: None,
+            timeout: None,
+            hc: Vec::new(),
+        }
+    }
+
+    /// Sets one `key=value` setting.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let bad = |reason: &str| Error::Value {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        };
+        let num = |max: u64| -> Result<u64> {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| bad(&format!("expected a whole number up to {max}")))
+        };
+        match key {
+            "route" => {
+                if value.is_empty()
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                {
+                    return Err(bad("a route is letters, digits, '-' and '_'"));
+                }
+                self.route = Some(value.into());
+            }
+            "loadfactor" => self.loadfactor = num(100)? as u32,
+            "lbset" => self.lbset = num(99)? as u32,
+            "status" => self.status.apply(value)?,
+            "retry" => self.retry = Duration::from_secs(num(86_400)?),
+            "max" => self.max = Some(num(1_000_000)? as u32).filter(|n| *n > 0),
+            "timeout" => self.timeout = Some(Duration::from_secs(num(86_400)?.max(1))),
+            "hcmethod" | "hcuri" | "hcinterval" | "hcpasses" | "hcfails" | "hcexpr" | "hcbody" => {
+                crate::hcheck::HttpCheckSpec::validate(key, value)?;
+                self.hc.retain(|(k, _)| k != key);
+                self.hc.push((key.into(), value.into()));
+            }
+            _ => return Err(bad("unknown member setting")),
+        }
+        Ok(())
+    }
+
+    /// The lb-core backend for this member.
+    pub fn to_backend(&self) -> Result<Backend> {
+        let target = Target::from_url(&self.url)?;
+        let address = authority_address(&target)?;
+        let mut b = Backend::new(address)
+            .with_weight(self.loadfactor)
+            .with_lbset(self.lbset)
+            .with_label(LABEL_URL, self.url.clone())
+            .with_label(LABEL_RETRY, self.retry.as_secs().to_string());
+        if let Some(r) = &self.route {
+            b = b.with_route(r.clone());
+        }
+        if self.status.hot_standby {
+            b = b.with_role(Role::HotStandby);
+        }
+        if let Some(m) = self.max {
+            b = b.with_label(LABEL_MAX, m.to_string());
+        }
+        if let Some(t) = self.timeout {
+            b = b.with_label(LABEL_TIMEOUT, t.as_secs().to_string());
+        }
+        if self.status.stopped {
+            b = b.with_label(LABEL_STOPPED, "1");
+        }
+        for (k, v) in &self.hc {
+            b = b.with_label(format!("{LABEL_HC}{k}"), v.clone());
+        }
+        Ok(b)
+    }
+}
+
+impl FromStr for MemberSpec {
+    type Err = Error;
+
+    /// Parses `URL[,key=value...]`, the command-line form.
+    fn from_str(s: &str) -> Result<MemberSpec> {
+        let mut parts = s.split(',');
+        let url = parts.next().unwrap_or("").trim();
+        Target::from_url(url)?;
+        let mut spec = MemberSpec::new(url);
+        for kv in parts {
+            let (k, v) = kv.split_once('=').ok_or_else(|| Error::Value {
+                key: kv.into(),
+                value: String::new(),
+                reason: "expected key=value".into(),
+            })?;
+            spec.set(k.trim(), v.trim())?;
+        }
+        Ok(spec)
+    }
+}
+
+fn authority_address(target: &Target) -> Result<Address> {
+    let port = target.authority.port_u16().unwrap_or(80);
+    let host = target
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Ok(Address::Socket(std::net::SocketAddr::new(ip, port))),
+        Err(_) => Ok(Address::Host {
+            host: host.to_string(),
+            port,
+        }),
+    }
+}
+
+/// What the HTTP layer needs per member, parsed once from the backend's labels.
+#[derive(Debug)]
+pub struct MemberHttp {
+    /// Where requests go.
+    pub target: Target,
+    /// Time in error after a failure.
+    pub retry: Duration,
+    /// Concurrency limit (`max`), if any.
+    pub slots: Option<Arc<Semaphore>>,
+}
+
+impl MemberHttp {
+    /// Parses a backend's labels.
+    pub fn of(backend: &Backend) -> Result<MemberHttp> {
+        let labels = backend.labels();
+        let mut target = match labels.get(LABEL_URL) {
+            Some(url) => Target::from_url(url)?,
+            None => {
+                let url = match backend.address() {
+                    Address::Socket(a) => format!("http://{a}"),
+                    Address::Host { host, port } => format!("http://{host}:{port}"),
+                    Address::Unix(p) => {
+                        return Err(Error::MemberUrl {
+                            url: p.display().to_string(),
+                            reason: "unix sockets are not supported for http".into(),
+                        });
+                    }
+                };
+                Target::from_url(&url)?
+            }
+        };
+        let secs = |k: &str| {
+            labels
+                .get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+        };
+        target.response_timeout = secs(LABEL_TIMEOUT);
+        let slots = labels
+            .get(LABEL_MAX)
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .map(|n| Arc::new(Semaphore::new(n)));
+        Ok(MemberHttp {
+            target,
+            retry: secs(LABEL_RETRY).unwrap_or(Duration::from_secs(60)),
+            slots,
+        })
+    }
+}
+
+/// A cache of [`MemberHttp`] per backend id, refreshed when a member's address or labels
+/// change.
+#[derive(Debug, Default)]
+pub struct Members {
+    map: RwLock<HashMap<BackendId, (Arc<MemberHttp>, u64)>>,
+}
+
+fn label_hash(b: &Backend) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    b.address().hash(&mut h);
+    for (k, v) in b.labels() {
+        if k == LABEL_URL || k == LABEL_RETRY || k == LABEL_MAX || k == LABEL_TIMEOUT {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+impl Members {
+    /// The HTTP view of member `id` whose configuration is `backend`.
+    pub fn get(&self, id: BackendId, backend: &Backend) -> Result<Arc<MemberHttp>> {
+        let hash = label_hash(backend);
+        if let Ok(map) = self.map.read() {
+            if let Some((m, h)) = map.get(&id) {
+                if *h == hash {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let m = Arc::new(MemberHttp::of(backend)?);
+        if let Ok(mut map) = self.map.write() {
+            map.insert(id, (m.clone(), hash));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_command_line_members() {
+        let m: MemberSpec =
+            "http://127.0.0.1:9001,route=a,loadfactor=3,lbset=1,status=+H,retry=5,max=2,timeout=7"
+                .parse()
+                .unwrap();
+        assert_eq!(m.route.as_deref(), Some("a"));
+        assert_eq!(m.loadfactor, 3);
+        assert_eq!(m.lbset, 1);
+        assert!(m.status.hot_standby);
+        assert_eq!(m.retry, Duration::from_secs(5));
+        let b = m.to_backend().unwrap();
+        assert_eq!(b.weight(), 3);
+        assert_eq!(b.role(), Role::HotStandby);
+        assert_eq!(b.route(), Some("a"));
+        let h = MemberHttp::of(&b).unwrap();
+        assert_eq!(h.target.response_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(h.slots.as_ref().unwrap().available_permits(), 2);
+    }
+
+    #[test]
+    fn refuses_bad_members() {
+        for bad in [
+            "ftp://x:1",
+            "http://127.0.0.1:9001,loadfactor=101",
+            "http://127.0.0.1:9001,route=a b",
+            "http://127.0.0.1:9001,status=+X",
+            "http://127.0.0.1:9001,colour=red",
+            "http://127.0.0.1:9001,retry",
+        ] {
+            assert!(bad.parse::<MemberSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_apply_in_order() {
+        let mut f = StatusFlags::default();
+        f.apply("+DN-D").unwrap();
+        assert!(!f.disabled && f.drain);
+    }
+}

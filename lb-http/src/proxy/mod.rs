@@ -1,0 +1,414 @@
+//! The reverse proxy service: forwards a request to the backend chosen by an earlier layer
+//! (a [`Target`] in the request's extensions) over a pooled keep-alive client, and returns the
+//! backend's response, streaming bodies both ways.
+//!
+//! Headers are handled as RFC 9110 section 7.6 asks of an intermediary (see
+//! [`headers`]); `Host` is kept or replaced as Apache's `ProxyPreserveHost`
+//! says; `Location`, `Content-Location` and `URI` in responses are rewritten back to the
+//! front-end address as Apache's `ProxyPassReverse` does. Requests asking for an upgrade
+//! (WebSocket) are tunnelled: when the backend answers `101`, the two upgraded connections are
+//! joined and bytes copied both ways until either side closes.
+//!
+//! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
+//! HTTP/1.1 on the pooled client), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
+//! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
+
+mod future;
+
+use std::error::Error as _;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+pub use future::ResponseFuture;
+
+use crate::BoxError;
+use crate::body::{ProxyBody, boxed};
+use crate::error::ProxyError;
+use crate::headers::{self, ClientInfo, ForwardedHeaders};
+
+/// Where to send a request: put in the request's extensions by the layer that chose the
+/// backend (for example [`Balance`](crate::balance::Balance)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `http` (TLS to backends is not supported).
+    pub scheme: Scheme,
+    /// Host and port of the backend.
+    pub authority: Authority,
+    /// Path prefix on the backend (no trailing slash; empty for `/`).
+    pub path: String,
+    /// Overrides [`ProxyConfig::response_timeout`] for this backend (Apache's member
+    /// `timeout`).
+    pub response_timeout: Option<Duration>,
+}
+
+impl Target {
+    /// Parses a member URL such as `http://127.0.0.1:9001` or `http://app:80/base/`.
+    pub fn from_url(url: &str) -> crate::Result<Target> {
+        let bad = |reason: &str| crate::Error::MemberUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("missing scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(bad("only http:// members are supported"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("missing host"))?;
+        if authority.port_u16().is_none() && authority.host().is_empty() {
+            return Err(bad("missing host"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a member url cannot have a query"));
+        }
+        let path = uri.path().trim_end_matches('/').to_string();
+        Ok(Target {
+            scheme,
+            authority,
+            path,
+            response_timeout: None,
+        })
+    }
+
+    /// The URL prefix responses from this backend use, e.g. `http://127.0.0.1:9001/base`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+/// How the proxy forwards.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Keep the client's `Host` (Apache `ProxyPreserveHost On`); default off: `Host` is the
+    /// backend's.
+    pub preserve_host: bool,
+    /// Which forwarding headers to add.
+    pub forwarded: ForwardedHeaders,
+    /// The pseudonym in `Via` (default `lb`); `None` adds no `Via`.
+    pub via: Option<String>,
+    /// Time to open a TCP connection to a backend (default 5 s) -> 502.
+    pub connect_timeout: Duration,
+    /// Time for the backend's response head (default 60 s, Apache `ProxyTimeout`) -> 504.
+    pub response_timeout: Duration,
+    /// The front-end path prefix this proxy is mounted on (Apache `ProxyPass /app ...`),
+    /// removed before the backend's own prefix is put in; empty for `/`.
+    pub mount: String,
+    /// Rewrite `Location`, `Content-Location` and `URI` (Apache `ProxyPassReverse`).
+    pub reverse: bool,
+    /// Idle keep-alive connections to backends are closed after this (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// Most idle connections kept per backend (default 256).
+    pub pool_max_idle: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            preserve_host: false,
+            forwarded: ForwardedHeaders::default(),
+            via: Some("lb".to_string()),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            mount: String::new(),
+            reverse: true,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 256,
+        }
+    }
+}
+
+/// The proxy service. Cheap to clone: clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    client: Client<HttpConnector, ProxyBody>,
+    config: std::sync::Arc<ProxyConfig>,
+}
+
+impl Proxy {
+    /// A proxy with its own connection pool.
+    pub fn new(config: ProxyConfig) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        Proxy {
+            client,
+            config: std::sync::Arc::new(config),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProxyConfig {
+        &self.config
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Proxy
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        match self.prepare(req) {
+            Ok((req, prepared)) => {
+                let timeout = prepared.response_timeout;
+                let send = self.client.request(req);
+                ResponseFuture::new(send, timeout, prepared, self.config.clone())
+            }
+            Err(e) => ResponseFuture::failed(e),
+        }
+    }
+}
+
+/// What the response side needs to know about the request.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) tunnel: Option<hyper::upgrade::OnUpgrade>,
+    pub(crate) response_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    /// (backend base URL, front base URL) for ProxyPassReverse.
+    pub(crate) reverse: Option<(String, String)>,
+    pub(crate) version: Version,
+}
+
+impl Proxy {
+    fn prepare<B>(&self, mut req: Request<B>) -> Result<(Request<ProxyBody>, Prepared), ProxyError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let config = &*self.config;
+        let target = req
+            .extensions()
+            .get::<Target>()
+            .cloned()
+            .ok_or(ProxyError::NoTarget)?;
+        let client = req.extensions().get::<ClientInfo>().copied();
+        let version = req.version();
+        let front_host: Option<String> = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let tunnel = headers::wants_upgrade(version, req.headers());
+        let on_upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
+
+        // The backend URI: its prefix plus what follows the mount point.
+        let path = req.uri().path();
+        let rest = path.strip_prefix(config.mount.as_str()).unwrap_or(path);
+        let mut pq = String::with_capacity(target.path.len() + path.len() + 16);
+        pq.push_str(&target.path);
+        if !rest.starts_with('/') {
+            pq.push('/');
+        }
+        pq.push_str(rest);
+        if let Some(q) = req.uri().query() {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        let pq = PathAndQuery::try_from(pq).map_err(|e| ProxyError::Request(e.to_string()))?;
+        let uri = Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::Request(e.to_string()))?;
+
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h, tunnel);
+        if let Some(client) = client {
+            headers::add_forwarded(h, config.forwarded, client, front_host.as_deref());
+        }
+        if let Some(via) = &config.via {
+            headers::append_via(h, version, via);
+        }
+        let host = if config.preserve_host {
+            front_host
+                .clone()
+                .unwrap_or_else(|| target.authority.to_string())
+        } else {
+            target.authority.to_string()
+        };
+        let host = HeaderValue::from_str(&host).map_err(|e| ProxyError::Request(e.to_string()))?;
+        h.insert(header::HOST, host);
+
+        let reverse = match (config.reverse, &front_host) {
+            (true, Some(fh)) => {
+                let scheme = if client.is_some_and(|c| c.tls) {
+                    "https"
+                } else {
+                    "http"
+                };
+                Some((
+                    target.base_url(),
+                    format!("{scheme}://{fh}{}", config.mount),
+                ))
+            }
+            _ => None,
+        };
+        let prepared = Prepared {
+            tunnel: on_upgrade,
+            response_timeout: target.response_timeout.unwrap_or(config.response_timeout),
+            connect_timeout: config.connect_timeout,
+            reverse,
+            version,
+        };
+        Ok((Request::from_parts(parts, boxed(body)), prepared))
+    }
+}
+
+/// Classifies a client error.
+pub(crate) fn classify(
+    err: hyper_util::client::legacy::Error,
+    connect_timeout: Duration,
+) -> ProxyError {
+    let mut timed_out = false;
+    let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(e) = src {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                timed_out = true;
+            }
+        }
+        src = e.source();
+    }
+    if err.is_connect() {
+        if timed_out {
+            ProxyError::ConnectTimeout(connect_timeout)
+        } else {
+            ProxyError::Connect(error_chain(&err))
+        }
+    } else {
+        ProxyError::BadResponse(error_chain(&err))
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
+/// Applies the response-side header rules.
+pub(crate) fn finish_response(
+    resp: Response<hyper::body::Incoming>,
+    prepared: &Prepared,
+    tunnelled: bool,
+    config: &ProxyConfig,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, tunnelled);
+    if let Some(via) = &config.via {
+        headers::append_via(&mut parts.headers, parts.version, via);
+    }
+    if let Some((from, to)) = &prepared.reverse {
+        for name in [
+            header::LOCATION,
+            header::CONTENT_LOCATION,
+            header::HeaderName::from_static("uri"),
+        ] {
+            if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+                if let Some(new) = reverse_url(v, from, to) {
+                    if let Ok(v) = HeaderValue::from_str(&new) {
+                        parts.headers.insert(name, v);
+                    }
+                }
+            }
+        }
+    }
+    parts.version = prepared.version;
+    Response::from_parts(parts, boxed(body))
+}
+
+/// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.
+pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
+    let rest = value.strip_prefix(backend)?;
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return None;
+    }
+    Some(format!("{front}{rest}"))
+}
+
+/// Joins the client's and the backend's upgraded connections.
+pub(crate) fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (c, b) = match tokio::try_join!(client, backend) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut c = TokioIo::new(c);
+        let mut b = TokioIo::new(b);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+            tracing::debug!("tunnel closed: {e}");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_member_urls() {
+        let t = Target::from_url("http://127.0.0.1:9001/base/").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:9001");
+        assert_eq!(t.path, "/base");
+        assert_eq!(t.base_url(), "http://127.0.0.1:9001/base");
+        assert!(Target::from_url("https://x:1").is_err());
+        assert!(Target::from_url("127.0.0.1:80").is_err());
+        assert!(Target::from_url("http://x:1/?a=b").is_err());
+    }
+
+    #[test]
+    fn reverse_rewrites_only_the_backend_prefix() {
+        let b = "http://10.0.0.1:9001";
+        let f = "http://front.test/app";
+        assert_eq!(
+            reverse_url("http://10.0.0.1:9001/x?y", b, f).unwrap(),
+            "http://front.test/app/x?y"
+        );
+        assert_eq!(
+            reverse_url("http://10.0.0.1:9001", b, f).unwrap(),
+            "http://front.test/app"
+        );
+        assert!(reverse_url("http://10.0.0.1:90011/x", b, f).is_none());
+        assert!(reverse_url("http://elsewhere/x", b, f).is_none());
+    }
+}

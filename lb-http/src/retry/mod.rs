@@ -1,0 +1,156 @@
+//! `Retry`: sends an idempotent request again, to another member, when the response has one
+//! of the configured statuses (HAProxy's `retry-on 503 504...`), up to a number of retries
+//! and within a retry budget (Finagle's: retries may add at most a percentage of the
+//! requests, plus a small floor), so retries cannot multiply load during an outage.
+//!
+//! Connect failures are handled by [`Balance`](crate::balance::Balance) itself (failover,
+//! Apache `maxattempts`). `Retry` sits outside `Balance` and passes the members already tried
+//! in a [`Tried`] extension so each retry goes elsewhere. Only requests without a body are
+//! retried (a streamed body cannot be sent twice), and only idempotent methods (RFC 9110
+//! section 9.2.2).
+
+mod future;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Layer, ServiceExt};
+
+pub use future::ResponseFuture;
+
+use crate::BoxError;
+use crate::body::ProxyBody;
+use crate::ext::Tried;
+
+/// Settings of a [`Retry`].
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Statuses that cause a retry.
+    pub statuses: Vec<u16>,
+    /// Most retries per request (default 1).
+    pub max_retries: usize,
+    /// Retries may add at most this fraction of requests (default 0.2).
+    pub budget_percent: f32,
+    /// ... plus this many retries per second (default 10).
+    pub budget_min_per_sec: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            statuses: vec![502, 503, 504],
+            max_retries: 1,
+            budget_percent: 0.2,
+            budget_min_per_sec: 10,
+        }
+    }
+}
+
+/// Adds [`Retry`] to a service.
+#[derive(Debug, Clone)]
+pub struct RetryLayer {
+    config: Arc<RetryConfig>,
+    budget: Arc<TpsBudget>,
+}
+
+impl RetryLayer {
+    /// A layer with `config` and a fresh budget (10 s window).
+    pub fn new(config: RetryConfig) -> Self {
+        let budget = TpsBudget::new(
+            Duration::from_secs(10),
+            config.budget_min_per_sec,
+            config.budget_percent,
+        );
+        RetryLayer {
+            config: Arc::new(config),
+            budget: Arc::new(budget),
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            config: self.config.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+/// The retrying service; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+    config: Arc<RetryConfig>,
+    budget: Arc<TpsBudget>,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+impl<S, RB> tower::Service<Request<ProxyBody>> for Retry<S>
+where
+    S: tower::Service<Request<ProxyBody>, Response = Response<RB>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<RB>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        let config = self.config.clone();
+        let budget = self.budget.clone();
+        ResponseFuture::new(Box::pin(async move {
+            budget.deposit();
+            let retryable =
+                idempotent(req.method()) && req.body().is_end_stream() && config.max_retries > 0;
+            if !retryable {
+                return inner.oneshot(req).await;
+            }
+            let tried = Tried::default();
+            let (mut parts, _) = req.into_parts();
+            parts.extensions.insert(tried);
+            let mut retries = 0;
+            loop {
+                let (mut p, ()) = Request::new(()).into_parts();
+                p.method = parts.method.clone();
+                p.uri = parts.uri.clone();
+                p.version = parts.version;
+                p.headers = parts.headers.clone();
+                p.extensions = parts.extensions.clone();
+                let resp = inner
+                    .clone()
+                    .oneshot(Request::from_parts(p, crate::body::empty()))
+                    .await?;
+                let again = config.statuses.contains(&resp.status().as_u16())
+                    && retries < config.max_retries
+                    && budget.withdraw();
+                if !again {
+                    return Ok(resp);
+                }
+                tracing::debug!("retrying after status {}", resp.status());
+                retries += 1;
+            }
+        }))
+    }
+}

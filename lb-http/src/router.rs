@@ -1,0 +1,164 @@
+//! Several balancers behind one listener, each mounted on a path prefix (Apache's
+//! `ProxyPass /app balancer://name/`), and the assembled per-balancer stack.
+//!
+//! [`Site::new`] builds the stack the design describes for one balancer:
+//! `sticky -> retry -> balance (passive health, failover) -> proxy`. A [`Router`] sends each
+//! request to the site with the longest matching prefix; [`SharedRouter`] lets the whole
+//! routing table be replaced at run time (SIGHUP reload) without touching connections in
+//! flight: requests already routed finish on the old sites.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use lb_core::Balancer;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+use crate::BoxError;
+use crate::balance::{BalanceConfig, BalanceLayer};
+use crate::body::{ProxyBody, boxed, full};
+use crate::proxy::{Proxy, ProxyConfig};
+use crate::retry::{RetryConfig, RetryLayer};
+use crate::sticky::{StickyConfig, StickyLayer};
+
+/// A boxed site service.
+pub type SiteService = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, BoxError>;
+
+/// Everything a site needs besides its balancer.
+#[derive(Debug, Clone, Default)]
+pub struct SiteConfig {
+    /// Forwarding (its `mount` is set from the site's prefix).
+    pub proxy: ProxyConfig,
+    /// Balancing and passive health.
+    pub balance: BalanceConfig,
+    /// Session routes, if any.
+    pub sticky: Option<StickyConfig>,
+    /// Status retries, if any.
+    pub retry: Option<RetryConfig>,
+}
+
+/// One balancer mounted on a prefix.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The balancer's name.
+    pub name: String,
+    /// The path prefix (`/` or `/app`).
+    pub mount: String,
+    /// The balancer (shared with the manager and health checks).
+    pub balancer: Balancer,
+    service: SiteService,
+}
+
+impl Site {
+    /// Builds the stack for `balancer` on `mount` with a fresh connection pool.
+    pub fn new(mount: &str, balancer: Balancer, config: SiteConfig) -> Site {
+        let mount = mount.trim_end_matches('/').to_string();
+        let mut proxy_config = config.proxy;
+        proxy_config.mount = mount.clone();
+        let proxy = Proxy::new(proxy_config);
+        let name = config.balance.name.clone();
+        let balance = BalanceLayer::new(balancer.clone(), config.balance);
+        let inner = ServiceBuilder::new()
+            .map_response(|r: Response<_>| r.map(boxed))
+            .layer(balance)
+            .service(proxy);
+        let service = match (config.sticky, config.retry) {
+            (Some(s), Some(r)) => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(StickyLayer::new(s))
+                    .layer(RetryLayer::new(r))
+                    .service(inner),
+            ),
+            (Some(s), None) => BoxCloneSyncService::new(StickyLayer::new(s).layer(inner)),
+            (None, Some(r)) => BoxCloneSyncService::new(RetryLayer::new(r).layer(inner)),
+            (None, None) => BoxCloneSyncService::new(inner),
+        };
+        Site {
+            name,
+            mount,
+            balancer,
+            service,
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.mount.is_empty()
+            || path
+                .strip_prefix(self.mount.as_str())
+                .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    }
+}
+
+/// Sends requests to sites by longest path prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    sites: Vec<Site>,
+}
+
+impl Router {
+    /// A router over `sites`.
+    pub fn new(mut sites: Vec<Site>) -> Router {
+        sites.sort_by_key(|s| std::cmp::Reverse(s.mount.len()));
+        Router { sites }
+    }
+
+    /// The sites, longest prefix first.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+}
+
+/// A [`Router`] that can be replaced while serving.
+#[derive(Debug, Clone)]
+pub struct SharedRouter {
+    current: Arc<ArcSwap<Router>>,
+}
+
+impl SharedRouter {
+    /// Starts with `router`.
+    pub fn new(router: Router) -> SharedRouter {
+        SharedRouter {
+            current: Arc::new(ArcSwap::from_pointee(router)),
+        }
+    }
+
+    /// Replaces the routing table; requests in flight are not affected.
+    pub fn replace(&self, router: Router) {
+        self.current.store(Arc::new(router));
+    }
+
+    /// The current routing table.
+    pub fn load(&self) -> Arc<Router> {
+        self.current.load_full()
+    }
+}
+
+impl<B> tower::Service<Request<B>> for SharedRouter
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future = tower::util::Oneshot<SiteService, Request<ProxyBody>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let router = self.current.load();
+        let site = router.sites.iter().find(|s| s.matches(req.uri().path()));
+        let svc = match site {
+            Some(s) => s.service.clone(),
+            None => BoxCloneSyncService::new(tower::service_fn(|_req: Request<ProxyBody>| async {
+                let mut r = Response::new(full("no balancer is mounted on this path\n"));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                Ok::<_, BoxError>(r)
+            })),
+        };
+        svc.oneshot(req.map(boxed))
+    }
+}

@@ -1,0 +1,157 @@
+//! Serving a tower service to clients: HTTP/1.1 and HTTP/2 on one listener (hyper-util's
+//! automatic protocol detection), each connection behind a [`Guarded`] I/O object, upgrades
+//! allowed, errors turned into short responses, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::BoxError;
+use crate::body::{ProxyBody, boxed, full};
+use crate::error::{BalanceError, ProxyError};
+use crate::guard::{GuardConfig, Guarded};
+use crate::headers::ClientInfo;
+
+/// Limits on client connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Head deadline, idle timeout, head size and field count (see [`GuardConfig`]).
+    pub guard: GuardConfig,
+    /// Accept HTTP/2 (prior knowledge, `h2c`) as well as HTTP/1.1 (default true).
+    pub http2: bool,
+    /// How long a graceful shutdown waits for connections in flight (default 30 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            guard: GuardConfig::default(),
+            http2: true,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Turns an error from the service stack into the response the client sees: the status the
+/// leaf error names (502, 503, 504...) and a one-line body saying what happened.
+pub fn error_response(err: &BoxError) -> Response<ProxyBody> {
+    let (status, text) = if let Some(e) = err.downcast_ref::<ProxyError>() {
+        (e.status(), e.to_string())
+    } else if let Some(e) = err.downcast_ref::<BalanceError>() {
+        (e.status(), e.to_string())
+    } else {
+        (StatusCode::BAD_GATEWAY, err.to_string())
+    };
+    let mut resp = Response::new(full(format!("{text}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// Serves `service` on `listener` until `shutdown` completes, then lets connections in
+/// flight finish (up to [`ServerConfig::drain_timeout`]).
+///
+/// Each request carries a [`ClientInfo`] in its extensions. Errors returned by the service
+/// become responses through [`error_response`].
+pub async fn serve<S, B, F>(listener: TcpListener, service: S, config: ServerConfig, shutdown: F)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(config.guard.max_head.max(8192))
+        .max_headers(config.guard.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.guard.max_head as u32);
+    let builder = if config.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    };
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Guarded::new(stream, config.guard));
+        let svc = service.clone();
+        let hyper_svc = hyper::service::service_fn(move |req| handle(svc.clone(), peer, req));
+        let conn = builder
+            .serve_connection_with_upgrades(io, hyper_svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {:?}; closing",
+            config.drain_timeout
+        );
+    }
+}
+
+async fn handle<S, B>(
+    svc: S,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    req.extensions_mut().insert(ClientInfo {
+        addr: peer,
+        tls: false,
+    });
+    Ok(match svc.oneshot(req).await {
+        Ok(resp) => resp.map(boxed),
+        Err(e) => {
+            let e: BoxError = e.into();
+            tracing::debug!("request from {peer} failed: {e}");
+            error_response(&e)
+        }
+    })
+}

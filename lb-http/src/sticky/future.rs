@@ -1,0 +1,45 @@
+//! The response future of [`Sticky`](super::Sticky).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+
+use super::{StickyConfig, on_response};
+
+pin_project_lite::pin_project! {
+    /// Waits for the inner response and sets the route cookie on it when needed.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<String>,
+        config: Arc<StickyConfig>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, route: Option<String>, config: Arc<StickyConfig>) -> Self {
+        ResponseFuture {
+            inner,
+            route,
+            config,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = ready!(this.inner.poll(cx))?;
+        on_response(&mut resp, this.route.as_deref(), this.config);
+        Poll::Ready(Ok(resp))
+    }
+}

@@ -1,0 +1,227 @@
+//! The lb-http stack in process, over real loopback sockets: the lease is held while a
+//! response streams, and a member's `max` queues then refuses with 503.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use lb_core::Balancer;
+use lb_http::member::MemberSpec;
+use lb_http::router::{Router, SharedRouter, Site, SiteConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+type Chunks = std::sync::Arc<tokio::sync::Mutex<Option<mpsc::Receiver<Bytes>>>>;
+
+/// A backend whose first response streams what the test sends on the channel.
+async fn streaming_backend() -> (std::net::SocketAddr, mpsc::Sender<Bytes>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let chunks: Chunks = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let chunks = chunks.clone();
+            let svc = hyper::service::service_fn(move |_req| {
+                let chunks = chunks.clone();
+                async move {
+                    let rx = chunks.lock().await.take();
+                    let body = match rx {
+                        Some(rx) => {
+                            let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                                rx.recv()
+                                    .await
+                                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                            });
+                            StreamBody::new(s).boxed()
+                        }
+                        None => http_body_util::Full::new(Bytes::from_static(b"plain"))
+                            .map_err(|e| match e {})
+                            .boxed(),
+                    };
+                    Ok::<_, Infallible>(hyper::Response::new(body))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, tx)
+}
+
+async fn serve(balancer: Balancer) -> std::net::SocketAddr {
+    let router = SharedRouter::new(Router::new(vec![Site::new(
+        "/",
+        balancer,
+        SiteConfig::default(),
+    )]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(lb_http::server::serve(
+        l,
+        router,
+        Default::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+async fn send(addr: std::net::SocketAddr) -> hyper::Response<hyper::body::Incoming> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx.send_request(
+        hyper::Request::get("/")
+            .header("host", "t")
+            .body(lb_http::body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn lease_is_held_until_the_response_body_ends() {
+    let (backend, chunks) = streaming_backend().await;
+    let spec: MemberSpec = format!("http://{backend}").parse().unwrap();
+    let balancer = Balancer::builder()
+        .backend(spec.to_backend().unwrap())
+        .build()
+        .unwrap();
+    let addr = serve(balancer.clone()).await;
+    let resp = send(addr).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    chunks.send(Bytes::from_static(b"first")).await.unwrap();
+    let f = body.frame().await.unwrap().unwrap();
+    assert_eq!(f.into_data().unwrap(), "first");
+    // Headers are done, the body is streaming: the member is still busy.
+    assert_eq!(balancer.stats().active, 1);
+    chunks.send(Bytes::from_static(b"second")).await.unwrap();
+    drop(chunks);
+    let mut rest = Vec::new();
+    while let Some(f) = body.frame().await {
+        rest.extend_from_slice(&f.unwrap().into_data().unwrap());
+    }
+    assert_eq!(rest, b"second");
+    let mut released = false;
+    for _ in 0..100 {
+        if balancer.stats().active == 0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(released, "lease not released after the body ended");
+    let m = &balancer.stats().backends[0];
+    assert_eq!(m.bytes_in, 11, "bytes received from the member are counted");
+}
+
+#[tokio::test]
+async fn member_max_queues_then_refuses_with_503() {
+    let (backend, chunks) = streaming_backend().await;
+    let spec: MemberSpec = format!("http://{backend},max=1").parse().unwrap();
+    let balancer = Balancer::builder()
+        .backend(spec.to_backend().unwrap())
+        .build()
+        .unwrap();
+    let addr = serve(balancer.clone()).await;
+    // The first request holds the only slot while its body streams.
+    let first = send(addr).await;
+    assert_eq!(first.status(), 200);
+    // The second waits for the queue timeout (1 s), then gets 503.
+    let second = send(addr).await;
+    assert_eq!(second.status(), 503);
+    let text = second.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("busy"), "{text:?}");
+    drop(chunks);
+    drop(first);
+}
+
+/// A backend answering every request with `status`.
+async fn status_backend(status: u16) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let svc = hyper::service::service_fn(move |_req| async move {
+                let mut r = hyper::Response::new(lb_http::body::full(status.to_string()));
+                *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                Ok::<_, Infallible>(r)
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn retry_sends_idempotent_requests_to_another_member() {
+    let bad = status_backend(503).await;
+    let good = status_backend(200).await;
+    let backends = [bad, good].map(|a| {
+        format!("http://{a}")
+            .parse::<MemberSpec>()
+            .unwrap()
+            .to_backend()
+            .unwrap()
+    });
+    let balancer = Balancer::builder().backends(backends).build().unwrap();
+    let config = SiteConfig {
+        retry: Some(lb_http::retry::RetryConfig {
+            statuses: vec![503],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer.clone(), config)]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(lb_http::server::serve(
+        l,
+        router,
+        Default::default(),
+        std::future::pending(),
+    ));
+    for _ in 0..6 {
+        assert_eq!(send(addr).await.status(), 200);
+    }
+    // Both members were used: the 503s were retried, not avoided.
+    assert!(balancer.stats().backends.iter().all(|b| b.total > 0));
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let good = status_backend(200).await;
+    let spec: MemberSpec = format!("http://{good}").parse().unwrap();
+    let balancer = Balancer::builder()
+        .backend(spec.to_backend().unwrap())
+        .build()
+        .unwrap();
+    let addr = serve(balancer).await;
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = hyper::Request::get(format!("http://{addr}/"))
+            .body(lb_http::body::empty())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    }
+}
