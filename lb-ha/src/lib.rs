@@ -51,9 +51,12 @@
 //! # }
 //! ```
 //!
-//! Not done yet: Heartbeat's files (`ha.cf`, `haresources`) and state sync arrive next.
+//! Heartbeat's files (`ha.cf`, `haresources`, `authkeys`) and a TOML equivalent are read
+//! by [`config`] into a [`config::HaConfig`], which yields the node's configuration and its
+//! resource group.
 #![deny(unsafe_code)]
 
+pub mod config;
 mod error;
 mod failover;
 mod netlink;
