@@ -1,0 +1,344 @@
+//! Tests of the selection pipeline through the public API.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use super::*;
+use crate::persistence::Persistence;
+use crate::{Address, Failure, Role};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn lb(backends: Vec<Backend>) -> Balancer {
+    Balancer::builder().backends(backends).build().unwrap()
+}
+
+fn ports(lb: &Balancer, n: usize, ctx: &PickContext<'_>) -> Vec<u16> {
+    (0..n)
+        .map(|_| lb.pick(ctx).unwrap().backend().address().port().unwrap())
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct MapTable(Mutex<HashMap<Vec<u8>, BackendId>>);
+
+impl Persistence for MapTable {
+    fn lookup(&self, key: &[u8]) -> Option<BackendId> {
+        self.0.lock().unwrap().get(key).copied()
+    }
+    fn record(&self, key: &[u8], backend: BackendId) {
+        self.0.lock().unwrap().insert(key.to_vec(), backend);
+    }
+    fn forget(&self, key: &[u8]) {
+        self.0.lock().unwrap().remove(key);
+    }
+}
+
+#[test]
+fn round_robin_spreads_evenly() {
+    let lb = lb(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(2)),
+        Backend::new(addr(3)),
+    ]);
+    let got = ports(&lb, 300, &PickContext::new());
+    for p in 1..=3 {
+        assert_eq!(got.iter().filter(|&&x| x == p).count(), 100);
+    }
+}
+
+#[test]
+fn leases_count_and_release_even_after_removal() {
+    let lb = lb(vec![Backend::new(addr(1)), Backend::new(addr(2))]);
+    let a = lb.pick(&PickContext::new()).unwrap();
+    let b = lb.pick(&PickContext::new()).unwrap();
+    assert_eq!(lb.stats().active, 2);
+    let removed = a.id();
+    lb.remove(removed).unwrap();
+    assert_eq!(
+        a.member().state().active(),
+        1,
+        "in-flight lease survives removal"
+    );
+    drop(a);
+    drop(b);
+    assert_eq!(lb.stats().active, 0);
+    assert!(lb.get(removed).is_none());
+    assert_eq!(
+        ports(&lb, 4, &PickContext::new()),
+        vec![2, 2, 2, 2],
+        "removed backend gets no new traffic"
+    );
+}
+
+#[test]
+fn weight_zero_and_drain_take_only_sticky_clients() {
+    let table = Arc::new(MapTable::default());
+    let lb = Balancer::builder()
+        .backend(Backend::new(addr(1)))
+        .backend(Backend::new(addr(2)))
+        .persistence(table.clone())
+        .build()
+        .unwrap();
+    let client = PickContext::new().with_client(addr(40000));
+    let first = lb.pick(&client).unwrap();
+    let home = first.id();
+    drop(first);
+    lb.set_weight(home, 0).unwrap();
+    assert_eq!(lb.pick(&client).unwrap().id(), home, "sticky client stays");
+    let other = PickContext::new().with_client(SocketAddr::from(([10, 0, 0, 9], 1)));
+    for _ in 0..5 {
+        assert_ne!(
+            lb.pick(&other).unwrap().id(),
+            home,
+            "new client avoids weight 0"
+        );
+    }
+    lb.set_weight(home, 1).unwrap();
+    lb.set_admin(home, AdminState::Drain).unwrap();
+    assert_eq!(lb.pick(&client).unwrap().id(), home, "drain keeps sticky");
+    lb.set_admin(home, AdminState::Maintenance).unwrap();
+    assert_ne!(lb.pick(&client).unwrap().id(), home, "maintenance moves it");
+}
+
+#[test]
+fn stubborn_client_fails_rather_than_moves() {
+    let table = Arc::new(MapTable::default());
+    let lb = Balancer::builder()
+        .backend(Backend::new(addr(1)))
+        .backend(Backend::new(addr(2)))
+        .persistence(table)
+        .stubborn(true)
+        .build()
+        .unwrap();
+    let client = PickContext::new().with_client(addr(40000));
+    let home = lb.pick(&client).unwrap().id();
+    lb.set_health(home, Health::Down).unwrap();
+    assert_eq!(
+        lb.pick(&client).unwrap_err(),
+        Error::StickyUnavailable(home)
+    );
+}
+
+#[test]
+fn hard_limit_admits_returning_clients_above_the_soft_limit() {
+    let table = Arc::new(MapTable::default());
+    let lb = Balancer::builder()
+        .backend(Backend::new(addr(1)).with_max_conns(1).with_hard_conns(2))
+        .persistence(table)
+        .build()
+        .unwrap();
+    let c1 = PickContext::new().with_client(addr(1000));
+    let c2 = PickContext::new().with_client(SocketAddr::from(([10, 0, 0, 2], 1)));
+    let a = lb.pick(&c1).unwrap();
+    assert!(lb.pick(&c2).is_err(), "soft limit reached for new clients");
+    let b = lb.pick(&c1).unwrap();
+    assert!(b.is_sticky());
+    assert!(lb.pick(&c1).is_err(), "hard limit reached");
+    drop((a, b));
+}
+
+#[test]
+fn routes_pick_their_member_and_nofailover_refuses() {
+    let lb = lb(vec![
+        Backend::new(addr(1)).with_route("one"),
+        Backend::new(addr(2)).with_route("two"),
+    ]);
+    for _ in 0..4 {
+        let l = lb.pick(&PickContext::new().with_route("two")).unwrap();
+        assert_eq!(l.backend().route(), Some("two"));
+        assert!(l.is_sticky());
+    }
+    let two = lb.find(&Address::Socket(addr(2))).unwrap().id();
+    lb.set_admin(two, AdminState::Maintenance).unwrap();
+    let l = lb.pick(&PickContext::new().with_route("two")).unwrap();
+    assert_eq!(l.backend().route(), Some("one"), "fails over by default");
+    lb.update_config(|c| c.stubborn = true).unwrap();
+    assert!(matches!(
+        lb.pick(&PickContext::new().with_route("two")),
+        Err(Error::StickyUnavailable(_))
+    ));
+}
+
+#[test]
+fn tiers_lbset_hot_standby_backup_emergency() {
+    let lb = lb(vec![
+        Backend::new(addr(1)).with_lbset(0),
+        Backend::new(addr(2))
+            .with_lbset(0)
+            .with_role(Role::HotStandby),
+        Backend::new(addr(3)).with_lbset(1),
+        Backend::new(addr(4)).with_role(Role::Backup),
+        Backend::new(addr(5)).with_role(Role::Backup),
+        Backend::new(addr(6)).with_role(Role::Emergency),
+    ]);
+    let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
+    let ctx = PickContext::new();
+    assert_eq!(ports(&lb, 3, &ctx), vec![1, 1, 1]);
+    lb.set_health(id(1), Health::Down).unwrap();
+    assert_eq!(ports(&lb, 3, &ctx), vec![2, 2, 2], "hot standby of set 0");
+    lb.set_health(id(2), Health::Down).unwrap();
+    assert_eq!(ports(&lb, 3, &ctx), vec![3, 3, 3], "lbset 1");
+    lb.set_health(id(3), Health::Down).unwrap();
+    assert_eq!(ports(&lb, 3, &ctx), vec![4, 4, 4], "first backup only");
+    lb.update_config(|c| c.all_backups = true).unwrap();
+    let mut got = ports(&lb, 4, &ctx);
+    got.sort();
+    assert_eq!(got, vec![4, 4, 5, 5], "all backups");
+    lb.set_health(id(4), Health::Down).unwrap();
+    lb.set_health(id(5), Health::Down).unwrap();
+    assert_eq!(ports(&lb, 2, &ctx), vec![6, 6], "emergency last");
+    lb.set_health(id(6), Health::Down).unwrap();
+    assert!(matches!(lb.pick(&ctx), Err(Error::NoBackend { .. })));
+}
+
+#[test]
+fn attempts_exclude_tried_then_emergency_then_fail() {
+    let lb = lb(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(2)),
+        Backend::new(addr(3)).with_role(Role::Emergency),
+    ]);
+    lb.set_passive(PassiveConfig::off());
+    let mut a = lb.attempts(PickContext::new());
+    let mut seen = Vec::new();
+    while let Ok(l) = a.next() {
+        seen.push(l.backend().address().port().unwrap());
+        l.failure(Failure::Connect);
+        assert!(seen.len() <= 3, "bounded");
+    }
+    seen[..2].sort();
+    assert_eq!(seen, vec![1, 2, 3]);
+
+    lb.update_config(|c| c.max_attempts = 1).unwrap();
+    let mut a = lb.attempts(PickContext::new());
+    let first = a.next().unwrap().backend().address().port().unwrap();
+    assert!(first == 1 || first == 2);
+    assert_eq!(a.next().unwrap().backend().address().port(), Some(3));
+    assert!(a.next().is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn passive_health_ejects_for_the_blacklist_time_but_not_the_last() {
+    let lb = Balancer::builder()
+        .backend(Backend::new(addr(1)))
+        .backend(Backend::new(addr(2)))
+        .passive(PassiveConfig::new(2, Duration::from_secs(30)))
+        .build()
+        .unwrap();
+    let one = lb.find(&Address::Socket(addr(1))).unwrap().id();
+    let two = lb.find(&Address::Socket(addr(2))).unwrap().id();
+    let fail = |id| {
+        let m = lb.get(id).unwrap();
+        Lease::new(m, false).failure(Failure::Connect);
+    };
+    fail(one);
+    assert!(
+        lb.get(one).unwrap().state().in_error_for().is_none(),
+        "1 < 2"
+    );
+    fail(one);
+    assert!(lb.get(one).unwrap().state().in_error_for().is_some());
+    assert_eq!(ports(&lb, 3, &PickContext::new()), vec![2, 2, 2]);
+    // The last usable backend is not ejected.
+    fail(two);
+    fail(two);
+    assert!(lb.get(two).unwrap().state().in_error_for().is_none());
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let mut got = ports(&lb, 2, &PickContext::new());
+    got.sort();
+    assert_eq!(got, vec![1, 2], "back after the blacklist time");
+}
+
+#[test]
+fn force_recovery_tries_members_in_error() {
+    let lb = lb(vec![Backend::new(addr(1)), Backend::new(addr(2))]);
+    for m in lb.members() {
+        lb.set_error_for(m.id(), Duration::from_secs(60)).unwrap();
+    }
+    assert!(lb.pick(&PickContext::new()).is_ok(), "forcerecovery on");
+    lb.update_config(|c| c.force_recovery = false).unwrap();
+    assert!(lb.pick(&PickContext::new()).is_err());
+}
+
+#[test]
+fn bad_input_is_refused_with_the_value() {
+    let e = Balancer::builder()
+        .backend(Backend::new(addr(1)))
+        .backend(Backend::new(addr(1)))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "duplicate backend address 127.0.0.1:1");
+    let e = Balancer::builder()
+        .backend(Backend::new(addr(1)).with_max_conns(5).with_hard_conns(2))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("hard_conns=\"2\""), "{e}");
+    let lb = lb(vec![]);
+    assert!(matches!(
+        lb.pick(&PickContext::new()),
+        Err(Error::NoBackend { members: 0, .. })
+    ));
+    assert_eq!(
+        lb.set_weight(BackendId(7), 1).unwrap_err().to_string(),
+        "unknown backend #7"
+    );
+    assert!(lb.update_config(|c| c.panic_threshold = Some(1.5)).is_err());
+}
+
+#[tokio::test]
+async fn subscription_starts_with_state_then_changes() {
+    let lb = lb(vec![Backend::new(addr(1))]);
+    let mut sub = lb.subscribe();
+    let id = lb.members()[0].id();
+    let mut initial = Vec::new();
+    for _ in 0..4 {
+        initial.push(sub.recv().await.unwrap().kind);
+    }
+    assert_eq!(
+        initial,
+        vec![
+            EventKind::Added(Address::Socket(addr(1))),
+            EventKind::Weight(1),
+            EventKind::Admin(AdminState::Ready),
+            EventKind::Health(Health::Up),
+        ]
+    );
+    lb.set_health(id, Health::Down).unwrap();
+    lb.set_health(id, Health::Down).unwrap(); // no change, no event
+    lb.set_weight(id, 3).unwrap();
+    assert_eq!(
+        sub.recv().await.unwrap().kind,
+        EventKind::Health(Health::Down)
+    );
+    assert_eq!(sub.recv().await.unwrap().kind, EventKind::Weight(3));
+    assert!(sub.try_recv().is_none());
+}
+
+#[test]
+fn runtime_update_keeps_counters() {
+    let lb = lb(vec![Backend::new(addr(1))]);
+    let id = lb.members()[0].id();
+    let l = lb.pick(&PickContext::new()).unwrap();
+    lb.update(id, |b| b.set_address(Address::Socket(addr(9))))
+        .unwrap();
+    assert_eq!(lb.get(id).unwrap().state().active(), 1);
+    assert_eq!(
+        l.backend().address().port(),
+        Some(1),
+        "lease keeps its address"
+    );
+    drop(l);
+    assert_eq!(lb.stats().backends[0].total, 1);
+    assert_eq!(
+        lb.pick(&PickContext::new())
+            .unwrap()
+            .backend()
+            .address()
+            .port(),
+        Some(9)
+    );
+}

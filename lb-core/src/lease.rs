@@ -1,0 +1,78 @@
+//! A lease: one connection or request assigned to a backend, counted until dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, BackendId, Failure, Member};
+
+/// One connection or request on a backend.
+///
+/// Created by a pick, it counts as active on its backend until dropped, so least-connection
+/// schedulers see it. Bytes and the outcome are recorded through it; a failure feeds passive
+/// health. A lease of a backend that was removed meanwhile still releases correctly.
+#[derive(Debug)]
+#[must_use = "dropping a lease releases the backend at once"]
+pub struct Lease {
+    member: Arc<Member>,
+    sticky: bool,
+}
+
+impl Lease {
+    pub(crate) fn new(member: Arc<Member>, sticky: bool) -> Self {
+        member.state().acquire();
+        Lease { member, sticky }
+    }
+
+    /// The backend's id.
+    pub fn id(&self) -> BackendId {
+        self.member.id()
+    }
+
+    /// The backend's configuration as it was when picked (its address to connect to).
+    pub fn backend(&self) -> &Backend {
+        self.member.backend()
+    }
+
+    /// The member, with its live state.
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    /// Whether the pick came from persistence or a sticky route rather than the scheduler.
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
+    /// Counts bytes from the client to the backend.
+    pub fn add_bytes_in(&self, n: u64) {
+        self.member.state().add_bytes_in(n);
+    }
+
+    /// Counts bytes from the backend to the client.
+    pub fn add_bytes_out(&self, n: u64) {
+        self.member.state().add_bytes_out(n);
+    }
+
+    /// Records a success: ends a failure streak and any error state (Apache's `retry` probe
+    /// succeeded).
+    pub fn success(&self) {
+        self.member.state().record_success();
+    }
+
+    /// Records a failure for passive health, which may put the backend in error.
+    pub fn failure(&self, failure: Failure) {
+        self.member.state().record_failure(failure);
+    }
+
+    /// Records a latency sample (time to first byte or request time) for peak EWMA.
+    pub fn observe_latency(&self, rtt: Duration) {
+        let state = self.member.state();
+        state.observe_latency(rtt, state.shared.ewma_decay());
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.member.state().release();
+    }
+}
