@@ -53,9 +53,12 @@
 //!
 //! Heartbeat's files (`ha.cf`, `haresources`, `authkeys`) and a TOML equivalent are read
 //! by [`config`] into a [`config::HaConfig`], which yields the node's configuration and its
-//! resource group.
+//! resource group. [`HaArgs`] gives binaries the `--ha-*` options and
+//! [`HaArgs::start_with`] runs the node, its resources and [`sync`] (a table, such as pen's
+//! client table, streamed from the active node to the passive one).
 #![deny(unsafe_code)]
 
+mod args;
 pub mod config;
 mod error;
 mod failover;
@@ -64,8 +67,10 @@ mod node;
 mod ping;
 pub mod protocol;
 pub mod resource;
+pub mod sync;
 mod sys;
 
+pub use args::{HaArgs, HaHandle, start};
 pub use error::{Error, Result};
 pub use failover::{BoxFuture, Failover};
 pub use node::{DEFAULT_PORT, Multicast, Node, NodeConfig, Role};
