@@ -223,14 +223,31 @@ fn bind(config: &NodeConfig) -> Result<UdpSocket> {
 }
 
 /// Runs promote/demote requests one at a time, so beats go on during slow scripts.
+///
+/// Before anything else the resources are demoted once: a previous run that was killed
+/// may have left them behind (an address stays on its interface when the process dies),
+/// and a node starts without them.
 async fn drive(
     resources: Arc<dyn Failover>,
     mut rx: mpsc::Receiver<Action>,
     done: mpsc::Sender<Done>,
 ) {
+    tracing::info!(
+        resources = resources.name(),
+        "start-up cleanup: demoting what a previous run may have left"
+    );
+    if let Err(e) = resources.demote().await {
+        tracing::warn!(error = %e, "start-up cleanup");
+    }
     while let Some(a) = rx.recv().await {
         let d = match a {
             Action::Promote => Done::Promote(resources.promote().await),
+            Action::Refresh => {
+                if let Err(e) = resources.promote().await {
+                    tracing::error!(error = %e, "re-promoting after a split brain");
+                }
+                continue;
+            }
             _ => {
                 if let Err(e) = resources.demote().await {
                     tracing::error!(error = %e, "demote failed; the node gives the resources up anyway");
@@ -360,7 +377,7 @@ impl Runner {
                         }
                     }
                 }
-                a @ (Action::Promote | Action::Demote) => {
+                a @ (Action::Promote | Action::Demote | Action::Refresh) => {
                     if self.do_tx.send(a).await.is_err() {
                         tracing::error!("the resource driver stopped");
                     }

@@ -224,6 +224,10 @@ pub enum Action {
     Demote,
     /// Publish this event.
     Event(Event),
+    /// Promote the held resources again (idempotent) so that they re-announce
+    /// themselves: a split brain was resolved in this node's favour and the neighbours may
+    /// have learnt the loser's address. No completion is reported.
+    Refresh,
 }
 
 /// Why a beat was ignored.
@@ -304,7 +308,8 @@ struct Peer {
 ///   partition), the loser demotes. The winner is, in order: the node reaching more ping
 ///   nodes; the preferred node; the node with the *lower* epoch (the one running
 ///   longer); the node with the lower name. Both nodes evaluate the same rule on the same
-///   data, so exactly one keeps the resources.
+///   data, so exactly one keeps the resources. The winner then promotes its resources
+///   again ([`Action::Refresh`]) so a virtual IP re-announces itself.
 /// - **auto_failback on**: an active node that is not preferred demotes when the
 ///   preferred node is up in standby and reaches at least as many ping nodes; the
 ///   preferred node then wins the election. With `off`, the resources stay where they are.
@@ -328,6 +333,8 @@ pub struct Machine {
     ping_ok: u16,
     peer: Option<Peer>,
     stopping: bool,
+    /// Both nodes were seen holding the resources (split brain) since this node promoted.
+    contested: bool,
 }
 
 impl Machine {
@@ -344,6 +351,7 @@ impl Machine {
             last_sent: None,
             peer: None,
             stopping: false,
+            contested: false,
         }
     }
 
@@ -565,6 +573,7 @@ impl Machine {
     }
 
     fn promote(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+        self.contested = false;
         self.go(now, NodeState::Promoting, reason, out);
         out.push(Action::Promote);
     }
@@ -632,8 +641,16 @@ impl Machine {
                 let Some(p) = peer.filter(|p| p.alive) else {
                     return;
                 };
+                if p.state.holds() {
+                    self.contested = true;
+                } else if self.contested {
+                    // The split brain is over and this node kept the resources.
+                    self.contested = false;
+                    out.push(Action::Refresh);
+                }
                 match p.state {
                     NodeState::Promoting | NodeState::Active if !self.wins(&p) => {
+                        self.contested = false;
                         self.demote(now, Reason::SplitBrain, out);
                     }
                     NodeState::Init | NodeState::Standby => {
@@ -701,6 +718,7 @@ mod tests {
         /// Beats seen on the wire, for replay tests.
         wire: Vec<(usize, Beat)>,
         fail_promote: [bool; 2],
+        refreshed: [u32; 2],
         now: Instant,
     }
 
@@ -712,6 +730,7 @@ mod tests {
                 link: true,
                 wire: Vec::new(),
                 fail_promote: [false, false],
+                refreshed: [0, 0],
                 now,
             }
         }
@@ -748,6 +767,7 @@ mod tests {
                         queue.extend(more.into_iter().map(|a| (i, a)));
                     }
                     Action::Event(_) => {}
+                    Action::Refresh => self.refreshed[i] += 1,
                 }
             }
         }
@@ -905,7 +925,11 @@ mod tests {
         p.link = true;
         // A few beats after healing: exactly one holder.
         p.advance(Duration::from_millis(600));
-        p.holders()
+        let h = p.holders();
+        if let [w] = h.as_slice() {
+            assert_eq!(p.refreshed[*w], 1, "the winner re-announces once");
+        }
+        h
     }
 
     #[tokio::test(start_paused = true)]
