@@ -72,6 +72,8 @@ pub struct NodeConfig {
     /// Where to receive beats (`0.0.0.0:694` by default).
     pub bind: SocketAddr,
     /// Bind the socket to this interface (`SO_BINDTODEVICE`), as Heartbeat does for `ucast`.
+    /// Multicast beats leave through this interface; without it they need a route to
+    /// the group.
     pub bind_device: Option<String>,
     /// Unicast destinations of beats (`ucast` lines). Beats sent to this node's own
     /// address come back and are ignored, so both nodes may share one `ha.cf`.
@@ -211,7 +213,6 @@ fn bind(config: &NodeConfig) -> Result<UdpSocket> {
         let index = crate::netlink::if_index(&m.interface)?;
         s.join_multicast_v4_n(&m.group, &socket2::InterfaceIndexOrAddress::Index(index))
             .map_err(|e| Error::io(format!("joining {} on {}", m.group, m.interface), e))?;
-        s.set_multicast_if_v4(&Ipv4Addr::UNSPECIFIED).ok();
         s.set_multicast_ttl_v4(m.ttl)
             .map_err(|e| Error::io("setting the multicast ttl", e))?;
         s.set_multicast_loop_v4(false)

@@ -89,10 +89,16 @@ pub(crate) fn spawn(targets: Vec<IpAddr>, timing: Timing, tx: watch::Sender<u16>
         let last: std::sync::Arc<std::sync::Mutex<HashMap<IpAddr, Instant>>> = Default::default();
         for (&v6, s) in &sockets {
             let (s, last, targets) = (s.clone(), last.clone(), targets.clone());
+            let tx = tx.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 1500];
                 loop {
-                    let Ok((n, from)) = s.recv_from(&mut buf).await else {
+                    // Stops with the node (the receiving end of the count is dropped).
+                    let r = tokio::select! {
+                        r = s.recv_from(&mut buf) => r,
+                        () = tx.closed() => break,
+                    };
+                    let Ok((n, from)) = r else {
                         break;
                     };
                     if reply_id(v6, &buf[..n]) == Some(id) && targets.contains(&from.ip()) {

@@ -291,3 +291,92 @@ fn forged_and_replayed_beats_change_nothing() {
     );
     wait_until(LIMIT, || net.holds_vip("lb1")).expect("a validly signed beat is obeyed");
 }
+
+#[test]
+fn ipv6_vip_with_toml_config_and_multicast_beats() {
+    require_namespaces!();
+    let _serial = ha::serial();
+    const VIP6: &str = "2001:2::100";
+    let net = Net::new("6");
+    for (host, a) in [
+        ("client", "2001:2::1"),
+        ("lb0", "2001:2::2"),
+        ("lb1", "2001:2::3"),
+    ] {
+        net.exec(
+            host,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+    }
+    let res = format!("IPv6addr::{VIP6}/64/eth0");
+    net.write_node_toml("lb0", &[&res]);
+    net.write_node_toml("lb1", &[&res]);
+    let mut hb0 = net.start_heartbeat_toml("lb0", 1);
+    let hb1 = net.start_heartbeat_toml("lb1", 1);
+    wait_until(LIMIT, || net.holds("lb0", VIP6))
+        .unwrap_or_else(|| panic!("lb0 never took the v6 vip:\n{}", hb0.output()));
+    // Beats went over multicast: lb1 heard lb0 and stands by.
+    wait_until(LIMIT, || hb1.output().contains("lb1: standby (peer heard)"))
+        .unwrap_or_else(|| panic!("lb1 never heard lb0 over multicast:\n{}", hb1.output()));
+    // The client resolves the vip (neighbour discovery), then lb0 dies.
+    let poke = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.sendto(b'x', ('{VIP6}', 9))"
+    );
+    net.exec("client", &["python3", "-c", &poke]);
+    let (mac0, mac1) = (net.mac("lb0"), net.mac("lb1"));
+    wait_until(LIMIT, || {
+        net.client_neigh_of(VIP6).as_deref() == Some(mac0.as_str())
+    })
+    .expect("the client resolves the v6 vip to lb0");
+    let killed = std::time::SystemTime::now();
+    node_dies(&net, &mut hb0, "lb0");
+    wait_until(LIMIT, || net.holds("lb1", VIP6))
+        .unwrap_or_else(|| panic!("lb1 never took the v6 vip:\n{}", hb1.output()));
+    let vip_s = killed.elapsed().unwrap_or_default().as_secs_f64();
+    wait_until(LIMIT, || {
+        net.client_neigh_of(VIP6).as_deref() == Some(mac1.as_str())
+    })
+    .expect("the client's neighbour entry follows the unsolicited neighbour advertisement");
+    let neigh_s = killed.elapsed().unwrap_or_default().as_secs_f64();
+    eprintln!(
+        "FIGURE ipv6 takeover (keepalive 200ms, deadtime 1s, multicast beats): vip on lb1 {vip_s:.3}s, \
+         client neighbour entry {neigh_s:.3}s after the kill"
+    );
+}
+
+#[test]
+fn ipfail_moves_the_vip_to_the_node_that_still_reaches_its_ping_node() {
+    require_namespaces!();
+    let _serial = ha::serial();
+    let net = Net::new("p");
+    for host in ["lb0", "lb1"] {
+        let d = net.write_node_files(host, true);
+        let mut cf = std::fs::read_to_string(d.join("ha.cf")).expect("ha.cf");
+        cf.push_str("ping 198.18.0.1\n");
+        std::fs::write(d.join("ha.cf"), cf).expect("ha.cf");
+    }
+    let _hb0 = net.start_heartbeat("lb0", 1);
+    let hb1 = net.start_heartbeat("lb1", 1);
+    wait_until(LIMIT, || net.holds_vip("lb0")).expect("lb0 takes the vip");
+    // lb0 loses its way to the ping node (the client) but still hears lb1.
+    net.exec("lb0", &["ip", "route", "add", "blackhole", "198.18.0.1/32"]);
+    let moved = wait_until(LIMIT, || net.holds_vip("lb1") && !net.holds_vip("lb0"))
+        .unwrap_or_else(|| panic!("ipfail did not move the vip:\n{}", hb1.output()));
+    eprintln!(
+        "FIGURE ipfail: vip moved {:.3}s after lb0 lost its ping node",
+        moved.as_secs_f64()
+    );
+    // Reachability back: auto_failback returns the vip to the preferred node.
+    net.exec("lb0", &["ip", "route", "del", "blackhole", "198.18.0.1/32"]);
+    wait_until(LIMIT, || net.holds_vip("lb0") && !net.holds_vip("lb1"))
+        .unwrap_or_else(|| panic!("no failback after ping recovery:\n{}", hb1.output()));
+}

@@ -294,9 +294,15 @@ impl HaConfig {
         } else {
             Ipv4Addr::UNSPECIFIED.into()
         };
-        let first_iface = self.ucast.first().map(|u| u.interface.clone());
-        let bind_device = first_iface
-            .filter(|i| self.ucast.iter().all(|u| &u.interface == i) && self.mcast.is_empty());
+        // Bind to the interface when every beat path uses the same one (Heartbeat does
+        // the same); it also routes multicast beats out of it without a multicast route.
+        let mut ifaces = self
+            .ucast
+            .iter()
+            .map(|u| &u.interface)
+            .chain(self.mcast.first().map(|m| &m.interface));
+        let first_iface = ifaces.next().cloned();
+        let bind_device = first_iface.filter(|i| ifaces.all(|j| j == i));
         Ok(NodeConfig {
             machine: MachineConfig {
                 name: name.to_owned(),

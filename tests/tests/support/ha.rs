@@ -341,6 +341,60 @@ impl Net {
         d
     }
 
+    /// Writes the TOML form for `host`: multicast beats, the given resources.
+    pub(crate) fn write_node_toml(&self, host: &str, resources: &[&str]) -> PathBuf {
+        let d = self.dir.join(host);
+        std::fs::create_dir_all(d.join("resource.d")).expect("node dir");
+        let list: Vec<String> = resources.iter().map(|r| format!("{r:?}")).collect();
+        let path = d.join("ha.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "nodes = [\"lb0\", \"lb1\"]\npreferred = \"lb0\"\nkeepalive = \"200ms\"\nwarntime = \"500ms\"\ndeadtime = 1\ninitdead = 3\nauto_failback = true\nkey = \"lb-ha-test-key\"\nmcast = [{{ interface = \"eth0\", group = \"239.255.6.94\" }}]\nresources = [{}]\nannounce = {{ count = 4, interval = \"600ms\" }}\n",
+                list.join(", ")
+            ),
+        )
+        .expect("ha.toml");
+        path
+    }
+
+    /// Starts `lb-heartbeat --ha-toml` for `host`.
+    pub(crate) fn start_heartbeat_toml(&self, host: &str, run_no: u32) -> Proc {
+        let d = self.dir.join(host);
+        let bin = example_bin("lb-heartbeat").display().to_string();
+        let toml = d.join("ha.toml").display().to_string();
+        self.spawn(
+            host,
+            &format!("{host}-hb{run_no}"),
+            &[&bin, "--ha-toml", &toml, "--ha-node", host],
+        )
+    }
+
+    /// True when `host` has `addr` (any family) on eth0.
+    pub(crate) fn holds(&self, host: &str, addr: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.ns(host), "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w.split('/').next() == Some(addr))
+            })
+    }
+
+    /// The client's neighbour entry for `addr`: the MAC, if any.
+    pub(crate) fn client_neigh_of(&self, addr: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns("client"), "neigh", "show", addr])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_owned)
+    }
+
     /// Starts `lb-heartbeat` for `host` (`lb0` or `lb1`).
     pub(crate) fn start_heartbeat(&self, host: &str, run_no: u32) -> Proc {
         let d = self.dir.join(host);
