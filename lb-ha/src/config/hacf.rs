@@ -198,6 +198,12 @@ impl HaCf {
                     tracing::warn!("{w}");
                     cf.warnings.push(w);
                 }
+                "bcast" => {
+                    return Err(err(
+                        "broadcast beats are not supported: use `ucast INTERFACE PEER` or `mcast`"
+                            .to_owned(),
+                    ));
+                }
                 _ => return Err(err("unknown directive".to_owned())),
             }
         }
@@ -278,6 +284,10 @@ respawn hacluster /usr/lib64/heartbeat/ipfail
                 "ha.cf:3: auto_failback: expected on or off, found \"maybe\"",
             ),
             ("udpport 70000\n", "ha.cf:1: udpport: bad port \"70000\""),
+            (
+                "bcast eth0\n",
+                "ha.cf:1: bcast: broadcast beats are not supported",
+            ),
             (
                 "mcast eth0 10.0.0.1 694 1 0\n",
                 "ha.cf:1: mcast: 10.0.0.1 is not a multicast group",

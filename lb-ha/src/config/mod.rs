@@ -251,6 +251,9 @@ impl HaConfig {
                 self.nodes
             ));
         }
+        if let Some(n) = self.nodes.iter().find(|n| n.is_empty() || n.len() > 255) {
+            return Err(format!("node name {n:?} must be 1 to 255 bytes long"));
+        }
         if self.nodes[0] == self.nodes[1] {
             return Err(format!("both nodes are named {:?}", self.nodes[0]));
         }

@@ -278,6 +278,55 @@ pub struct Status {
     pub peer: PeerStatus,
 }
 
+impl Status {
+    /// A plain report for status pages and JSON (`serde::Serialize`), with the time since
+    /// the last beat measured at `now`.
+    pub fn report(&self, now: Instant) -> StatusReport {
+        StatusReport {
+            name: self.name.clone(),
+            state: self.state.to_string(),
+            reason: self.reason.as_ref().map(ToString::to_string),
+            epoch: self.epoch,
+            ping_ok: self.ping_ok,
+            ping_total: self.ping_total,
+            peer_name: self.peer.name.clone(),
+            peer_state: self.peer.state.map(|s| s.to_string()),
+            peer_alive: self.peer.alive,
+            peer_last_beat_ms: self.peer.last_beat.map(|t| {
+                u64::try_from(now.saturating_duration_since(t).as_millis()).unwrap_or(u64::MAX)
+            }),
+            peer_ping_ok: self.peer.ping_ok,
+        }
+    }
+}
+
+/// A node's status as plain data: see [`Status::report`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusReport {
+    /// This node's name.
+    pub name: String,
+    /// This node's state (`standby`, `active`, ...).
+    pub state: String,
+    /// Why it is in that state.
+    pub reason: Option<String>,
+    /// This node's epoch.
+    pub epoch: u64,
+    /// Ping nodes reached.
+    pub ping_ok: u16,
+    /// Ping nodes configured.
+    pub ping_total: u16,
+    /// The peer's name.
+    pub peer_name: String,
+    /// The peer's last reported state.
+    pub peer_state: Option<String>,
+    /// True while the peer's beats arrive within deadtime.
+    pub peer_alive: bool,
+    /// Milliseconds since the peer's last beat.
+    pub peer_last_beat_ms: Option<u64>,
+    /// Ping nodes the peer reaches.
+    pub peer_ping_ok: u16,
+}
+
 #[derive(Debug, Clone)]
 struct Peer {
     state: NodeState,
@@ -836,6 +885,10 @@ mod tests {
         assert_eq!(p.state(1), NodeState::Active, "exactly at deadtime");
         assert_eq!(p.m[1].status().reason, Some(Reason::Promoted));
         assert!(!p.m[1].status().peer.alive);
+        let r = p.m[1].status().report(p.now);
+        assert_eq!((r.state.as_str(), r.peer_alive), ("active", false));
+        assert_eq!(r.peer_last_beat_ms, Some(1000));
+        assert_eq!(r.reason.as_deref(), Some("resources promoted"));
     }
 
     #[tokio::test(start_paused = true)]

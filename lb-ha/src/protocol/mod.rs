@@ -13,6 +13,12 @@
 //! silent for `deadtime` is declared dead and its resources are taken over; at start-up a
 //! node waits `initdead` for a first beat before taking over on its own.
 //!
+//! Limits of the replay protection, as in Heartbeat: the first beat a node hears after
+//! it starts is accepted whatever its epoch (a beat recorded earlier could be replayed at
+//! that moment, and is superseded by the peer's next real beat); and a peer whose clock
+//! stepped back across its restart has a smaller epoch and is not heard until this node
+//! restarts too. Keep the clocks synchronised (NTP).
+//!
 //! The decisions live in [`Machine`], a pure state machine fed with beats, ping results
 //! and the outcome of promote/demote, and asked for its next deadline; it never touches a
 //! socket or a clock, so it is tested under paused time. See [`Machine`] for the rules
