@@ -40,6 +40,13 @@ fn start_pair(tag: &str, auto_failback: bool) -> (Net, Vec<ha::Proc>, ha::Proc, 
     (net, www, hb0, hb1)
 }
 
+/// The client's lines without the latency: `attempts body`.
+fn answers(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 fn svc_log(net: &Net, host: &str) -> String {
     std::fs::read_to_string(net.dir.join(host).join("svc.log")).unwrap_or_default()
 }
@@ -75,7 +82,11 @@ fn takeover_within_deadtime_client_follows_and_failback() {
 
     // The client reaches the backend through the virtual IP.
     let out = net.exec("client", &["python3", "-c", CLIENT, VIP, "8080", "3"]);
-    assert_eq!(out, "1 lb0\n1 lb0\n1 lb0\n", "client through the vip");
+    assert_eq!(
+        answers(&out),
+        ["1 lb0", "1 lb0", "1 lb0"],
+        "client through the vip"
+    );
     let mac0 = net.mac("lb0");
     let mac1 = net.mac("lb1");
     assert_eq!(net.client_neigh().as_deref(), Some(mac0.as_str()));
@@ -86,7 +97,11 @@ fn takeover_within_deadtime_client_follows_and_failback() {
         "client",
         &["python3", "-c", CLIENT, VIP, "8080", "80"],
     );
-    std::thread::sleep(Duration::from_millis(1000));
+    // Kill once the client is well under way (python may start slowly on a busy machine).
+    wait_until(Duration::from_secs(30), || {
+        client.output().lines().count() >= 8
+    })
+    .expect("the client sends requests");
     let killed = std::time::SystemTime::now();
     node_dies(&net, &mut hb0, "lb0");
     let since_kill = || killed.elapsed().unwrap_or_default().as_secs_f64();
@@ -107,22 +122,31 @@ fn takeover_within_deadtime_client_follows_and_failback() {
     });
     assert!(done.is_some(), "client finished");
     let lines = client.output();
-    let results: Vec<(u32, String)> = lines
+    let results: Vec<(u32, String, u64)> = lines
         .lines()
         .filter_map(|l| {
-            let (t, b) = l.split_once(' ')?;
-            Some((t.parse().ok()?, b.to_owned()))
+            let mut w = l.split(' ');
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.to_owned(),
+                w.next()?.parse().ok()?,
+            ))
         })
         .collect();
     assert_eq!(results.len(), 80, "client output:\n{lines}");
-    let failed = results.iter().filter(|(_, b)| b == "FAIL").count();
-    let retried = results.iter().filter(|(t, _)| *t == 2).count();
-    let by_lb1 = results.iter().filter(|(_, b)| b == "lb1").count();
+    let failed = results.iter().filter(|(_, b, _)| b == "FAIL").count();
+    let retried = results.iter().filter(|(t, _, _)| *t == 2).count();
+    let by_lb1 = results.iter().filter(|(_, b, _)| b == "lb1").count();
+    let slowest = results.iter().map(|(_, _, ms)| *ms).max().unwrap_or(0);
     eprintln!(
-        "FIGURE client retrying once: {} requests, {failed} failed, {retried} needed the retry, {by_lb1} served by lb1",
+        "FIGURE client retrying once: {} requests, {failed} failed, {retried} needed the retry, {by_lb1} served by lb1, slowest {slowest} ms",
         results.len()
     );
     assert!(by_lb1 > 0, "lb1 served after the takeover:\n{lines}");
+    assert!(
+        results.len() - by_lb1 >= 8,
+        "lb0 served before the kill:\n{lines}"
+    );
     assert_eq!(
         failed, 0,
         "a client that retries once loses no request:\n{lines}"
@@ -192,10 +216,8 @@ fn healed_partition_leaves_one_holder() {
     let _serial = ha::serial();
     let (net, _www, _hb0, hb1) = start_pair("s", true);
     // The client learns the vip's address (a gratuitous ARP only updates an existing entry).
-    assert_eq!(
-        net.exec("client", &["python3", "-c", CLIENT, VIP, "8080", "1"]),
-        "1 lb0\n"
-    );
+    let out = net.exec("client", &["python3", "-c", CLIENT, VIP, "8080", "1"]);
+    assert_eq!(answers(&out), ["1 lb0"]);
     // Cut lb0 off at the bridge; its process lives on and keeps the vip.
     net.bridge_port("lb0", false);
     wait_until(LIMIT, || net.holds_vip("lb1"))

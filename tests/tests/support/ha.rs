@@ -478,8 +478,8 @@ pub(crate) fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option
 }
 
 /// The client: `count` HTTP requests to the virtual IP, 50 ms apart, each retried once
-/// (2 s connect/read timeout per attempt). Output: one line per request, `attempts body`
-/// (`body` is `FAIL` when both attempts failed).
+/// (2 s connect/read timeout per attempt). Output: one line per request, `attempts body
+/// milliseconds` (`body` is `FAIL` when both attempts failed).
 pub(crate) const CLIENT: &str = r#"
 import socket, sys, time
 vip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -496,7 +496,7 @@ def get():
     s.close()
     return data.split(b"\r\n\r\n", 1)[1].strip().decode()
 for i in range(count):
-    body, tries = "FAIL", 0
+    body, tries, started = "FAIL", 0, time.time()
     for attempt in range(2):
         tries += 1
         try:
@@ -504,6 +504,6 @@ for i in range(count):
             break
         except Exception:
             pass
-    print(tries, body, flush=True)
+    print(tries, body, int((time.time() - started) * 1000), flush=True)
     time.sleep(0.05)
 "#;
