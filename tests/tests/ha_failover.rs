@@ -402,3 +402,42 @@ fn ipfail_moves_the_vip_to_the_node_that_still_reaches_its_ping_node() {
     wait_until(LIMIT, || net.holds_vip("lb0") && !net.holds_vip("lb1"))
         .unwrap_or_else(|| panic!("no failback after ping recovery:\n{}", hb1.output()));
 }
+
+#[test]
+fn failed_promote_faults_rolls_back_and_the_peer_takes_over() {
+    require_namespaces!();
+    let _serial = ha::serial();
+    let net = Net::new("x");
+    for host in ["lb0", "lb1"] {
+        net.write_node_files(host, true);
+    }
+    // lb0's service cannot start.
+    let svc = net.dir.join("lb0/resource.d/svc");
+    let log = net.dir.join("lb0/svc.log");
+    std::fs::write(
+        &svc,
+        format!(
+            "#!/bin/sh\necho \"$1\" >> {}\n[ \"$1\" = start ] && exit 1\nexit 0\n",
+            log.display()
+        ),
+    )
+    .expect("failing svc");
+    let hb0 = net.start_heartbeat("lb0", 1);
+    let hb1 = net.start_heartbeat("lb1", 1);
+    wait_until(LIMIT, || {
+        hb0.output().contains("lb0: fault (promote failed")
+    })
+    .unwrap_or_else(|| panic!("lb0 did not fault:\n{}", hb0.output()));
+    wait_until(LIMIT, || net.holds_vip("lb1"))
+        .unwrap_or_else(|| panic!("lb1 did not take over from a faulty lb0:\n{}", hb1.output()));
+    assert!(
+        hb1.output().contains("peer reported a fault"),
+        "{}",
+        hb1.output()
+    );
+    // lb0 gave up what it had started: the vip (promoted before svc) is gone again, and
+    // svc was stopped in the rollback after its failed start.
+    assert!(!net.holds_vip("lb0"));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.ends_with("start\nstop\n"), "svc log: {log:?}");
+}
