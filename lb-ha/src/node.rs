@@ -51,7 +51,8 @@ impl fmt::Display for Role {
     }
 }
 
-/// A multicast group for beats (`mcast IFACE GROUP PORT TTL LOOP` in `ha.cf`).
+/// A multicast group for beats (`mcast IFACE GROUP PORT TTL LOOP` in `ha.cf`). Beats go
+/// to the group on the port of [`NodeConfig::bind`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Multicast {
     /// The interface to send and join on.
@@ -145,6 +146,7 @@ impl Node {
             events: events.clone(),
             do_tx,
             auth_failed: HashSet::new(),
+            last_beat: Vec::new(),
         };
         tokio::spawn(run.run(cmd_rx, done_rx, ping_rx));
         Ok(Node {
@@ -271,6 +273,8 @@ struct Runner {
     events: broadcast::Sender<Event>,
     do_tx: mpsc::Sender<Action>,
     auth_failed: HashSet<IpAddr>,
+    /// The last beat sent, encoded.
+    last_beat: Vec<u8>,
 }
 
 impl Runner {
@@ -308,6 +312,8 @@ impl Runner {
                     Ok((n, from)) => self.on_datagram(&buf[..n], from),
                     Err(e) => {
                         tracing::warn!(error = %e, "receiving beats");
+                        // Do not spin on a persistent error.
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         Vec::new()
                     }
                 },
@@ -325,6 +331,12 @@ impl Runner {
             };
             self.execute(actions).await;
             if self.machine.state() == NodeState::Stopped {
+                // The `stopped` beat lets the peer take over at once; send it twice more in
+                // case one is lost (the peer ignores the copies: same sequence number).
+                for _ in 0..2 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    self.resend_last().await;
+                }
                 if let Some(reply) = shutdown_reply.take() {
                     let _ = reply.send(());
                 }
@@ -360,23 +372,29 @@ impl Runner {
         }
     }
 
+    /// Sends the last encoded beat to every destination.
+    async fn resend_last(&self) {
+        let bytes = &self.last_beat;
+        for peer in &self.config.peers {
+            if let Err(e) = self.socket.send_to(bytes, peer).await {
+                tracing::debug!(%peer, error = %e, "sending a beat");
+            }
+        }
+        if let Some(m) = &self.config.multicast {
+            let to = SocketAddr::new(m.group.into(), self.config.bind.port());
+            if let Err(e) = self.socket.send_to(bytes, to).await {
+                tracing::debug!(%to, error = %e, "sending a beat");
+            }
+        }
+    }
+
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut changed = false;
         for a in actions {
             match a {
                 Action::Send(beat) => {
-                    let bytes = beat.encode(&self.config.key);
-                    for peer in &self.config.peers {
-                        if let Err(e) = self.socket.send_to(&bytes, peer).await {
-                            tracing::debug!(%peer, error = %e, "sending a beat");
-                        }
-                    }
-                    if let Some(m) = &self.config.multicast {
-                        let to = SocketAddr::new(m.group.into(), self.config.bind.port());
-                        if let Err(e) = self.socket.send_to(&bytes, to).await {
-                            tracing::debug!(%to, error = %e, "sending a beat");
-                        }
-                    }
+                    self.last_beat = beat.encode(&self.config.key);
+                    self.resend_last().await;
                 }
                 a @ (Action::Promote | Action::Demote | Action::Refresh) => {
                     if self.do_tx.send(a).await.is_err() {

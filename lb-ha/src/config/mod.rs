@@ -201,6 +201,7 @@ impl HaConfig {
                 interval: d("interval", a.interval, Announce::default().interval)?,
             },
         };
+        let udpport = t.udpport.unwrap_or(defaults.udpport);
         let c = HaConfig {
             timing: Timing {
                 keepalive: d("keepalive", t.keepalive, defaults.keepalive)?,
@@ -208,7 +209,7 @@ impl HaConfig {
                 deadtime: d("deadtime", t.deadtime, defaults.deadtime)?,
                 initdead: d("initdead", t.initdead, defaults.initdead)?,
             },
-            udpport: t.udpport.unwrap_or(defaults.udpport),
+            udpport,
             auto_failback: t.auto_failback.unwrap_or(true),
             nodes: t.nodes,
             ucast: t
@@ -225,7 +226,7 @@ impl HaConfig {
                 .map(|m| Mcast {
                     interface: m.interface,
                     group: m.group,
-                    port: m.port.unwrap_or(defaults.udpport),
+                    port: m.port.unwrap_or(udpport),
                     ttl: m.ttl.unwrap_or(1),
                 })
                 .collect(),
@@ -267,6 +268,12 @@ impl HaConfig {
         }
         if self.ucast.is_empty() && self.mcast.is_empty() {
             return Err("no ucast or mcast: beats have nowhere to go".to_owned());
+        }
+        if let Some(m) = self.mcast.iter().find(|m| m.port != self.udpport) {
+            return Err(format!(
+                "mcast port {} differs from udpport {}: beats are received on one port",
+                m.port, self.udpport
+            ));
         }
         let t = &self.timing;
         if t.keepalive.is_zero() || t.deadtime <= t.keepalive {
