@@ -440,4 +440,21 @@ fn failed_promote_faults_rolls_back_and_the_peer_takes_over() {
     assert!(!net.holds_vip("lb0"));
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(log.ends_with("start\nstop\n"), "svc log: {log:?}");
+
+    // The operator fixes the service and clears the fault (SIGUSR1): lb0 stands by, and
+    // with auto_failback on the preferred node gets the resources back.
+    let log_path = net.dir.join("lb0/svc.log");
+    std::fs::write(
+        &svc,
+        format!("#!/bin/sh\necho \"$1\" >> {}\nexit 0\n", log_path.display()),
+    )
+    .expect("fixed svc");
+    ha::run("kill", &["-USR1", &hb0.child.id().to_string()]);
+    wait_until(LIMIT, || net.holds_vip("lb0") && !net.holds_vip("lb1"))
+        .unwrap_or_else(|| panic!("no failback after clearing the fault:\n{}", hb0.output()));
+    assert!(
+        hb0.output().contains("lb0: standby (fault cleared)"),
+        "{}",
+        hb0.output()
+    );
 }

@@ -11,6 +11,7 @@
 //! `NAME start|stop|status`, found in the resource directories, then on `PATH`. Every
 //! role change is printed on standard output as `NODE: STATE (REASON)`. SIGTERM or
 //! SIGINT demotes the resources, tells the peer (which takes over at once) and exits 0.
+//! SIGUSR1 clears a fault (a resource failed to start) once its cause is fixed.
 //! A bad configuration exits 2 with one line naming the file, line and directive.
 
 use std::path::PathBuf;
@@ -66,12 +67,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut usr1) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(t), Ok(i), Ok(u)) => (t, i, u),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("lb-heartbeat: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -100,6 +102,12 @@ async fn main() -> ExitCode {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr1.recv() => {
+                println!("{name}: clearing the fault (SIGUSR1)");
+                if let Err(e) = handle.node().clear_fault().await {
+                    eprintln!("lb-heartbeat: {e}");
+                }
+            }
             ev = events.recv() => match ev {
                 Ok(ev) => match ev.kind {
                     EventKind::State { to, reason, .. } => println!("{name}: {to} ({reason})"),
