@@ -103,13 +103,13 @@ impl VirtualIp {
         let mac = netlink::if_mac(&self.interface)?;
         let a = Announcement { addr, mac, index };
         // The first announcement is sent before promote returns, so it is not delayed by
-        // the scheduler; failures to send it are errors (no raw socket, no interface).
-        blocking({
-            let a = a.clone();
-            move || a.send()
-        })
-        .await
-        .map_err(|e| Error::io(format!("announcing {addr} on {}", self.interface), e))?;
+        // the scheduler. A failure (link down, no CAP_NET_RAW) is logged, not fatal: the
+        // address is in place and answers ARP / neighbour solicitations, and the repeats
+        // may still get through once the link is up.
+        let first = a.clone();
+        if let Err(e) = blocking(move || first.send()).await {
+            tracing::warn!(%addr, interface = %self.interface, error = %e, "announcing the address");
+        }
         let Announce { count, interval } = self.announce;
         let iface = self.interface.clone();
         *announcer = Some(tokio::spawn(async move {
