@@ -435,7 +435,7 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> Error {
     let (line, key) = match e.span() {
         Some(span) => {
             let start = span.start.min(text.len());
-            let line = text[..start].matches('\n').count() + 1;
+            let line = text.get(..start).unwrap_or(text).matches('\n').count() + 1;
             let line_text = text.lines().nth(line - 1).unwrap_or("");
             let key = line_text.split('=').next().unwrap_or("").trim().to_owned();
             (line, key)
@@ -529,6 +529,62 @@ announce = { count = 3, interval = "1200ms" }
             .expect_err("one node")
             .to_string();
         assert!(e.contains("exactly two nodes"), "{e}");
+    }
+
+    /// Arbitrary text never panics a parser: it parses or names what is wrong.
+    #[test]
+    fn garbage_never_panics() {
+        let pieces = [
+            "keepalive",
+            "ucast",
+            "mcast",
+            "node",
+            "ping",
+            "IPaddr::",
+            "/",
+            "::",
+            " ",
+            "\n",
+            "\\\n",
+            "#",
+            "=",
+            "\"",
+            "[",
+            "]",
+            "{",
+            "}",
+            "1",
+            "500ms",
+            "198.18.0.1",
+            "é",
+            "\u{1F600}",
+            "auth",
+            "sha1",
+            "nodes",
+            "key",
+            ",",
+            "eth0",
+            "2001:2::1",
+            "-",
+            "99999999999999999999",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(x % 24) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            let f = Path::new("fuzz");
+            let _ = HaCf::parse(&text, f);
+            let _ = parse_haresources(&text, f);
+            let _ = parse_authkeys(&text, f);
+            let _ = HaConfig::from_toml(&text, f);
+            let _ = parse_duration(&text);
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        }
     }
 
     #[test]
