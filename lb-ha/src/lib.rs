@@ -59,6 +59,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+pub mod client_table;
 pub mod config;
 mod error;
 mod failover;
