@@ -115,7 +115,10 @@ mod tests {
     async fn export_apply_and_changes() {
         let a = Arc::new(ClientTable::new(ClientTableConfig::default()).expect("table"));
         let b = Arc::new(ClientTable::new(ClientTableConfig::default()).expect("table"));
-        let (sa, sb) = (ClientTableSync::new(a.clone()), ClientTableSync::new(b.clone()));
+        let (sa, sb) = (
+            ClientTableSync::new(a.clone()),
+            ClientTableSync::new(b.clone()),
+        );
         a.record(&[198, 18, 0, 1], BackendId(1));
         for e in sa.export() {
             sb.apply(e);
