@@ -8,6 +8,9 @@
 //! lb-balancer                             # a built-in demo
 //! ```
 #![forbid(unsafe_code)]
+// Doc comments here are clap help text written in the tools' own notation ("[addr:]port"),
+// not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 #[path = "../balancer/mod.rs"]
 mod balancer;

@@ -2,6 +2,9 @@
 //!
 //! `lb-pen [options] [host:]port h1[:p1[:maxc1[:hard1[:weight1[:prio1]]]]] ...`;
 //! `lb-pen --help` lists the options. Runs in the foreground.
+// Doc comments here are clap help text written in pen's own notation ("[host:]port"),
+// not intra-doc links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 #[path = "../pen/mod.rs"]
 mod pen;
