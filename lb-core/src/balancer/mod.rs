@@ -85,6 +85,7 @@ struct Write<S> {
     scheduler: Arc<S>,
     config: PipelineConfig,
     next_id: u32,
+    initial_health: Health,
 }
 
 /// Builds a [`Balancer`].
@@ -205,6 +206,7 @@ impl<S: Scheduler> BalancerBuilder<S> {
             scheduler: Arc::new(self.scheduler),
             config: self.config,
             next_id: 0,
+            initial_health: self.initial_health,
         };
         for b in self.backends {
             check_new(&write.members, &b)?;
@@ -218,13 +220,7 @@ impl<S: Scheduler> BalancerBuilder<S> {
             write.scheduler.clone(),
             write.config.clone(),
         );
-        shared.set_states(
-            write
-                .members
-                .iter()
-                .map(|m| m.state_arc().clone())
-                .collect(),
-        );
+        shared.set_states(ejection_peers(&write.members));
         Ok(Balancer {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -400,9 +396,7 @@ impl<S: Scheduler> Balancer<S> {
 
     fn publish(&self, w: &Write<S>) {
         let snap = Snapshot::build(w.members.clone(), w.scheduler.clone(), w.config.clone());
-        self.inner
-            .shared
-            .set_states(w.members.iter().map(|m| m.state_arc().clone()).collect());
+        self.inner.shared.set_states(ejection_peers(&w.members));
         self.inner.snapshot.store(Arc::new(snap));
     }
 
@@ -413,7 +407,11 @@ impl<S: Scheduler> Balancer<S> {
         let id = BackendId(w.next_id);
         w.next_id += 1;
         let address = backend.address().clone();
-        let state = Arc::new(BackendState::new(id, self.inner.shared.clone(), Health::Up));
+        let state = Arc::new(BackendState::new(
+            id,
+            self.inner.shared.clone(),
+            w.initial_health,
+        ));
         w.members.push(Arc::new(Member::new(backend, state)));
         self.publish(&w);
         self.inner.shared.emit(id, EventKind::Added(address));
@@ -591,6 +589,16 @@ impl<S: Scheduler> Balancer<S> {
         }
         Subscription::new(initial, rx)
     }
+}
+
+/// The members that count as "another usable backend" when passive health decides whether
+/// ejecting one would leave none: the emergency backend is a last resort, not a peer.
+fn ejection_peers(members: &[Arc<Member>]) -> Vec<Arc<BackendState>> {
+    members
+        .iter()
+        .filter(|m| m.backend().role() != crate::backend::Role::Emergency)
+        .map(|m| m.state_arc().clone())
+        .collect()
 }
 
 fn position(members: &[Arc<Member>], id: BackendId) -> Result<usize> {

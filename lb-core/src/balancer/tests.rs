@@ -342,3 +342,21 @@ fn runtime_update_keeps_counters() {
         Some(9)
     );
 }
+
+#[test]
+fn added_backends_start_in_the_configured_health_and_emergency_is_no_peer() {
+    let lb = Balancer::builder()
+        .backend(Backend::new(addr(1)))
+        .backend(Backend::new(addr(2)).with_role(Role::Emergency))
+        .initial_health(Health::Down)
+        .build()
+        .unwrap();
+    let id = lb.add(Backend::new(addr(3))).unwrap();
+    assert_eq!(lb.get(id).unwrap().state().health(), Health::Down);
+    let one = lb.find(&Address::Socket(addr(1))).unwrap().id();
+    lb.set_health(one, Health::Up).unwrap();
+    // Backend 1 is the last normal usable one: the emergency backend does not make it
+    // ejectable.
+    Lease::new(lb.get(one).unwrap(), false).failure(Failure::Connect);
+    assert!(lb.get(one).unwrap().state().in_error_for().is_none());
+}
