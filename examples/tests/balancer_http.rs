@@ -36,12 +36,10 @@ async fn byrequests_follows_loadfactor_3_to_1() {
     for _ in 0..80 {
         assert_eq!(get(&c, &p.url("/"), None).await.0, 200);
     }
-    if p.scheduler_missing() {
-        eprintln!(
-            "skipped: lb-core has no weighted scheduler for byrequests yet (needs core-api-2)"
-        );
-        return;
-    }
+    assert!(
+        !p.scheduler_missing(),
+        "byrequests fell back to another scheduler"
+    );
     assert_eq!((a.hits(), b.hits()), (60, 20));
 }
 
@@ -60,12 +58,10 @@ async fn bybusyness_favours_the_idle_member() {
         &b.url(),
     ]);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    if p.scheduler_missing() {
-        eprintln!(
-            "skipped: lb-core has no least-busy scheduler for bybusyness yet (needs core-api-2)"
-        );
-        return;
-    }
+    assert!(
+        !p.scheduler_missing(),
+        "bybusyness fell back to another scheduler"
+    );
     let c = client();
     // Three slow requests in flight: they spread 2/1 or 1/2; the member with fewer gets the
     // next fast ones while the slow ones last.

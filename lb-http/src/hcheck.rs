@@ -8,17 +8,17 @@
 //! successes bring it back (defaults 1 and 1, as Apache's).
 //!
 //! [`HttpCheck`] implements lb-core's [`HealthCheck`]; [`HealthRunner`] runs the checks of
-//! every member that has them and calls [`Balancer::set_health`].
+//! every member that has them on lb-core's [`Monitor`], which owns the interval and the
+//! thresholds and calls [`Balancer::set_health`].
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use lb_core::health::{CheckError, HealthCheck};
-use lb_core::{Backend, BackendId, Balancer, Health};
+use lb_core::health::{CheckError, HealthCheck, Monitor, MonitorConfig, MonitorHandle};
+use lb_core::{Backend, Balancer};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
@@ -234,23 +234,56 @@ impl HealthCheck for HttpCheck {
     }
 }
 
-/// Runs the checks of every member of a balancer that has `hcmethod` set: each member on its
-/// own `hcinterval`, with `hcpasses` / `hcfails` thresholds. Members added later are picked
-/// up within one second; members removed stop being checked.
+/// The settings a [`Monitor`] owns: `hcinterval`, `hcpasses`, `hcfails`.
+type Schedule = (Duration, u32, u32);
+
+fn schedule_of(spec: &HttpCheckSpec) -> Schedule {
+    (spec.interval, spec.passes, spec.fails)
+}
+
+/// The check one [`Monitor`] runs: the member's own [`HttpCheck`] when its settings have
+/// this monitor's schedule. Any other member passes without being contacted, so this
+/// monitor never changes its health (a monitor acts only on failures of an up member or
+/// successes of one it took down itself).
+#[derive(Debug)]
+struct ScheduledCheck {
+    schedule: Schedule,
+}
+
+impl ScheduledCheck {
+    async fn run(&self, backend: &Backend) -> std::result::Result<(), CheckError> {
+        let spec = match HttpCheckSpec::from_backend(backend) {
+            Ok(Some(spec)) if schedule_of(&spec) == self.schedule => spec,
+            _ => return Ok(()),
+        };
+        let member =
+            crate::member::MemberHttp::of(backend).map_err(|e| CheckError::Setup(e.to_string()))?;
+        HttpCheck::new(spec, member.target).run().await
+    }
+}
+
+impl HealthCheck for ScheduledCheck {
+    fn check(
+        &self,
+        target: &Backend,
+    ) -> impl std::future::Future<Output = std::result::Result<(), CheckError>> + Send {
+        self.run(target)
+    }
+}
+
+/// Runs the checks of every member of a balancer that has `hcmethod` set on lb-core's
+/// [`Monitor`]: `hcinterval` is the monitor's interval, `hcpasses` its rise and `hcfails`
+/// its fall. Members with different settings get one monitor per distinct
+/// (`hcinterval`, `hcpasses`, `hcfails`), each checking only its own members.
+///
+/// The monitors are chosen from the members present at [`spawn`](Self::spawn); a member
+/// added later is checked when its settings match one of them, and otherwise not checked
+/// (lb-core's monitor cannot be restricted to some members, and a monitor started later
+/// would reset every member's health). lb-balancer builds a new runner on every reload.
 #[derive(Debug)]
 pub struct HealthRunner {
     balancer: Balancer,
     timeout: Duration,
-}
-
-#[derive(Debug)]
-struct Tracked {
-    spec: HttpCheckSpec,
-    target: Target,
-    next: tokio::time::Instant,
-    passes: u32,
-    fails: u32,
-    running: bool,
 }
 
 impl HealthRunner {
@@ -259,118 +292,43 @@ impl HealthRunner {
         HealthRunner { balancer, timeout }
     }
 
-    /// Runs until the returned handle is aborted.
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run())
-    }
-
-    async fn run(self) {
-        let mut tracked: HashMap<BackendId, Tracked> = HashMap::new();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(BackendId, bool)>(64);
-        let mut last_scan: Option<tokio::time::Instant> = None;
-        let mut wake = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                Some((id, ok)) = rx.recv() => {
-                    self.record(&mut tracked, id, ok);
-                    // A check that outlasted its interval is due again now.
-                    wake = tokio::time::Instant::now();
-                    continue;
+    /// Starts the monitors; they run until their handles are shut down or dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Value`] when a member has a bad health-check setting, or a setting lb-core's
+    /// monitor refuses.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime.
+    pub fn spawn(self) -> Result<Vec<MonitorHandle>> {
+        let mut schedules: Vec<Schedule> = Vec::new();
+        for m in self.balancer.members() {
+            if let Some(spec) = HttpCheckSpec::from_backend(m.backend())? {
+                let s = schedule_of(&spec);
+                if !schedules.contains(&s) {
+                    schedules.push(s);
                 }
-            }
-            let now = tokio::time::Instant::now();
-            if last_scan.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                last_scan = Some(now);
-                self.rescan(&mut tracked, now);
-            }
-            // Sleep until the next check is due, or the next rescan (members come and go).
-            wake = last_scan.map_or(now, |t| t + Duration::from_secs(1));
-            for (id, t) in tracked.iter_mut() {
-                if t.running {
-                    continue;
-                }
-                if t.next > now {
-                    wake = wake.min(t.next);
-                    continue;
-                }
-                t.running = true;
-                t.next = now + t.spec.interval;
-                wake = wake.min(t.next);
-                let check = HttpCheck::new(t.spec.clone(), t.target.clone());
-                let (tx, id, timeout) = (tx.clone(), *id, self.timeout);
-                tokio::spawn(async move {
-                    let ok = matches!(tokio::time::timeout(timeout, check.run()).await, Ok(Ok(())));
-                    let _ = tx.send((id, ok)).await;
-                });
             }
         }
-    }
-
-    fn rescan(&self, tracked: &mut HashMap<BackendId, Tracked>, now: tokio::time::Instant) {
-        let members = self.balancer.members();
-        tracked.retain(|id, _| members.iter().any(|m| m.id() == *id));
-        for m in members {
-            let spec = match HttpCheckSpec::from_backend(m.backend()) {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    tracked.remove(&m.id());
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!("member {}: bad health check: {e}", m.backend().address());
-                    continue;
-                }
-            };
-            let Ok(member) = crate::member::MemberHttp::of(m.backend()) else {
-                continue;
-            };
-            let entry = tracked.entry(m.id()).or_insert_with(|| Tracked {
-                spec: spec.clone(),
-                target: member.target.clone(),
-                next: now,
-                passes: 0,
-                fails: 0,
-                running: false,
-            });
-            entry.spec = spec;
-            entry.target = member.target.clone();
+        let mut handles = Vec::with_capacity(schedules.len());
+        for schedule @ (interval, passes, fails) in schedules.iter().copied() {
+            let config = MonitorConfig::default()
+                .with_interval(interval)
+                .with_timeout(self.timeout)
+                .with_thresholds(passes, fails);
+            let monitor = Monitor::new(self.balancer.clone(), ScheduledCheck { schedule }, config)
+                .map_err(|e| Error::Value {
+                    key: "hcinterval".into(),
+                    value: format!("{interval:?}"),
+                    reason: e.to_string(),
+                })?;
+            handles.push(monitor.spawn());
         }
-    }
-
-    fn record(&self, tracked: &mut HashMap<BackendId, Tracked>, id: BackendId, ok: bool) {
-        let Some(t) = tracked.get_mut(&id) else {
-            return;
-        };
-        t.running = false;
-        let Some(member) = self.balancer.get(id) else {
-            return;
-        };
-        let health = member.state().health();
-        if ok {
-            t.fails = 0;
-            t.passes += 1;
-            if health == Health::Down && t.passes >= t.spec.passes {
-                tracing::info!(
-                    "member {} passed its health check: up",
-                    member.backend().address()
-                );
-                let _ = self.balancer.set_health(id, Health::Up);
-            }
-        } else {
-            t.passes = 0;
-            t.fails += 1;
-            if health == Health::Up && t.fails >= t.spec.fails {
-                tracing::info!(
-                    "member {} failed its health check: down",
-                    member.backend().address()
-                );
-                let _ = self.balancer.set_health(id, Health::Down);
-            }
-        }
+        Ok(handles)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

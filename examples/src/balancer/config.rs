@@ -200,30 +200,14 @@ impl BalancerConf {
     }
 }
 
-/// Apache's method names and lb-core's: the scheduler to use and a note when the name had to
-/// fall back to a scheduler that does not do exactly what was asked.
+/// The scheduler of an `lbmethod`: Apache's names (`byrequests`, `bybusyness`,
+/// `bytraffic`) and lb-core's, as lb-core parses them; with a note when the name had to fall
+/// back to a scheduler that does not do what was asked (`heartbeat`: lb-core has no
+/// mod_heartmonitor data to balance on).
 pub(crate) fn resolve_lbmethod(name: &str) -> Result<(AnyScheduler, Option<String>), String> {
-    let candidates: &[&str] = match name.to_ascii_lowercase().as_str() {
-        "byrequests" => &["byrequests", "wrr", "weighted", "roundrobin"],
-        "bybusyness" => &["bybusyness", "leastconn", "lc"],
-        "bytraffic" => &["bytraffic"],
-        "heartbeat" => &["heartbeat"],
-        _ => &[],
-    };
-    for (i, c) in candidates.iter().enumerate() {
-        if let Ok(s) = c.parse::<AnyScheduler>() {
-            let note = (i + 1 == candidates.len() && i > 0).then(|| {
-                format!(
-                    "lbmethod {name}: lb-core has no such scheduler yet, using {}",
-                    s.name()
-                )
-            });
-            return Ok((s, note));
-        }
-    }
     match name.parse::<AnyScheduler>() {
         Ok(s) => Ok((s, None)),
-        Err(_) if !candidates.is_empty() => {
+        Err(_) if name.trim().eq_ignore_ascii_case("heartbeat") => {
             let s = AnyScheduler::default();
             let note = format!(
                 "lbmethod {name}: lb-core has no such scheduler yet, using {}",

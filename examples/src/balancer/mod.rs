@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lb_core::health::MonitorHandle;
 use lb_core::{AdminState, Balancer};
 use lb_http::admin::{Manager, ManagerConfig};
 use lb_http::balance::BalanceConfig;
@@ -130,11 +131,18 @@ pub(crate) fn build_plan(config: &Config) -> Result<Plan, String> {
     Ok(Plan { sites })
 }
 
-fn spawn_health(plan: &Plan) -> Vec<tokio::task::JoinHandle<()>> {
-    plan.sites
-        .iter()
-        .map(|(_, b, _)| HealthRunner::new(b.clone(), Duration::from_secs(5)).spawn())
-        .collect()
+/// The health monitors of every balancer of `plan`; dropping a handle stops its monitor. A
+/// balancer whose checks cannot start is reported and left unchecked (its settings were
+/// validated when the plan was built, so this is not expected).
+fn spawn_health(plan: &Plan) -> Vec<MonitorHandle> {
+    let mut handles = Vec::new();
+    for (path, b, _) in &plan.sites {
+        match HealthRunner::new(b.clone(), Duration::from_secs(5)).spawn() {
+            Ok(h) => handles.extend(h),
+            Err(e) => eprintln!("lb-balancer: health checks of {path} not started: {e}"),
+        }
+    }
+    handles
 }
 
 /// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`).
@@ -296,9 +304,7 @@ async fn control_loop(
                     Ok(plan) => {
                         let new_health = spawn_health(&plan);
                         if let Ok(mut h) = health.lock() {
-                            for t in h.drain(..) {
-                                t.abort();
-                            }
+                            // Dropping the old handles stops the old monitors.
                             *h = new_health;
                         }
                         let _ = plan_tx.send(Arc::new(plan));
@@ -324,9 +330,7 @@ async fn control_loop(
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     if let Ok(mut h) = health.lock() {
-        for t in h.drain(..) {
-            t.abort();
-        }
+        h.clear();
     }
     Ok(())
 }
