@@ -678,3 +678,110 @@ fn html(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::{Backend, BalancerBuilder, PickContext};
+    use lb_tcp::ProxyConfig;
+
+    fn pen() -> Arc<Pen> {
+        let table = Arc::new(ClientTable::new(ClientTableConfig::default()).unwrap());
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let lb = BalancerBuilder::with_scheduler(Modes::default().scheduler())
+            .backend(Backend::new(addr(1)))
+            .backend(Backend::new(addr(2)))
+            .persistence(table.clone())
+            .build()
+            .unwrap();
+        let servers = lb.members().iter().map(|m| m.id()).collect();
+        let proxy = TcpProxy::new(lb, ProxyConfig::default());
+        Pen::new(
+            proxy,
+            table,
+            PenInit {
+                servers,
+                modes: Modes::default(),
+                blacklist: Duration::from_secs(30),
+                roundrobin: false,
+                exit_allowed: false,
+                config_file: None,
+                listen: "test".into(),
+                log: None,
+                webstats: None,
+                debug: 0,
+                cmdline: "lb-pen test".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn client(last: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, last], 4000))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_max_and_tracking_swap_the_table_and_keep_recent_clients() {
+        let pen = pen();
+        let lb = pen.proxy.balancer();
+        let mut chosen = Vec::new();
+        for last in 1..=3 {
+            let id = lb
+                .pick(&PickContext::new().with_client(client(last)))
+                .unwrap()
+                .id();
+            chosen.push(id);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pen.table().len(), 3);
+        assert_eq!(pen.command("clients_max 2").unwrap(), "2\n");
+        assert_eq!(pen.command("clients_max").unwrap(), "2\n");
+        // The least recently used client went; the others kept their servers.
+        let entries = pen.table().entries();
+        assert_eq!(entries.len(), 2);
+        for (i, last) in [(1, 2u8), (2, 3u8)] {
+            let e = entries
+                .iter()
+                .find(|e| e.client_ip() == Some(client(last).ip()))
+                .unwrap();
+            assert_eq!(e.backend, chosen[i]);
+        }
+        // The balancer uses the new table: a new client is recorded in it.
+        let _lease = lb.pick(&PickContext::new().with_client(client(9))).unwrap();
+        assert_eq!(pen.table().len(), 2);
+        assert!(
+            pen.table()
+                .entries()
+                .iter()
+                .any(|e| e.client_ip() == Some(client(9).ip()))
+        );
+        pen.command("tracking 5").unwrap();
+        assert_eq!(pen.command("tracking").unwrap(), "5\n");
+        assert_eq!(pen.table().len(), 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(pen.table().len(), 0);
+        assert!(pen.command("clients_max x").is_err());
+    }
+
+    #[test]
+    fn mode_commands_install_the_scheduler_in_pen_precedence() {
+        let pen = pen();
+        let name = || pen.proxy.balancer().scheduler().name();
+        assert_eq!(name(), "roundrobin");
+        pen.command("hash").unwrap();
+        assert_eq!(name(), "sh");
+        pen.command("weight").unwrap();
+        assert_eq!(name(), "wlc");
+        pen.command("prio").unwrap();
+        assert_eq!(name(), "prio");
+        assert_eq!(
+            pen.mode_text(),
+            "hash no roundrobin no stubborn weight prio"
+        );
+        pen.command("no prio").unwrap();
+        pen.command("no weight").unwrap();
+        assert_eq!(name(), "sh");
+        pen.command("no hash").unwrap();
+        assert_eq!(name(), "roundrobin");
+    }
+}
