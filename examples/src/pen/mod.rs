@@ -1,23 +1,21 @@
 //! lb-pen: pen's command line on lb-core and lb-tcp.
 //!
 //! The pieces: [`cli`] (pen's options), [`spec`] (pen's address and server syntax),
-//! [`scheduler`] (pen's selection modes), [`clients`] (pen's client table),
-//! [`state`] (the running balancer and the penctl commands), [`control`] (the
+//! [`modes`] (pen's selection modes on lb-core's schedulers), [`state`] (the running balancer and the penctl commands), [`control`] (the
 //! control port).
 
 pub(crate) mod cli;
-mod clients;
 mod control;
-mod scheduler;
+mod modes;
 mod spec;
 mod state;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use lb_core::persistence::{ClientTable, ClientTableConfig};
 use lb_core::{Backend, BalancerBuilder, Role};
 use lb_tcp::proxy_protocol::{IpNet, TrustedSources};
 use lb_tcp::relay::{RelayConfig, RelayMode};
@@ -26,8 +24,7 @@ use lb_tcp::{ListenerConfig, ProxyConfig, TcpProxy, WhenFull};
 use tokio::signal::unix::{SignalKind, signal};
 
 use cli::Args;
-use clients::ClientTable;
-use scheduler::PenScheduler;
+use modes::Modes;
 use spec::ListenSpec;
 use state::{Pen, PenInit, passive};
 
@@ -117,17 +114,21 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         Some(e) => Some(spec::parse_host_port(e, "emergency server")?),
         None => None,
     };
-    let table = Arc::new(ClientTable::new(
-        args.clients_max,
-        Duration::from_secs(args.tracking),
-    ));
-    let scheduler = PenScheduler {
-        hash: AtomicBool::new(args.hash),
-        weight: AtomicBool::new(args.weight),
-        prio: AtomicBool::new(false),
+    let table = Arc::new(
+        ClientTable::new(
+            ClientTableConfig::default()
+                .with_slots(args.clients_max.max(1))
+                .with_tracking(Duration::from_secs(args.tracking)),
+        )
+        .map_err(|e| format!("-c {}: {e}", args.clients_max))?,
+    );
+    let modes = Modes {
+        hash: args.hash,
+        weight: args.weight,
+        prio: false,
     };
     let blacklist = Duration::from_secs(args.blacklist);
-    let mut builder = BalancerBuilder::with_scheduler(scheduler)
+    let mut builder = BalancerBuilder::with_scheduler(modes.scheduler())
         .persistence(table.clone())
         .bypass_persistence(args.roundrobin)
         .stubborn(args.stubborn)
@@ -209,6 +210,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         table,
         PenInit {
             servers: server_ids,
+            modes,
             blacklist,
             roundrobin: args.roundrobin,
             exit_allowed: args.exit_cmd,

@@ -17,8 +17,9 @@ use lb_tcp::xff::XffScope;
 use lb_tcp::{ConnectionEvent, TcpProxy};
 use tokio::sync::Notify;
 
-use super::clients::ClientTable;
-use super::scheduler::PenScheduler;
+use lb_core::persistence::{ClientTable, ClientTableConfig};
+
+use super::modes::Modes;
 use super::spec;
 
 /// What pen remembers about a recent client (penctl `recent`).
@@ -35,8 +36,12 @@ const RECENT_MAX: usize = 10_000;
 
 /// The running balancer and everything penctl can see.
 pub(crate) struct Pen {
-    pub(crate) proxy: TcpProxy<PenScheduler>,
-    pub(crate) table: Arc<ClientTable>,
+    pub(crate) proxy: TcpProxy,
+    /// The client table the balancer consults; replaced (entries carried over) when
+    /// `clients_max` or `tracking` changes.
+    table: Mutex<Arc<ClientTable>>,
+    /// pen's selection flags; each change installs the scheduler they select.
+    modes: Mutex<Modes>,
     /// pen's server numbers, in command-line order.
     servers: Mutex<Vec<BackendId>>,
     blacklist: Mutex<Duration>,
@@ -105,6 +110,7 @@ pub(crate) fn timestamp() -> String {
 #[derive(Debug)]
 pub(crate) struct PenInit {
     pub(crate) servers: Vec<BackendId>,
+    pub(crate) modes: Modes,
     pub(crate) blacklist: Duration,
     pub(crate) roundrobin: bool,
     pub(crate) exit_allowed: bool,
@@ -118,7 +124,7 @@ pub(crate) struct PenInit {
 
 impl Pen {
     pub(crate) fn new(
-        proxy: TcpProxy<PenScheduler>,
+        proxy: TcpProxy,
         table: Arc<ClientTable>,
         init: PenInit,
     ) -> Result<Arc<Pen>, String> {
@@ -128,7 +134,8 @@ impl Pen {
         };
         let pen = Arc::new(Pen {
             proxy,
-            table,
+            table: Mutex::new(table),
+            modes: Mutex::new(init.modes),
             servers: Mutex::new(init.servers),
             blacklist: Mutex::new(init.blacklist),
             roundrobin: AtomicBool::new(init.roundrobin),
@@ -235,9 +242,8 @@ impl Pen {
     pub(crate) fn command(&self, line: &str) -> Result<String, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let lb = self.proxy.balancer();
-        let sched = lb.scheduler();
-        let flag = |f: &AtomicBool, on: bool| {
-            f.store(on, Relaxed);
+        let flag = |set: fn(&mut Modes, bool), on: bool| {
+            self.set_mode(set, on);
             Ok(String::new())
         };
         match words.as_slice() {
@@ -247,12 +253,12 @@ impl Pen {
             ["server", n, rest @ ..] => self.server_command(n, rest),
             ["mode"] => Ok(self.mode_text() + "\n"),
             ["status"] => Ok(self.status_html()),
-            ["hash"] => flag(&sched.hash, true),
-            ["no", "hash"] => flag(&sched.hash, false),
-            ["weight"] => flag(&sched.weight, true),
-            ["no", "weight"] => flag(&sched.weight, false),
-            ["prio"] => flag(&sched.prio, true),
-            ["no", "prio"] => flag(&sched.prio, false),
+            ["hash"] => flag(|m, on| m.hash = on, true),
+            ["no", "hash"] => flag(|m, on| m.hash = on, false),
+            ["weight"] => flag(|m, on| m.weight = on, true),
+            ["no", "weight"] => flag(|m, on| m.weight = on, false),
+            ["prio"] => flag(|m, on| m.prio = on, true),
+            ["no", "prio"] => flag(|m, on| m.prio = on, false),
             ["roundrobin"] => {
                 self.roundrobin.store(true, Relaxed);
                 lb.update_config(|c| c.bypass_persistence = true)
@@ -276,10 +282,10 @@ impl Pen {
                 self.proxy.update_config(|c| c.xff = None);
                 Ok(String::new())
             }
-            ["tracking"] => Ok(format!("{}\n", self.table.tracking().as_secs())),
+            ["tracking"] => Ok(format!("{}\n", self.table().config().tracking.as_secs())),
             ["tracking", n] => {
-                self.table
-                    .set_tracking(Duration::from_secs(secs(n, "tracking time")?));
+                let t = Duration::from_secs(secs(n, "tracking time")?);
+                self.reconfigure_table(|c| c.with_tracking(t))?;
                 Ok(String::new())
             }
             ["blacklist"] => Ok(format!("{}\n", lock(&self.blacklist).as_secs())),
@@ -289,10 +295,11 @@ impl Pen {
                 lb.set_passive(passive(t));
                 Ok(String::new())
             }
-            ["clients_max"] => Ok(format!("{}\n", self.table.slots())),
+            ["clients_max"] => Ok(format!("{}\n", self.table().config().slots)),
             ["clients_max", n] => {
-                self.table.set_slots(num(n, "clients_max")? as usize);
-                Ok(format!("{}\n", self.table.slots()))
+                let slots = (num(n, "clients_max")? as usize).max(1);
+                self.reconfigure_table(|c| c.with_slots(slots))?;
+                Ok(format!("{}\n", self.table().config().slots))
             }
             ["conn_max"] => Ok(format!("{}\n", self.proxy.config().max_conns)),
             ["conn_max", n] => {
@@ -340,6 +347,38 @@ impl Pen {
             ["exit"] => Err("exit is only allowed when lb-pen runs with -X".to_string()),
             [c, ..] => Err(format!("ignoring unknown or unsupported command {c:?}")),
         }
+    }
+
+    /// The client table in use.
+    pub(crate) fn table(&self) -> Arc<ClientTable> {
+        lock(&self.table).clone()
+    }
+
+    /// Sets one selection flag and installs the scheduler the flags now select.
+    fn set_mode(&self, set: fn(&mut Modes, bool), on: bool) {
+        let mut modes = lock(&self.modes);
+        set(&mut modes, on);
+        self.proxy.balancer().set_scheduler(modes.scheduler());
+    }
+
+    /// Replaces the client table with one of changed settings, carrying the remembered
+    /// clients over (the least recently used go first when there are fewer slots; entries
+    /// older than a new tracking time expire), and hands it to the balancer.
+    fn reconfigure_table(
+        &self,
+        change: impl FnOnce(ClientTableConfig) -> ClientTableConfig,
+    ) -> Result<(), String> {
+        let mut current = lock(&self.table);
+        let config = change(current.config().clone());
+        let table = Arc::new(ClientTable::new(config).map_err(|e| e.to_string())?);
+        table.import(current.export());
+        let persistence: Arc<dyn lb_core::persistence::Persistence> = table.clone();
+        self.proxy
+            .balancer()
+            .update_config(|c| c.persistence = Some(persistence))
+            .map_err(|e| e.to_string())?;
+        *current = table;
+        Ok(())
     }
 
     fn set_stubborn(&self, on: bool) -> Result<String, String> {
@@ -399,7 +438,7 @@ impl Pen {
                     let addr = SocketAddr::new(addr.ip(), port);
                     lb.update(id, |b| b.set_address(Address::Socket(addr)))
                         .map_err(err)?;
-                    self.table.forget_backend(id);
+                    self.table().forget_backend(id);
                 }
                 "port" => {
                     let port = spec::parse_port(value, "server command")?;
@@ -408,7 +447,7 @@ impl Pen {
                         .map(|m| m.backend().address().with_port(port))
                         .ok_or_else(|| format!("no server {n}"))?;
                     lb.update(id, |b| b.set_address(addr)).map_err(err)?;
-                    self.table.forget_backend(id);
+                    self.table().forget_backend(id);
                 }
                 other => {
                     return Err(format!(
@@ -448,7 +487,7 @@ impl Pen {
 
     /// pen's `mode` line.
     pub(crate) fn mode_text(&self) -> String {
-        let sched = self.proxy.balancer().scheduler();
+        let modes = *lock(&self.modes);
         let stubborn = self.proxy.balancer().config().stubborn;
         let w = |on: bool, name: &str| {
             if on {
@@ -458,11 +497,11 @@ impl Pen {
             }
         };
         [
-            w(sched.hash.load(Relaxed), "hash"),
+            w(modes.hash, "hash"),
             w(self.roundrobin.load(Relaxed), "roundrobin"),
             w(stubborn, "stubborn"),
-            w(sched.weight.load(Relaxed), "weight"),
-            w(sched.prio.load(Relaxed), "prio"),
+            w(modes.weight, "weight"),
+            w(modes.prio, "prio"),
         ]
         .join(" ")
     }
@@ -485,7 +524,7 @@ impl Pen {
     pub(crate) fn config_text(&self) -> String {
         let lb = self.proxy.balancer();
         let cfg = self.proxy.config();
-        let sched = lb.scheduler();
+        let modes = *lock(&self.modes);
         let on = |b: bool, name: &str| {
             if b {
                 format!("{name}\n")
@@ -499,7 +538,7 @@ impl Pen {
             self.cmdline
         );
         let _ = writeln!(out, "blacklist {}", lock(&self.blacklist).as_secs());
-        out += &on(sched.hash.load(Relaxed), "hash");
+        out += &on(modes.hash, "hash");
         out += &on(cfg.xff.is_some(), "http");
         out += &on(self.roundrobin.load(Relaxed), "roundrobin");
         for (i, id) in lock(&self.servers).iter().enumerate() {
@@ -520,11 +559,11 @@ impl Pen {
         }
         out += &on(lb.config().stubborn, "stubborn");
         let _ = writeln!(out, "timeout {}", cfg.connect_timeout.as_secs());
-        let _ = writeln!(out, "tracking {}", self.table.tracking().as_secs());
-        let _ = writeln!(out, "clients_max {}", self.table.slots());
+        let _ = writeln!(out, "tracking {}", self.table().config().tracking.as_secs());
+        let _ = writeln!(out, "clients_max {}", self.table().config().slots);
         let _ = writeln!(out, "conn_max {}", cfg.max_conns);
-        out += &on(sched.weight.load(Relaxed), "weight");
-        out += &on(sched.prio.load(Relaxed), "prio");
+        out += &on(modes.weight, "weight");
+        out += &on(modes.prio, "prio");
         out
     }
 
@@ -555,7 +594,7 @@ impl Pen {
             timestamp(),
             self.proxy.active(),
             stats.total,
-            self.table.len(),
+            self.table().len(),
             self.mode_text()
         );
         out += &self.servers_text();
@@ -576,8 +615,8 @@ impl Pen {
             self.mode_text(),
             self.proxy.active(),
             self.proxy.config().max_conns,
-            self.table.len(),
-            self.table.slots()
+            self.table().len(),
+            self.table().config().slots
         );
         out += "<table border=1>\n<tr><th>server</th><th>address</th><th>role</th><th>state</th><th>conn</th><th>max</th><th>hard</th><th>weight</th><th>prio</th><th>total</th><th>failures</th><th>sx</th><th>rx</th></tr>\n";
         let servers = lock(&self.servers).clone();
@@ -638,4 +677,111 @@ fn html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::{Backend, BalancerBuilder, PickContext};
+    use lb_tcp::ProxyConfig;
+
+    fn pen() -> Arc<Pen> {
+        let table = Arc::new(ClientTable::new(ClientTableConfig::default()).unwrap());
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let lb = BalancerBuilder::with_scheduler(Modes::default().scheduler())
+            .backend(Backend::new(addr(1)))
+            .backend(Backend::new(addr(2)))
+            .persistence(table.clone())
+            .build()
+            .unwrap();
+        let servers = lb.members().iter().map(|m| m.id()).collect();
+        let proxy = TcpProxy::new(lb, ProxyConfig::default());
+        Pen::new(
+            proxy,
+            table,
+            PenInit {
+                servers,
+                modes: Modes::default(),
+                blacklist: Duration::from_secs(30),
+                roundrobin: false,
+                exit_allowed: false,
+                config_file: None,
+                listen: "test".into(),
+                log: None,
+                webstats: None,
+                debug: 0,
+                cmdline: "lb-pen test".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn client(last: u8) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, last], 4000))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_max_and_tracking_swap_the_table_and_keep_recent_clients() {
+        let pen = pen();
+        let lb = pen.proxy.balancer();
+        let mut chosen = Vec::new();
+        for last in 1..=3 {
+            let id = lb
+                .pick(&PickContext::new().with_client(client(last)))
+                .unwrap()
+                .id();
+            chosen.push(id);
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pen.table().len(), 3);
+        assert_eq!(pen.command("clients_max 2").unwrap(), "2\n");
+        assert_eq!(pen.command("clients_max").unwrap(), "2\n");
+        // The least recently used client went; the others kept their servers.
+        let entries = pen.table().entries();
+        assert_eq!(entries.len(), 2);
+        for (i, last) in [(1, 2u8), (2, 3u8)] {
+            let e = entries
+                .iter()
+                .find(|e| e.client_ip() == Some(client(last).ip()))
+                .unwrap();
+            assert_eq!(e.backend, chosen[i]);
+        }
+        // The balancer uses the new table: a new client is recorded in it.
+        let _lease = lb.pick(&PickContext::new().with_client(client(9))).unwrap();
+        assert_eq!(pen.table().len(), 2);
+        assert!(
+            pen.table()
+                .entries()
+                .iter()
+                .any(|e| e.client_ip() == Some(client(9).ip()))
+        );
+        pen.command("tracking 5").unwrap();
+        assert_eq!(pen.command("tracking").unwrap(), "5\n");
+        assert_eq!(pen.table().len(), 2);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(pen.table().len(), 0);
+        assert!(pen.command("clients_max x").is_err());
+    }
+
+    #[test]
+    fn mode_commands_install_the_scheduler_in_pen_precedence() {
+        let pen = pen();
+        let name = || pen.proxy.balancer().scheduler().name();
+        assert_eq!(name(), "roundrobin");
+        pen.command("hash").unwrap();
+        assert_eq!(name(), "sh");
+        pen.command("weight").unwrap();
+        assert_eq!(name(), "wlc");
+        pen.command("prio").unwrap();
+        assert_eq!(name(), "prio");
+        assert_eq!(
+            pen.mode_text(),
+            "hash no roundrobin no stubborn weight prio"
+        );
+        pen.command("no prio").unwrap();
+        pen.command("no weight").unwrap();
+        assert_eq!(name(), "sh");
+        pen.command("no hash").unwrap();
+        assert_eq!(name(), "roundrobin");
+    }
 }
