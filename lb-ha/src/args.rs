@@ -186,9 +186,15 @@ impl HaHandle {
         self.node.status()
     }
 
-    /// State changes with reasons, peer up / late / dead.
+    /// State changes with reasons, peer up / late / dead, from now on.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.node.events()
+    }
+
+    /// Every event since the node started, for the first caller: see
+    /// [`Node::events_since_start`].
+    pub fn events_since_start(&self) -> Option<broadcast::Receiver<Event>> {
+        self.node.events_since_start()
     }
 
     /// The node.

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -104,6 +104,9 @@ pub struct Node {
     role: watch::Receiver<Role>,
     status: watch::Receiver<Status>,
     events: broadcast::Sender<Event>,
+    /// Subscribed before the node's tasks started; handed to the first caller of
+    /// [`Node::events_since_start`].
+    first_events: Arc<Mutex<Option<broadcast::Receiver<Event>>>>,
     commands: mpsc::Sender<CommandBox>,
     local: SocketAddr,
 }
@@ -128,7 +131,7 @@ impl Node {
         let machine = Machine::new(config.machine.clone(), now);
         let (role_tx, role) = watch::channel(Role::Standby);
         let (status_tx, status) = watch::channel(machine.status());
-        let (events, _) = broadcast::channel(256);
+        let (events, first_events) = broadcast::channel(256);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ping_tx, ping_rx) = watch::channel(config.ping.len() as u16);
         if !config.ping.is_empty() {
@@ -153,6 +156,7 @@ impl Node {
             role,
             status,
             events,
+            first_events: Arc::new(Mutex::new(Some(first_events))),
             commands: cmd_tx,
             local,
         })
@@ -169,8 +173,23 @@ impl Node {
     }
 
     /// Every event from now on: state changes with reasons, peer up / late / dead.
+    ///
+    /// The node runs from [`spawn`](Self::spawn) on, so a receiver taken afterwards can
+    /// miss the first transitions (a peer's beat may already have moved the node to
+    /// standby); [`events_since_start`](Self::events_since_start) has them all.
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+
+    /// Every event since the node started (it was subscribed before the node's tasks
+    /// ran), for the first caller of any clone of this handle; `None` afterwards. It
+    /// holds the last 256 events until taken; a receiver that falls further behind gets
+    /// `RecvError::Lagged`.
+    pub fn events_since_start(&self) -> Option<broadcast::Receiver<Event>> {
+        self.first_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// The address beats are received on.
@@ -502,6 +521,48 @@ mod tests {
             reasons.contains(&crate::protocol::Reason::PeerStopped),
             "{reasons:?}"
         );
+        n1.shutdown().await.expect("shutdown");
+    }
+
+    #[tokio::test]
+    async fn events_since_start_include_transitions_before_the_first_call() {
+        let (p0, p1) = (free_port(), free_port());
+        let n0 = Node::spawn(config("lb0", "lb1", p0, p1, "k"), group())
+            .await
+            .expect("lb0");
+        let n1 = Node::spawn(config("lb1", "lb0", p1, p0, "k"), group())
+            .await
+            .expect("lb1");
+        wait_role(&n0, Role::Active).await;
+        let mut status = n1.status();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.state == NodeState::Standby),
+        )
+        .await
+        .expect("lb1 stands by in time")
+        .expect("lb1 running");
+        // lb1 went to standby before anyone asked for its events: a receiver taken now
+        // misses that transition, the one from the start has it.
+        let is_standby = |e: &Event| {
+            matches!(
+                e.kind,
+                EventKind::State {
+                    to: NodeState::Standby,
+                    ..
+                }
+            )
+        };
+        let mut late = n1.events();
+        let mut first = n1.events_since_start().expect("first call");
+        assert!(n1.clone().events_since_start().is_none(), "handed out once");
+        let mut seen = Vec::new();
+        while let Ok(e) = first.try_recv() {
+            seen.push(e);
+        }
+        assert!(seen.iter().any(is_standby), "{seen:?}");
+        assert!(!std::iter::from_fn(|| late.try_recv().ok()).any(|e| is_standby(&e)));
+        n0.shutdown().await.expect("shutdown");
         n1.shutdown().await.expect("shutdown");
     }
 

@@ -93,7 +93,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut events = handle.events();
+    // From the start: a peer's beat can move the node to standby before this line.
+    let mut events = handle
+        .events_since_start()
+        .unwrap_or_else(|| handle.events());
     println!(
         "{name}: started, peer {}",
         handle.status().borrow().peer.name
