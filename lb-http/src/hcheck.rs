@@ -241,20 +241,25 @@ fn schedule_of(spec: &HttpCheckSpec) -> Schedule {
     (spec.interval, spec.passes, spec.fails)
 }
 
-/// The check one [`Monitor`] runs: the member's own [`HttpCheck`] when its settings have
-/// this monitor's schedule. Any other member passes without being contacted, so this
-/// monitor never changes its health (a monitor acts only on failures of an up member or
-/// successes of one it took down itself).
-#[derive(Debug)]
-struct ScheduledCheck {
-    schedule: Schedule,
+/// A member's schedule; `None` without checks or with settings that do not parse.
+fn backend_schedule(backend: &Backend) -> Option<Schedule> {
+    HttpCheckSpec::from_backend(backend)
+        .ok()
+        .flatten()
+        .map(|s| schedule_of(&s))
 }
 
-impl ScheduledCheck {
-    async fn run(&self, backend: &Backend) -> std::result::Result<(), CheckError> {
+/// The check of one member: its own [`HttpCheck`], built from its labels at every run so
+/// that `hcuri`, `hcexpr`, `hcbody` and address changes apply at the next check.
+#[derive(Debug)]
+struct MemberCheck;
+
+impl MemberCheck {
+    async fn run(backend: &Backend) -> std::result::Result<(), CheckError> {
         let spec = match HttpCheckSpec::from_backend(backend) {
-            Ok(Some(spec)) if schedule_of(&spec) == self.schedule => spec,
-            _ => return Ok(()),
+            Ok(Some(spec)) => spec,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(CheckError::Setup(e.to_string())),
         };
         let member =
             crate::member::MemberHttp::of(backend).map_err(|e| CheckError::Setup(e.to_string()))?;
@@ -262,73 +267,141 @@ impl ScheduledCheck {
     }
 }
 
-impl HealthCheck for ScheduledCheck {
+impl HealthCheck for MemberCheck {
     fn check(
         &self,
         target: &Backend,
     ) -> impl std::future::Future<Output = std::result::Result<(), CheckError>> + Send {
-        self.run(target)
+        MemberCheck::run(target)
     }
 }
 
 /// Runs the checks of every member of a balancer that has `hcmethod` set on lb-core's
 /// [`Monitor`]: `hcinterval` is the monitor's interval, `hcpasses` its rise and `hcfails`
 /// its fall. Members with different settings get one monitor per distinct
-/// (`hcinterval`, `hcpasses`, `hcfails`), each checking only its own members.
-///
-/// The monitors are chosen from the members present at [`spawn`](Self::spawn); a member
-/// added later is checked when its settings match one of them, and otherwise not checked
-/// (lb-core's monitor cannot be restricted to some members, and a monitor started later
-/// would reset every member's health). lb-balancer builds a new runner on every reload.
+/// (`hcinterval`, `hcpasses`, `hcfails`), each [restricted](Monitor::only) to its own
+/// members; a member added or changed later (balancer manager, reload) joins the monitor of
+/// its settings, started on demand.
 #[derive(Debug)]
 pub struct HealthRunner {
     balancer: Balancer,
     timeout: Duration,
 }
 
+/// The running checks of a [`HealthRunner`]; dropping it stops them.
+#[derive(Debug)]
+pub struct HealthChecks {
+    monitors: std::sync::Arc<std::sync::Mutex<Vec<(Schedule, MonitorHandle)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealthChecks {
+    /// The check status of member `id`, when one of the monitors checks it.
+    pub fn status_of(&self, id: lb_core::BackendId) -> Option<lb_core::health::CheckStatus> {
+        let monitors = self
+            .monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        monitors.iter().find_map(|(_, h)| h.status_of(id))
+    }
+
+    /// How many monitors run (one per distinct `hcinterval`/`hcpasses`/`hcfails`).
+    pub fn monitors(&self) -> usize {
+        self.monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        self.task.abort();
+        // The monitors stop when their handles drop with the last reference.
+        self.monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+}
+
 impl HealthRunner {
-    /// A runner for `balancer`; each check has `timeout` to finish.
+    /// A runner for `balancer`'s members; each check gives up after `timeout`.
     pub fn new(balancer: Balancer, timeout: Duration) -> Self {
         HealthRunner { balancer, timeout }
     }
 
-    /// Starts the monitors; they run until their handles are shut down or dropped.
+    fn monitor(&self, schedule: Schedule) -> Result<MonitorHandle> {
+        let (interval, passes, fails) = schedule;
+        let config = MonitorConfig::default()
+            .with_interval(interval)
+            .with_timeout(self.timeout)
+            .with_thresholds(passes, fails);
+        let monitor = Monitor::new(self.balancer.clone(), MemberCheck, config)
+            .map_err(|e| Error::Value {
+                key: "hcinterval".into(),
+                value: format!("{interval:?}"),
+                reason: e.to_string(),
+            })?
+            .only(move |b| backend_schedule(b) == Some(schedule));
+        Ok(monitor.spawn())
+    }
+
+    /// Starts a monitor for every schedule of `members` that has none yet.
+    fn cover(&self, monitors: &std::sync::Mutex<Vec<(Schedule, MonitorHandle)>>) -> Result<()> {
+        let mut wanted: Vec<Schedule> = Vec::new();
+        for m in self.balancer.members() {
+            if let Some(spec) = HttpCheckSpec::from_backend(m.backend())? {
+                let s = schedule_of(&spec);
+                if !wanted.contains(&s) {
+                    wanted.push(s);
+                }
+            }
+        }
+        let mut monitors = monitors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in wanted {
+            if !monitors.iter().any(|(have, _)| *have == s) {
+                let handle = self.monitor(s)?;
+                monitors.push((s, handle));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the monitors, and a task that starts more when members with new settings
+    /// appear; they run until the returned [`HealthChecks`] is dropped.
     ///
     /// # Errors
     ///
     /// [`Error::Value`] when a member has a bad health-check setting, or a setting lb-core's
-    /// monitor refuses.
+    /// monitor refuses. (A member added later with a bad setting is reported in the log
+    /// and left unchecked.)
     ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime.
-    pub fn spawn(self) -> Result<Vec<MonitorHandle>> {
-        let mut schedules: Vec<Schedule> = Vec::new();
-        for m in self.balancer.members() {
-            if let Some(spec) = HttpCheckSpec::from_backend(m.backend())? {
-                let s = schedule_of(&spec);
-                if !schedules.contains(&s) {
-                    schedules.push(s);
+    pub fn spawn(self) -> Result<HealthChecks> {
+        let monitors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        self.cover(&monitors)?;
+        let mut events = self.balancer.subscribe();
+        let shared = monitors.clone();
+        let task = tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if matches!(
+                    e.kind,
+                    lb_core::EventKind::Added(_) | lb_core::EventKind::Updated
+                ) && let Err(err) = self.cover(&shared)
+                {
+                    tracing::warn!(member = %e.backend, "health check not started: {err}");
                 }
             }
-        }
-        let mut handles = Vec::with_capacity(schedules.len());
-        for schedule @ (interval, passes, fails) in schedules.iter().copied() {
-            let config = MonitorConfig::default()
-                .with_interval(interval)
-                .with_timeout(self.timeout)
-                .with_thresholds(passes, fails);
-            let monitor = Monitor::new(self.balancer.clone(), ScheduledCheck { schedule }, config)
-                .map_err(|e| Error::Value {
-                    key: "hcinterval".into(),
-                    value: format!("{interval:?}"),
-                    reason: e.to_string(),
-                })?;
-            handles.push(monitor.spawn());
-        }
-        Ok(handles)
+        });
+        Ok(HealthChecks { monitors, task })
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +424,89 @@ mod tests {
         ] {
             assert!(s.set(k, v).is_err(), "{k}={v}");
         }
+    }
+
+    /// A port on loopback nobody listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn each_member_keeps_its_own_interval_and_thresholds() {
+        let member = |settings: &[(&str, &str)]| {
+            let mut m =
+                crate::member::MemberSpec::new(format!("http://127.0.0.1:{}", closed_port()));
+            for (k, v) in settings {
+                m.set(k, v).unwrap();
+            }
+            m.to_backend().unwrap()
+        };
+        // Both unreachable: the first falls at its first failed check; the second needs three
+        // failures an hour apart; the third has no checks.
+        let fast = member(&[
+            ("hcmethod", "TCP"),
+            ("hcinterval", "50ms"),
+            ("hcfails", "1"),
+        ]);
+        let slow = member(&[
+            ("hcmethod", "GET"),
+            ("hcinterval", "3600"),
+            ("hcfails", "3"),
+        ]);
+        let none = member(&[]);
+        let lb = Balancer::builder()
+            .backends([fast, slow, none])
+            .build()
+            .unwrap();
+        let ids: Vec<_> = lb.members().iter().map(|m| m.id()).collect();
+        let checks = HealthRunner::new(lb.clone(), Duration::from_secs(5))
+            .spawn()
+            .unwrap();
+        assert_eq!(checks.monitors(), 2, "one monitor per distinct setting");
+        let health = |i: usize| lb.get(ids[i]).unwrap().state().health();
+        for _ in 0..500 {
+            if health(0) == lb_core::Health::Down {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(health(0), lb_core::Health::Down);
+        // The slow member's first check has failed by now, and once is not enough.
+        for _ in 0..500 {
+            if checks.status_of(ids[1]).is_some_and(|s| s.failures > 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let slow_status = checks
+            .status_of(ids[1])
+            .expect("the slow member is checked");
+        assert_eq!(slow_status.failures, 1);
+        assert_eq!(health(1), lb_core::Health::Up);
+        assert!(checks.status_of(ids[2]).is_none(), "no hcmethod, no checks");
+        assert_eq!(health(2), lb_core::Health::Up);
+
+        // A member added later with settings of its own gets a monitor of its own.
+        let late = lb
+            .add(member(&[
+                ("hcmethod", "TCP"),
+                ("hcinterval", "40ms"),
+                ("hcfails", "1"),
+            ]))
+            .unwrap();
+        for _ in 0..500 {
+            if lb.get(late).unwrap().state().health() == lb_core::Health::Down {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            lb.get(late).unwrap().state().health(),
+            lb_core::Health::Down
+        );
+        assert_eq!(checks.monitors(), 3);
+        assert_eq!(health(2), lb_core::Health::Up);
     }
 
     #[tokio::test]

@@ -16,11 +16,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::health::MonitorHandle;
 use lb_core::{AdminState, Balancer};
 use lb_http::admin::{Manager, ManagerConfig};
 use lb_http::balance::BalanceConfig;
-use lb_http::hcheck::HealthRunner;
+use lb_http::hcheck::{HealthChecks, HealthRunner};
 use lb_http::headers::ForwardedHeaders;
 use lb_http::proxy::ProxyConfig;
 use lb_http::retry::RetryConfig;
@@ -134,11 +133,11 @@ pub(crate) fn build_plan(config: &Config) -> Result<Plan, String> {
 /// The health monitors of every balancer of `plan`; dropping a handle stops its monitor. A
 /// balancer whose checks cannot start is reported and left unchecked (its settings were
 /// validated when the plan was built, so this is not expected).
-fn spawn_health(plan: &Plan) -> Vec<MonitorHandle> {
+fn spawn_health(plan: &Plan) -> Vec<HealthChecks> {
     let mut handles = Vec::new();
     for (path, b, _) in &plan.sites {
         match HealthRunner::new(b.clone(), Duration::from_secs(5)).spawn() {
-            Ok(h) => handles.extend(h),
+            Ok(h) => handles.push(h),
             Err(e) => eprintln!("lb-balancer: health checks of {path} not started: {e}"),
         }
     }

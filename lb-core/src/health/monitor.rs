@@ -14,7 +14,7 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::{CheckError, HealthCheck};
-use crate::backend::{BackendId, Health};
+use crate::backend::{Backend, BackendId, Health};
 use crate::balancer::Balancer;
 use crate::error::{Error, Result};
 use crate::event::EventKind;
@@ -248,13 +248,18 @@ pub struct Monitor<C: HealthCheck, S: Scheduler = AnyScheduler> {
     balancer: Balancer<S>,
     check: Arc<C>,
     config: Arc<MonitorConfig>,
+    filter: Option<Filter>,
 }
+
+/// Which backends a [`Monitor`] checks: see [`Monitor::only`].
+type Filter = Arc<dyn Fn(&Backend) -> bool + Send + Sync>;
 
 impl<C: HealthCheck, S: Scheduler> fmt::Debug for Monitor<C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Monitor")
             .field("check", &self.check)
             .field("config", &self.config)
+            .field("filtered", &self.filter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -277,7 +282,20 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
             balancer,
             check: Arc::new(check),
             config: Arc::new(config),
+            filter: None,
         })
+    }
+
+    /// Checks only the backends `filter` accepts; the others are neither checked nor given
+    /// the initial health, so several monitors with different settings can share a
+    /// balancer, each with its own members (HAProxy's per-server `inter`/`rise`/`fall`).
+    /// The filter is applied again when backends are added, removed or updated: a backend
+    /// that starts matching is checked from the initial health on, one that stops matching
+    /// is no longer checked and keeps the health it had.
+    #[must_use]
+    pub fn only(mut self, filter: impl Fn(&Backend) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(filter));
+        self
     }
 
     /// Starts checking.
@@ -308,6 +326,9 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
                 event = events.recv() => match event {
                     None => break,
                     Some(e) if matches!(e.kind, EventKind::Added(_) | EventKind::Removed) => {
+                        self.reconcile(&statuses, &mut tasks, &mut running);
+                    }
+                    Some(e) if self.filter.is_some() && e.kind == EventKind::Updated => {
                         self.reconcile(&statuses, &mut tasks, &mut running);
                     }
                     Some(_) if events.missed() != missed => {
@@ -367,14 +388,18 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
         }
     }
 
-    /// Starts tasks for new members and stops those of removed ones.
+    /// Starts tasks for new (or newly matching) members and stops those of removed (or no
+    /// longer matching) ones.
     fn reconcile(
         &self,
         statuses: &Statuses,
         tasks: &mut JoinSet<()>,
         running: &mut HashMap<BackendId, AbortHandle>,
     ) {
-        let members = self.balancer.members();
+        let mut members = self.balancer.members();
+        if let Some(f) = &self.filter {
+            members.retain(|m| f(m.backend()));
+        }
         running.retain(|id, task| {
             let keep = members.iter().any(|m| m.id() == *id);
             if !keep {
@@ -893,5 +918,53 @@ mod tests {
         assert!(err(config().with_jitter(1.0, 0)).contains("jitter=\"1\""));
         assert!(err(config().with_jitter(f64::NAN, 0)).contains("jitter=\"NaN\""));
         assert!(err(config().with_fast_interval(Duration::ZERO)).contains("fast_interval"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_filtered_monitor_checks_and_changes_only_its_members() {
+        let lb = balancer(&[1, 2]);
+        lb.update(id_of(&lb, 1), |b| {
+            b.labels_mut().insert("checked".into(), "yes".into());
+        })
+        .unwrap();
+        let script = Scripted::new();
+        script.set(1, Mode::Fail);
+        script.set(2, Mode::Fail);
+        // Backend 2 is down by some other means; a monitor that does not own it must not
+        // bring it up (its initial health is Up) nor check it.
+        lb.set_health(id_of(&lb, 2), Health::Down).unwrap();
+        let handle = Monitor::new(
+            lb.clone(),
+            Shared(script.clone()),
+            config().with_thresholds(1, 1),
+        )
+        .unwrap()
+        .only(|b| b.labels().contains_key("checked"))
+        .spawn();
+        script.at(25.0).await;
+        assert_eq!(health(&lb, 1), Health::Down);
+        assert_eq!(health(&lb, 2), Health::Down);
+        assert_eq!(script.times(1).len(), 3, "checked at 0, 10 and 20 s");
+        assert!(script.times(2).is_empty());
+        assert!(handle.status_of(id_of(&lb, 2)).is_none());
+
+        // Backend 2 starts matching: checked from the initial health on, at once.
+        script.set(2, Mode::Pass);
+        lb.update(id_of(&lb, 2), |b| {
+            b.labels_mut().insert("checked".into(), "yes".into());
+        })
+        .unwrap();
+        script.at(26.0).await;
+        assert_eq!(script.times(2), vec![25.0]);
+        assert_eq!(health(&lb, 2), Health::Up);
+        // Backend 1 stops matching: no longer checked, and it keeps its health.
+        lb.update(id_of(&lb, 1), |b| {
+            b.labels_mut().remove("checked");
+        })
+        .unwrap();
+        script.at(60.0).await;
+        assert_eq!(script.times(1).len(), 3);
+        assert_eq!(health(&lb, 1), Health::Down);
+        assert!(handle.status_of(id_of(&lb, 1)).is_none());
     }
 }
