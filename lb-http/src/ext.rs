@@ -20,6 +20,11 @@ impl Tried {
         self.0.lock().map(|v| v.contains(&id)).unwrap_or(false)
     }
 
+    /// Every member tried so far.
+    pub fn ids(&self) -> Vec<BackendId> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     /// Records `id` as tried.
     pub fn push(&self, id: BackendId) {
         if let Ok(mut v) = self.0.lock() {

@@ -146,14 +146,30 @@ async fn member_max_queues_then_refuses_with_503() {
 
 /// A backend answering every request with `status`.
 async fn status_backend(status: u16) -> std::net::SocketAddr {
+    counting_status_backend(status).await.0
+}
+
+/// A backend answering `status`, and the number of requests it received.
+async fn counting_status_backend(
+    status: u16,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let counter = hits.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            let svc = hyper::service::service_fn(move |_req| async move {
-                let mut r = hyper::Response::new(lb_http::body::full(status.to_string()));
-                *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                Ok::<_, Infallible>(r)
+            let counter = counter.clone();
+            let svc = hyper::service::service_fn(move |_req| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move {
+                    let mut r = hyper::Response::new(lb_http::body::full(status.to_string()));
+                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, Infallible>(r)
+                }
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
@@ -161,13 +177,13 @@ async fn status_backend(status: u16) -> std::net::SocketAddr {
             );
         }
     });
-    addr
+    (addr, hits)
 }
 
 #[tokio::test]
 async fn retry_sends_idempotent_requests_to_another_member() {
-    let bad = status_backend(503).await;
-    let good = status_backend(200).await;
+    let (bad, bad_hits) = counting_status_backend(503).await;
+    let (good, good_hits) = counting_status_backend(200).await;
     let backends = [bad, good].map(|a| {
         format!("http://{a}")
             .parse::<MemberSpec>()
@@ -175,7 +191,13 @@ async fn retry_sends_idempotent_requests_to_another_member() {
             .to_backend()
             .unwrap()
     });
-    let balancer = Balancer::builder().backends(backends).build().unwrap();
+    // HAProxy's `first`: every request goes to the 503 member first, and its retry would
+    // pick that member again if it were not excluded.
+    let balancer = Balancer::builder()
+        .backends(backends)
+        .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
+        .build()
+        .unwrap();
     let config = SiteConfig {
         retry: Some(lb_http::retry::RetryConfig {
             statuses: vec![503],
@@ -196,7 +218,13 @@ async fn retry_sends_idempotent_requests_to_another_member() {
         assert_eq!(send(addr).await.status(), 200);
     }
     // Both members were used: the 503s were retried, not avoided.
-    assert!(balancer.stats().backends.iter().all(|b| b.total > 0));
+    let totals: Vec<u64> = balancer.stats().backends.iter().map(|b| b.total).collect();
+    assert!(totals.iter().all(|&t| t > 0), "{totals:?}");
+    // Each member's count is the requests it received: a retry skips the member that
+    // answered 503 without counting a request on it.
+    let hits = [bad_hits, good_hits].map(|h| h.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(totals, hits.to_vec());
+    assert_eq!(hits, [6, 6]);
 }
 
 #[tokio::test]

@@ -694,6 +694,20 @@ impl<S: Scheduler> Attempts<'_, S> {
     pub fn count(&self) -> usize {
         self.count
     }
+
+    /// Skips `ids` as if they had been tried already: an outer retry (a new request after
+    /// the first one failed upstream) passes the backends it used, so they are neither
+    /// picked nor leased again. Unlike drawing leases and dropping them, nothing is counted
+    /// on the skipped backends, and they do not use up `max_attempts`.
+    #[must_use]
+    pub fn exclude(mut self, ids: impl IntoIterator<Item = BackendId>) -> Self {
+        for id in ids {
+            if !self.tried.contains(&id) {
+                self.tried.push(id);
+            }
+        }
+        self
+    }
 }
 
 #[cfg(test)]

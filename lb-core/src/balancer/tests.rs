@@ -221,6 +221,29 @@ fn attempts_exclude_tried_then_emergency_then_fail() {
     assert!(a.next().is_err());
 }
 
+#[test]
+fn excluded_backends_are_skipped_without_a_lease_or_an_attempt() {
+    let lb = lb(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(2)),
+        Backend::new(addr(3)),
+    ]);
+    lb.set_passive(PassiveConfig::off());
+    lb.update_config(|c| c.max_attempts = 2).unwrap();
+    let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
+    for _ in 0..6 {
+        let mut a = lb
+            .attempts(PickContext::new())
+            .exclude([id(1), id(2), id(1)]);
+        // Two backends skipped, yet two attempts left: only 3 is eligible, once.
+        assert_eq!(a.next().unwrap().backend().address().port(), Some(3));
+        assert!(a.next().is_err());
+    }
+    assert_eq!(lb.get(id(1)).unwrap().state().total(), 0);
+    assert_eq!(lb.get(id(2)).unwrap().state().total(), 0);
+    assert_eq!(lb.get(id(3)).unwrap().state().total(), 6);
+}
+
 #[tokio::test(start_paused = true)]
 async fn passive_health_ejects_for_the_blacklist_time_but_not_the_last() {
     let lb = Balancer::builder()

@@ -187,7 +187,11 @@ where
     if let Some(Route(r)) = &route {
         ctx = ctx.with_route(r);
     }
-    let mut attempts = balancer.attempts(ctx);
+    // Members an outer Retry already used are skipped without a lease, so their
+    // counters (the manager's "Elected") see only the requests they served.
+    let mut attempts = balancer
+        .attempts(ctx)
+        .exclude(tried.as_ref().map(Tried::ids).unwrap_or_default());
     let mut last_err: Option<BoxError> = None;
     loop {
         let lease = match attempts.next() {
@@ -203,9 +207,6 @@ where
             }
         };
         let id = lease.id();
-        if tried.as_ref().is_some_and(|t| t.contains(id)) {
-            continue;
-        }
         let member = match members.get(id, lease.backend()) {
             Ok(m) => m,
             Err(e) => {
