@@ -702,6 +702,106 @@ async fn config_file_prefixes_reload_on_sighup_and_bad_files_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
+    let (a, b, c2) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let dir = std::env::temp_dir().join(format!("lb-balancer-persist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("balancer.toml");
+    let write = |members: &[String]| {
+        let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\n\n[[balancer]]\nname = \"app\"\n\
+                 members = [{}]\n",
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    write(&[a.url(), b.url()]);
+    let p = Proxy::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--manager",
+        "127.0.0.1:0",
+    ]);
+    let m = p.manager.unwrap();
+    let c = client();
+    let view = || {
+        let c = c.clone();
+        async move {
+            let (_, _, body) = get(&c, &format!("http://{m}/api"), None).await;
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let member = |v: &serde_json::Value, url: &str| {
+        v["balancers"][0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["url"] == url)
+            .cloned()
+    };
+    for _ in 0..10 {
+        assert_eq!(get(&c, &p.url("/"), None).await.0, 200);
+    }
+    // The manager disables b.
+    let nonce = view().await["nonce"].as_str().unwrap().to_string();
+    let b_id = member(&view().await, &b.url()).unwrap()["id"].to_string();
+    let req = hyper::Request::post(format!("http://{m}/api"))
+        .header("content-type", "application/json")
+        .body(balancer_support::full(format!(
+            r#"{{"nonce":"{nonce}","balancer":"app","member":"{b_id}","status":"+D"}}"#
+        )))
+        .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status().as_u16(), 200);
+    let elected_a = member(&view().await, &a.url()).unwrap()["elected"]
+        .as_u64()
+        .unwrap();
+    assert!(elected_a >= 5, "{elected_a}");
+
+    // The file gains c and changes a's loadfactor; b's line is unchanged.
+    write(&[format!("{},loadfactor=3", a.url()), b.url(), c2.url()]);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloaded = eventually(10, || async { member(&view().await, &c2.url()).is_some() }).await;
+    assert!(reloaded, "c never appeared after the reload");
+    let v = view().await;
+    let (ma, mb) = (member(&v, &a.url()).unwrap(), member(&v, &b.url()).unwrap());
+    assert!(ma["elected"].as_u64().unwrap() >= elected_a, "{ma}");
+    assert_eq!(ma["loadfactor"], 3, "{ma}");
+    assert_eq!(
+        mb["flags"]["disabled"], true,
+        "the manager's change survives: {mb}"
+    );
+    let before_b = b.hits();
+    for _ in 0..8 {
+        let body = get(&c, &p.url("/"), None).await.2;
+        assert!(body == "a" || body == "c", "{body}");
+    }
+    assert_eq!(b.hits(), before_b);
+
+    // b leaves the file: it leaves the balancer.
+    write(&[format!("{},loadfactor=3", a.url()), c2.url()]);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let gone = eventually(10, || async { member(&view().await, &b.url()).is_none() }).await;
+    assert!(gone, "b is still a member after leaving the file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_listener_and_member() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback here");

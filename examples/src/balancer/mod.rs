@@ -7,10 +7,12 @@
 //! health checks, the balancer manager and the signals: on SIGHUP it reads the configuration
 //! file again and hands the new plan to every worker, which swaps its routing table
 //! (connections and requests in flight are not touched; a bad file is reported and the
-//! running configuration kept).
+//! running configuration kept). Balancers that stay keep their counters, health and
+//! manager changes ([`reload`]).
 
 pub(crate) mod config;
 pub(crate) mod demo;
+mod reload;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,8 @@ pub(crate) fn build_balancer(c: &BalancerConf) -> Result<Balancer, String> {
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     sites: Vec<(String, Balancer, SiteConfig)>,
+    /// What each site's balancer was built from, for the next reload.
+    confs: Vec<BalancerConf>,
 }
 
 impl Plan {
@@ -93,11 +97,19 @@ impl Plan {
     }
 }
 
-/// Builds the plan of a configuration.
-pub(crate) fn build_plan(config: &Config) -> Result<Plan, String> {
+/// Builds the plan of a configuration; with the `running` plan, balancers of the same name
+/// are kept with the file's changes applied ([`reload`]).
+pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan, String> {
+    if running.is_some() {
+        // Every balancer is built once on the side first, so that a bad file is refused
+        // before any running balancer changes.
+        for c in &config.balancers {
+            build_balancer(c)?;
+        }
+    }
     let mut sites = Vec::new();
     for c in &config.balancers {
-        let balancer = build_balancer(c)?;
+        let balancer = reload::balancer_for(running.and_then(|p| reload::running(p, &c.name)), c)?;
         let mut proxy = ProxyConfig {
             preserve_host: c.preservehost,
             connect_timeout: c.connect_timeout,
@@ -127,17 +139,30 @@ pub(crate) fn build_plan(config: &Config) -> Result<Plan, String> {
         };
         sites.push((c.path.clone(), balancer, site));
     }
-    Ok(Plan { sites })
+    Ok(Plan {
+        sites,
+        confs: config.balancers.clone(),
+    })
 }
 
-/// The health monitors of every balancer of `plan`; dropping a handle stops its monitor. A
-/// balancer whose checks cannot start is reported and left unchecked (its settings were
-/// validated when the plan was built, so this is not expected).
-fn spawn_health(plan: &Plan) -> Vec<HealthChecks> {
+/// The health checks of every balancer of `plan`, by balancer name; dropping a handle stops
+/// its monitors. A balancer that `running` already checks keeps its checks (they follow
+/// member changes, and a new monitor would reset every member's health). A balancer whose
+/// checks cannot start is reported and left unchecked (its settings were validated when the
+/// plan was built, so this is not expected).
+fn spawn_health(
+    plan: &Plan,
+    mut running: Vec<(String, HealthChecks)>,
+) -> Vec<(String, HealthChecks)> {
     let mut handles = Vec::new();
-    for (path, b, _) in &plan.sites {
+    for (path, b, c) in &plan.sites {
+        let name = &c.balance.name;
+        if let Some(i) = running.iter().position(|(n, _)| n == name) {
+            handles.push(running.swap_remove(i));
+            continue;
+        }
         match HealthRunner::new(b.clone(), Duration::from_secs(5)).spawn() {
-            Ok(h) => handles.push(h),
+            Ok(h) => handles.push((name.clone(), h)),
             Err(e) => eprintln!("lb-balancer: health checks of {path} not started: {e}"),
         }
     }
@@ -162,7 +187,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
 
 /// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM.
 pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
-    let plan = build_plan(&config).map_err(ConfigError)?;
+    let plan = build_plan(&config, None).map_err(ConfigError)?;
     // The first listener fixes the port (the configured one may be 0); the others join it.
     let first = reuseport_listener(config.listen)
         .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
@@ -253,7 +278,7 @@ async fn control_loop(
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
 ) -> Result<(), ConfigError> {
-    let health = Arc::new(Mutex::new(spawn_health(&plan_rx.borrow())));
+    let health = Arc::new(Mutex::new(spawn_health(&plan_rx.borrow(), Vec::new())));
     for (mount, _, c) in &plan_rx.borrow().sites {
         println!(
             "lb-balancer: balancer://{} on http://{local}{}",
@@ -291,20 +316,22 @@ async fn control_loop(
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| ConfigError(format!("cannot watch SIGHUP: {e}")))?;
         let listen = config.listen;
+        let plan_rx = plan_rx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let fresh = config::load_file(&path).and_then(|c| {
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
                     }
-                    build_plan(&c).map_err(ConfigError)
+                    let running = plan_rx.borrow().clone();
+                    build_plan(&c, Some(&running)).map_err(ConfigError)
                 });
                 match fresh {
                     Ok(plan) => {
-                        let new_health = spawn_health(&plan);
                         if let Ok(mut h) = health.lock() {
-                            // Dropping the old handles stops the old monitors.
-                            *h = new_health;
+                            // Checks of balancers that left stop with their handles.
+                            let running = std::mem::take(&mut *h);
+                            *h = spawn_health(&plan, running);
                         }
                         let _ = plan_tx.send(Arc::new(plan));
                         println!("lb-balancer: reloaded {}", path.display());

@@ -83,10 +83,11 @@ struct Cli {
     /// Retry idempotent requests answered with these statuses on another member.
     #[arg(long)]
     retryon: Option<String>,
-    /// Serve the balancer manager here.
+    /// Serve the balancer manager here (with --config: instead of the file's `manager`).
     #[arg(long)]
     manager: Option<SocketAddr>,
-    /// Let non-loopback clients use the manager.
+    /// Let non-loopback clients use the manager (with --config: as well as the file's
+    /// `manager_remote`).
     #[arg(long)]
     manager_remote: bool,
     /// Worker threads, each with its own listener (SO_REUSEPORT) and connection pools
@@ -197,7 +198,12 @@ fn main() -> ExitCode {
             print!("{}", balancer::demo::banner());
             c
         } else if let Some(path) = &cli.config {
-            config::load_file(path)?
+            let mut c = config::load_file(path)?;
+            if cli.manager.is_some() {
+                c.manager = cli.manager;
+            }
+            c.manager_remote |= cli.manager_remote;
+            c
         } else {
             let mut c = from_cli(&cli).map_err(config::ConfigError)?;
             if c.balancers[0].members.is_empty() {

@@ -1,0 +1,113 @@
+//! A reload that keeps the running state (Apache's `BalancerPersist On`).
+//!
+//! A balancer whose name is in both the running and the new configuration is kept: the
+//! difference between the two files is applied to it, member by member (members are known by
+//! their URL), and everything else stays as it is: the counters, the health, the time in
+//! error, and what the balancer manager changed on members whose lines did not change (a
+//! disabled member stays disabled, a new loadfactor stays). A member added from the manager
+//! stays until a file names it; a member the old file named and the new one does not leaves
+//! (its requests in flight finish). A balancer that is new in the file is built fresh; one
+//! that is gone leaves with its routes.
+
+use lb_core::{AdminState, BackendId, Balancer};
+use lb_http::member::{LABEL_URL, MemberSpec, StatusFlags};
+
+use super::config::{BalancerConf, resolve_lbmethod};
+use super::{Plan, build_balancer};
+
+/// The member of `b` configured with `url`.
+fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
+    b.members()
+        .iter()
+        .find(|m| m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(url))
+        .map(|m| m.id())
+}
+
+fn apply_flags(b: &Balancer, id: BackendId, f: StatusFlags) -> Result<(), String> {
+    let admin = if f.disabled || f.stopped {
+        AdminState::Maintenance
+    } else if f.drain {
+        AdminState::Drain
+    } else {
+        AdminState::Ready
+    };
+    b.set_admin(id, admin).map_err(|e| e.to_string())?;
+    b.set_ignore_errors(id, f.ignore_errors)
+        .map_err(|e| e.to_string())
+}
+
+/// The balancer for `new`: the running one of `old` with the file's changes applied when
+/// there is one (`old_conf` is what it was built from), else a fresh one.
+pub(crate) fn balancer_for(
+    old: Option<(&Balancer, &BalancerConf)>,
+    new: &BalancerConf,
+) -> Result<Balancer, String> {
+    let Some((b, old_conf)) = old else {
+        return build_balancer(new);
+    };
+    // What can fail on input is checked before the running balancer changes (build_plan
+    // has built the whole file on the side already).
+    let scheduler = if new.lbmethod == old_conf.lbmethod {
+        None
+    } else {
+        Some(resolve_lbmethod(&new.lbmethod)?.0)
+    };
+    let mut wanted = Vec::with_capacity(new.members.len());
+    for spec in &new.members {
+        let backend = spec
+            .to_backend()
+            .map_err(|e| format!("balancer {}: member {}: {e}", new.name, spec.url))?;
+        wanted.push((spec, backend));
+    }
+    let ctx = |e: lb_core::Error| format!("balancer {}: {e}", new.name);
+
+    if let Some(s) = scheduler {
+        b.set_scheduler(s);
+    }
+    b.update_config(|p| {
+        p.max_attempts = new.maxattempts;
+        p.stubborn = new.nofailover;
+        p.force_recovery = new.forcerecovery;
+    })
+    .map_err(ctx)?;
+    // Members the old file named and the new one does not leave first, so that an address
+    // can move from one URL to another.
+    for gone in old_conf
+        .members
+        .iter()
+        .filter(|o| !new.members.iter().any(|n| n.url == o.url))
+    {
+        if let Some(id) = member_by_url(b, &gone.url) {
+            b.remove(id).map_err(ctx)?;
+        }
+    }
+    for (spec, backend) in wanted {
+        let before: Option<&MemberSpec> = old_conf.members.iter().find(|o| o.url == spec.url);
+        match (member_by_url(b, &spec.url), before) {
+            // The same line as before: whatever the manager did to it stays.
+            (Some(_), Some(before)) if before == spec => {}
+            // A changed line, or a member the manager added that the file now names.
+            (Some(id), before) => {
+                b.update(id, |be| *be = backend).map_err(ctx)?;
+                if before.is_none_or(|o| o.status != spec.status) {
+                    apply_flags(b, id, spec.status)?;
+                }
+            }
+            // New in the file (or removed from the manager since): added.
+            (None, _) => {
+                let id = b.add(backend).map_err(ctx)?;
+                apply_flags(b, id, spec.status)?;
+            }
+        }
+    }
+    Ok(b.clone())
+}
+
+/// The running balancer and configuration of the balancer named `name` in `plan`.
+pub(crate) fn running<'a>(plan: &'a Plan, name: &str) -> Option<(&'a Balancer, &'a BalancerConf)> {
+    plan.sites
+        .iter()
+        .zip(&plan.confs)
+        .find(|(_, c)| c.name == name)
+        .map(|((_, b, _), c)| (b, c))
+}
