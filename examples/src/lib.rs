@@ -1,2 +1,4 @@
 //! Shared code of the lb binaries.
 #![forbid(unsafe_code)]
+
+pub mod ha;

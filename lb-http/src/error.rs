@@ -120,4 +120,7 @@ pub enum AdminError {
     /// lb-core refused the change.
     #[error("{0}")]
     Core(#[from] lb_core::Error),
+    /// A section's key is taken (`nonce`, `balancers`, or an earlier section's).
+    #[error("manager section key {0:?} is taken")]
+    Section(String),
 }

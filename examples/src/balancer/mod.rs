@@ -9,6 +9,10 @@
 //! (connections and requests in flight are not touched; a bad file is reported and the
 //! running configuration kept). Balancers that stay keep their counters, health and
 //! manager changes ([`reload`]).
+//!
+//! With HA (`--ha-config` / `--ha-toml`) the listeners are bound with IP_FREEBIND and the
+//! control thread also runs the Heartbeat node: its status is a section of the balancer
+//! manager, and on SIGTERM/SIGINT it demotes (and tells the peer) before the workers stop.
 
 pub(crate) mod config;
 pub(crate) mod demo;
@@ -31,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use config::{BalancerConf, Config, ConfigError, resolve_lbmethod};
+use lb_examples::ha::{HaPlan, log_events};
 
 /// Builds the lb-core balancer of one configured balancer.
 pub(crate) fn build_balancer(c: &BalancerConf) -> Result<Balancer, String> {
@@ -169,8 +174,9 @@ fn spawn_health(
     handles
 }
 
-/// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`).
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`); with
+/// `freebind`, `addr` need not be on the host yet (a virtual IP).
+fn reuseport_listener(addr: SocketAddr, freebind: bool) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv6() {
         socket2::Domain::IPV6
     } else {
@@ -179,23 +185,33 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
+    if freebind {
+        if addr.is_ipv6() {
+            s.set_freebind_v6(true)?;
+        } else {
+            s.set_freebind_v4(true)?;
+        }
+    }
     s.bind(&addr.into())?;
     s.listen(1024)?;
     s.set_nonblocking(true)?;
     Ok(s.into())
 }
 
-/// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM.
-pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
+/// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM; with `ha`, as
+/// a node of that pair.
+pub(crate) fn run(config: Config, workers: usize, ha: Option<HaPlan>) -> Result<(), ConfigError> {
     let plan = build_plan(&config, None).map_err(ConfigError)?;
+    let freebind = ha.is_some();
     // The first listener fixes the port (the configured one may be 0); the others join it.
-    let first = reuseport_listener(config.listen)
+    let first = reuseport_listener(config.listen, freebind)
         .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
     let local = first.local_addr().map_err(|e| ConfigError(e.to_string()))?;
     let mut listeners = vec![first];
     for _ in 1..workers.max(1) {
         listeners.push(
-            reuseport_listener(local).map_err(|e| ConfigError(format!("listen {local}: {e}")))?,
+            reuseport_listener(local, freebind)
+                .map_err(|e| ConfigError(format!("listen {local}: {e}")))?,
         );
     }
     let server_config = ServerConfig {
@@ -221,7 +237,7 @@ pub(crate) fn run(config: Config, workers: usize) -> Result<(), ConfigError> {
         .build()
         .map_err(|e| ConfigError(format!("cannot start the runtime: {e}")))?;
     let result = control.block_on(control_loop(
-        config, local, plan_tx, plan_rx, stop_tx, stop_rx,
+        config, ha, local, plan_tx, plan_rx, stop_tx, stop_rx,
     ));
     for t in threads {
         let _ = t.join();
@@ -272,6 +288,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 async fn control_loop(
     config: Config,
+    ha: Option<HaPlan>,
     local: SocketAddr,
     plan_tx: watch::Sender<Arc<Plan>>,
     plan_rx: watch::Receiver<Arc<Plan>>,
@@ -286,6 +303,19 @@ async fn control_loop(
             if mount.is_empty() { "/" } else { mount }
         );
     }
+    // Signals first, so a TERM during the node's start still demotes it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ConfigError(format!("cannot watch SIGTERM: {e}")))?;
+    let ha = match ha {
+        Some(plan) => {
+            let handle = lb_ha::start(&plan.config, &plan.name, Vec::new(), None, plan.sync_port)
+                .await
+                .map_err(|e| ConfigError(e.to_string()))?;
+            let logger = log_events(&handle);
+            Some((handle, logger, plan.name))
+        }
+        None => None,
+    };
     let mut tasks = Vec::new();
     if let Some(addr) = config.manager {
         let ml = TcpListener::bind(addr)
@@ -294,13 +324,26 @@ async fn control_loop(
         let mlocal = ml.local_addr().map_err(|e| ConfigError(e.to_string()))?;
         let rx = plan_rx.clone();
         let source: lb_http::admin::Source = Arc::new(move || rx.borrow().balancers());
-        let manager = Manager::new(
+        let mut manager = Manager::new(
             source,
             ManagerConfig {
                 prefix: String::new(),
                 allow_remote: config.manager_remote,
             },
         );
+        if let Some((handle, _, _)) = &ha {
+            let status = handle.status();
+            manager = manager
+                .with_section(
+                    "ha",
+                    "High availability",
+                    Arc::new(move || {
+                        serde_json::to_value(status.borrow().report(tokio::time::Instant::now()))
+                            .unwrap_or_default()
+                    }),
+                )
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
         println!("lb-balancer: manager on http://{mlocal}/");
         tasks.push(tokio::spawn(serve(
             ml,
@@ -344,13 +387,19 @@ async fn control_loop(
         });
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| ConfigError(format!("cannot watch SIGTERM: {e}")))?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     println!("lb-balancer: shutting down");
+    // Hand the resources over first: the peer takes the virtual IP at once.
+    if let Some((handle, logger, name)) = ha {
+        if let Err(e) = handle.shutdown().await {
+            eprintln!("lb-balancer: ha shutdown: {e}");
+        }
+        logger.abort();
+        println!("{name}: stopped");
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;

@@ -6,7 +6,15 @@
 //!     --stickysession ROUTEID --manager 127.0.0.1:8081
 //! lb-balancer --config balancer.toml      # several balancers on path prefixes; SIGHUP reloads
 //! lb-balancer                             # a built-in demo
+//! lb-balancer --config balancer.toml --ha-config /etc/ha.d/ha.cf   # highly available
 //! ```
+//!
+//! With `--ha-config` (Heartbeat's ha.cf, haresources, authkeys) or `--ha-toml`,
+//! lb-balancer runs a Heartbeat node itself: the listener is bound with IP_FREEBIND (the
+//! virtual IP arrives when the node becomes active), role changes are printed as
+//! `NODE: STATE (REASON)`, the manager shows the node's role, peer and last beat (page
+//! and `/api` key `ha`), and SIGTERM/SIGINT hand the resources to the peer before
+//! exiting. A bad HA configuration exits with status 2.
 #![forbid(unsafe_code)]
 // Doc comments here are clap help text written in the tools' own notation ("[addr:]port"),
 // not intra-doc links.
@@ -106,6 +114,8 @@ struct Cli {
     /// Largest request head in bytes (default 65536) -> 431.
     #[arg(long)]
     maxheadsize: Option<u64>,
+    #[command(flatten)]
+    ha: lb_ha::HaArgs,
 }
 
 fn from_cli(cli: &Cli) -> Result<Config, String> {
@@ -175,6 +185,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Read the HA files first: a bad one is one line naming it, and exit status 2.
+    let ha = match lb_examples::ha::HaPlan::load(&cli.ha) {
+        Ok(ha) => ha,
+        Err(e) => {
+            eprintln!("lb-balancer: {e}");
+            return ExitCode::from(lb_examples::ha::EXIT_CONFIG);
+        }
+    };
     // This runtime reads the configuration and, for the demo, runs the demo backends; the
     // proxy itself runs on its own worker threads.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -216,7 +234,7 @@ fn main() -> ExitCode {
         };
         Ok(config)
     });
-    let result = config.and_then(|c| balancer::run(c, workers));
+    let result = config.and_then(|c| balancer::run(c, workers, ha));
     drop(runtime);
     match result {
         Ok(()) => ExitCode::SUCCESS,

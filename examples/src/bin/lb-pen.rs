@@ -42,8 +42,16 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(pen::run(args)) {
-        eprintln!("lb-pen: {e}");
-        std::process::exit(1);
+    // Read the HA files first: a bad one is one line naming it, and exit status 2.
+    let ha = match lb_examples::ha::HaPlan::load(&args.ha) {
+        Ok(ha) => ha,
+        Err(e) => {
+            eprintln!("lb-pen: {e}");
+            std::process::exit(lb_examples::ha::EXIT_CONFIG.into());
+        }
+    };
+    if let Err(e) = runtime.block_on(pen::run(args, ha)) {
+        eprintln!("lb-pen: {}", e.message);
+        std::process::exit(e.status.into());
     }
 }

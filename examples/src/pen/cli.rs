@@ -20,7 +20,18 @@ Examples:
   lb-pen 8080 10.0.0.1:80 10.0.0.2:80        round robin with client tracking
   lb-pen [::]:8080 127.0.0.1:80               IPv6-enable an IPv4 service
   lb-pen ::1:8080 127.0.0.1:80                the same, in pen's bare IPv6 form
-  lb-pen -r -C 8888 8080 a:80 b:80:10:20:3    penctl control on 127.0.0.1:8888";
+  lb-pen -r -C 8888 8080 a:80 b:80:10:20:3    penctl control on 127.0.0.1:8888
+  lb-pen --ha-config /etc/ha.d/ha.cf 10.0.0.100:80 a:80 b:80
+                                              highly available on a virtual IP
+
+High availability: with --ha-config (Heartbeat's ha.cf, haresources and authkeys, as
+lb-heartbeat reads them) or --ha-toml, lb-pen runs the node itself: its resources (the
+virtual IP) move with the active role, the client table is streamed to the passive node
+(TCP --ha-sync-port, authenticated with authkeys) so clients keep their servers after a
+failover, role changes are printed on stdout as `NODE: STATE (REASON)`, and TERM/INT
+hand the resources to the peer before the connections drain. Both nodes need the same
+servers in the same order. penctl `ha` shows the node's state, `clients` the table.
+A bad HA configuration exits with status 2.";
 
 /// pen's command line.
 #[derive(Debug, Parser)]
@@ -140,6 +151,11 @@ pub(crate) struct Args {
     /// Set SO_REUSEPORT on the listener.
     #[arg(long)]
     pub(crate) reuse_port: bool,
+    /// High availability: with --ha-config (or --ha-toml) lb-pen runs a Heartbeat node
+    /// next to the balancer, binds its listener with IP_FREEBIND (the virtual IP may
+    /// arrive later) and streams its client table to the passive node.
+    #[command(flatten)]
+    pub(crate) ha: lb_ha::HaArgs,
 
     // pen options lb-pen does not implement: accepted by the parser, then refused.
     #[arg(short = 'U', hide = true)]

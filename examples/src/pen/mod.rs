@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use lb_core::persistence::{ClientTable, ClientTableConfig};
 use lb_core::{Backend, BalancerBuilder, Role};
+use lb_examples::ha::{EXIT_CONFIG, HaPlan, log_events, start_failure_status};
+use lb_ha::client_table::ClientTableSync;
 use lb_tcp::proxy_protocol::{IpNet, TrustedSources};
 use lb_tcp::relay::{RelayConfig, RelayMode};
 use lb_tcp::xff::XffScope;
@@ -27,6 +29,25 @@ use cli::Args;
 use modes::Modes;
 use spec::ListenSpec;
 use state::{Pen, PenInit, passive};
+
+/// Why lb-pen stopped with an error, and its exit status.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) status: u8,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, status: 1 }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
 
 /// Removes the pid file when lb-pen ends.
 struct PidFile(PathBuf);
@@ -42,10 +63,13 @@ fn listener_config(
     args: &Args,
     trusted: Option<TrustedSources>,
 ) -> Vec<ListenerConfig> {
+    // With HA the listen address is usually the virtual IP, which only the active node
+    // holds: bind it before it arrives.
+    let freebind = args.freebind || args.ha.enabled();
     let tune = |c: ListenerConfig| {
         let c = c
             .with_backlog(args.backlog)
-            .with_freebind(args.freebind)
+            .with_freebind(freebind)
             .with_reuse_port(args.reuse_port);
         match &trusted {
             Some(t) => c.with_accept_proxy(t.clone()),
@@ -81,9 +105,18 @@ fn drop_privileges(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs lb-pen until TERM, INT or the control command `exit`.
-pub(crate) async fn run(args: Args) -> Result<(), String> {
+/// Runs lb-pen until TERM, INT or the control command `exit`; with `ha`, as a node of
+/// that pair.
+pub(crate) async fn run(args: Args, ha: Option<HaPlan>) -> Result<(), Failure> {
     args.refuse_unsupported()?;
+    if ha.is_some() && args.user.is_some() {
+        return Err(Failure {
+            message: "-u cannot be combined with --ha-config/--ha-toml: moving the virtual IP \
+                      needs the privileges -u drops"
+                .to_string(),
+            status: EXIT_CONFIG,
+        });
+    }
     let (listen_arg, server_args) = args
         .addresses
         .split_first()
@@ -94,7 +127,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         ListenSpec::Addr(a) => a.port(),
     };
     if server_args.is_empty() && args.config_file.is_none() {
-        return Err("no servers given: expected [host:]port h1[:p1...] ...".to_string());
+        return Err("no servers given: expected [host:]port h1[:p1...] ...".into());
     }
     let mut backends = Vec::new();
     for s in server_args {
@@ -197,8 +230,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     }
     let listener = match (listener, first_error) {
         (Some(l), _) => l,
-        (None, Some(e)) => return Err(e.to_string()),
-        (None, None) => return Err("no listen address".to_string()),
+        (None, Some(e)) => return Err(e.to_string().into()),
+        (None, None) => return Err("no listen address".into()),
     };
     let listen_shown = listener
         .local_addr()
@@ -255,6 +288,29 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(signal_err)?;
 
+    // The node starts once the listener is bound (on the virtual IP, with FREEBIND), so
+    // the resources it promotes find lb-pen ready to serve.
+    let ha = match ha {
+        Some(plan) => {
+            let sync = Arc::new(ClientTableSync::follow(pen.tables()));
+            let handle = lb_ha::start(
+                &plan.config,
+                &plan.name,
+                Vec::new(),
+                Some(sync),
+                plan.sync_port,
+            )
+            .await
+            .map_err(|e| Failure {
+                message: e.to_string(),
+                status: start_failure_status(&e),
+            })?;
+            let logger = log_events(&handle);
+            pen.set_ha(handle.status());
+            Some((handle, logger, plan.name))
+        }
+        None => None,
+    };
     if let Some(control) = control {
         tokio::spawn(control.serve(pen.clone()));
     }
@@ -277,6 +333,16 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             }
             _ = usr1.recv() => pen.dump_stats(),
         }
+    }
+    // Hand the resources over first: the peer takes the virtual IP at once, and the
+    // connections still open here drain while it does.
+    if let Some((handle, logger, name)) = ha {
+        println!("{name}: shutting down");
+        if let Err(e) = handle.shutdown().await {
+            eprintln!("lb-pen: ha shutdown: {e}");
+        }
+        logger.abort();
+        println!("{name}: stopped");
     }
     let left = proxy.shutdown(Duration::from_secs(args.drain)).await;
     if left > 0 {

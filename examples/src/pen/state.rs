@@ -15,9 +15,11 @@ use lb_core::health::PassiveConfig;
 use lb_core::{Address, BackendId};
 use lb_tcp::xff::XffScope;
 use lb_tcp::{ConnectionEvent, TcpProxy};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use lb_core::persistence::{ClientTable, ClientTableConfig};
+
+use lb_examples::ha::status_line;
 
 use super::modes::Modes;
 use super::spec;
@@ -38,8 +40,11 @@ const RECENT_MAX: usize = 10_000;
 pub(crate) struct Pen {
     pub(crate) proxy: TcpProxy,
     /// The client table the balancer consults; replaced (entries carried over) when
-    /// `clients_max` or `tracking` changes.
-    table: Mutex<Arc<ClientTable>>,
+    /// `clients_max` or `tracking` changes. A watch, so HA state sync follows the
+    /// replacement.
+    table: watch::Sender<Arc<ClientTable>>,
+    /// The HA node's status, when lb-pen runs as one.
+    ha: Mutex<Option<watch::Receiver<lb_ha::protocol::Status>>>,
     /// pen's selection flags; each change installs the scheduler they select.
     modes: Mutex<Modes>,
     /// pen's server numbers, in command-line order.
@@ -134,7 +139,8 @@ impl Pen {
         };
         let pen = Arc::new(Pen {
             proxy,
-            table: Mutex::new(table),
+            table: watch::channel(table).0,
+            ha: Mutex::new(None),
             modes: Mutex::new(init.modes),
             servers: Mutex::new(init.servers),
             blacklist: Mutex::new(init.blacklist),
@@ -323,6 +329,11 @@ impl Pen {
                     .update_config(|c| c.relay = c.relay.clone().with_idle_timeout(t));
                 Ok(String::new())
             }
+            ["clients"] => Ok(self.clients_text()),
+            ["ha"] => match &*lock(&self.ha) {
+                Some(status) => Ok(format!("{}\n", status_line(&status.borrow()))),
+                None => Err("ha: lb-pen runs without --ha-config or --ha-toml".to_string()),
+            },
             ["recent"] => Ok(self.recent_text(300)),
             ["recent", n] => Ok(self.recent_text(secs(n, "recent time")?)),
             ["write"] => match &self.config_file {
@@ -351,7 +362,17 @@ impl Pen {
 
     /// The client table in use.
     pub(crate) fn table(&self) -> Arc<ClientTable> {
-        lock(&self.table).clone()
+        self.table.borrow().clone()
+    }
+
+    /// The client table in use now and after every replacement (for HA state sync).
+    pub(crate) fn tables(&self) -> watch::Receiver<Arc<ClientTable>> {
+        self.table.subscribe()
+    }
+
+    /// Shows the HA node's status in `ha` and on the status page.
+    pub(crate) fn set_ha(&self, status: watch::Receiver<lb_ha::protocol::Status>) {
+        *lock(&self.ha) = Some(status);
     }
 
     /// Sets one selection flag and installs the scheduler the flags now select.
@@ -368,17 +389,32 @@ impl Pen {
         &self,
         change: impl FnOnce(ClientTableConfig) -> ClientTableConfig,
     ) -> Result<(), String> {
-        let mut current = lock(&self.table);
-        let config = change(current.config().clone());
-        let table = Arc::new(ClientTable::new(config).map_err(|e| e.to_string())?);
-        table.import(current.export());
-        let persistence: Arc<dyn lb_core::persistence::Persistence> = table.clone();
-        self.proxy
-            .balancer()
-            .update_config(|c| c.persistence = Some(persistence))
-            .map_err(|e| e.to_string())?;
-        *current = table;
-        Ok(())
+        let mut result = Ok(());
+        // Under the watch's lock, so two control sessions cannot interleave; receivers
+        // (the HA sync) see the new table only once the balancer uses it.
+        self.table.send_if_modified(|current| {
+            let config = change(current.config().clone());
+            let table = match ClientTable::new(config) {
+                Ok(t) => Arc::new(t),
+                Err(e) => {
+                    result = Err(e.to_string());
+                    return false;
+                }
+            };
+            table.import(current.export());
+            let persistence: Arc<dyn lb_core::persistence::Persistence> = table.clone();
+            if let Err(e) = self
+                .proxy
+                .balancer()
+                .update_config(|c| c.persistence = Some(persistence))
+            {
+                result = Err(e.to_string());
+                return false;
+            }
+            *current = table;
+            true
+        });
+        result
     }
 
     fn set_stubborn(&self, on: bool) -> Result<String, String> {
@@ -506,6 +542,25 @@ impl Pen {
         .join(" ")
     }
 
+    /// The client table (lb-pen's `clients`): `ADDRESS server N age SECONDS`, most
+    /// recently used first.
+    fn clients_text(&self) -> String {
+        let servers = lock(&self.servers).clone();
+        let mut out = String::new();
+        for e in self.table().entries() {
+            let client = match e.client_ip() {
+                Some(ip) => ip.to_string(),
+                None => e.key.iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            let server = servers
+                .iter()
+                .position(|id| *id == e.backend)
+                .map_or_else(|| "emergency".to_string(), |i| i.to_string());
+            let _ = writeln!(out, "{client} server {server} age {}", e.age.as_secs());
+        }
+        out
+    }
+
     fn recent_text(&self, within: u64) -> String {
         let now = now_ms();
         let window = within.saturating_mul(1000);
@@ -618,6 +673,13 @@ impl Pen {
             self.table().len(),
             self.table().config().slots
         );
+        if let Some(status) = &*lock(&self.ha) {
+            let _ = writeln!(
+                out,
+                "<p id=\"ha\">ha: {}</p>",
+                html(&status_line(&status.borrow()))
+            );
+        }
         out += "<table border=1>\n<tr><th>server</th><th>address</th><th>role</th><th>state</th><th>conn</th><th>max</th><th>hard</th><th>weight</th><th>prio</th><th>total</th><th>failures</th><th>sx</th><th>rx</th></tr>\n";
         let servers = lock(&self.servers).clone();
         for b in &stats.backends {
@@ -761,6 +823,35 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(pen.table().len(), 0);
         assert!(pen.command("clients_max x").is_err());
+    }
+
+    #[test]
+    fn clients_lists_the_table_and_ha_says_when_it_is_off() {
+        let pen = pen();
+        let lb = pen.proxy.balancer();
+        let first = lb
+            .pick(&PickContext::new().with_client(client(1)))
+            .unwrap()
+            .id();
+        let _ = lb.pick(&PickContext::new().with_client(client(2))).unwrap();
+        let n = usize::from(first != lb.members()[0].id());
+        // Ages are not compared: lb-core's clock origin is shared by the tests of this
+        // process, each on its own paused clock.
+        let mut rows: Vec<String> = pen
+            .command("clients")
+            .unwrap()
+            .lines()
+            .map(|l| l.split(" age ").next().unwrap().to_string())
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                format!("192.0.2.1 server {n}"),
+                format!("192.0.2.2 server {}", 1 - n)
+            ]
+        );
+        assert!(pen.command("ha").unwrap_err().contains("--ha-config"));
     }
 
     #[test]

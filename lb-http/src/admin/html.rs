@@ -29,8 +29,22 @@ fn bytes(n: u64) -> String {
     }
 }
 
+/// A JSON value as page text: strings without quotes, null as `-`.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
 /// The whole page.
-pub(crate) fn page(balancers: &[BalancerView], nonce: &str, msg: Option<&str>) -> String {
+pub(crate) fn page(
+    balancers: &[BalancerView],
+    sections: &[(String, String, serde_json::Value)],
+    nonce: &str,
+    msg: Option<&str>,
+) -> String {
     let mut h = String::with_capacity(4096);
     h.push_str(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Balancer Manager</title>\n\
@@ -41,6 +55,30 @@ pub(crate) fn page(balancers: &[BalancerView], nonce: &str, msg: Option<&str>) -
     );
     if let Some(m) = msg {
         let _ = writeln!(h, "<p class=\"msg\" id=\"msg\">{}</p>", esc(m));
+    }
+    for (key, title, value) in sections {
+        let _ = writeln!(
+            h,
+            "<h2>{}</h2>\n<table id=\"section-{}\">",
+            esc(title),
+            esc(key)
+        );
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, v) in fields {
+                    let _ = writeln!(
+                        h,
+                        "<tr><th>{}</th><td>{}</td></tr>",
+                        esc(name),
+                        esc(&plain(v))
+                    );
+                }
+            }
+            v => {
+                let _ = writeln!(h, "<tr><td>{}</td></tr>", esc(&plain(v)));
+            }
+        }
+        h.push_str("</table>\n");
     }
     let nonce = esc(nonce);
     for b in balancers {

@@ -14,6 +14,10 @@
 //! cross-site request forgery): the page puts it in each form, the JSON API returns it.
 //! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set.
 //!
+//! A program can add read-only sections of its own status with
+//! [`Manager::with_section`] (lb-balancer shows its high-availability node's role this
+//! way): each is a table on the page and a key of the `/api` object.
+//!
 //! Status flags are Apache's: `D` disabled, `N` drain (sticky traffic only), `H` hot standby,
 //! `I` ignore errors, `S` stopped; `E` (in error) and health are shown, not set.
 
@@ -40,6 +44,18 @@ use crate::member::{LABEL_STOPPED, LABEL_URL, MemberSpec};
 /// Where the manager finds the balancers it shows (called per request, so reloads show).
 pub type Source = Arc<dyn Fn() -> Vec<(String, Balancer)> + Send + Sync>;
 
+/// Where a section added with [`Manager::with_section`] gets its data (called per
+/// request). An object is shown on the page as one row per field.
+pub type SectionSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A read-only section of status from outside the balancers.
+#[derive(Clone)]
+struct Section {
+    key: String,
+    title: String,
+    source: SectionSource,
+}
+
 /// Settings of the [`Manager`].
 #[derive(Debug, Clone, Default)]
 pub struct ManagerConfig {
@@ -55,6 +71,7 @@ pub struct Manager {
     source: Source,
     config: Arc<ManagerConfig>,
     nonce: Arc<str>,
+    sections: Arc<Vec<Section>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -160,7 +177,37 @@ impl Manager {
             source,
             config: Arc::new(config),
             nonce: nonce.into(),
+            sections: Arc::new(Vec::new()),
         }
+    }
+
+    /// Adds a read-only section: on the page a table titled `title` (one row per field
+    /// of the object `source` returns; `id="section-KEY"`), in `/api` the value under
+    /// `key`. The keys `nonce` and `balancers` are the manager's own and are refused.
+    pub fn with_section(
+        mut self,
+        key: impl Into<String>,
+        title: impl Into<String>,
+        source: SectionSource,
+    ) -> Result<Manager, AdminError> {
+        let key = key.into();
+        if key == "nonce" || key == "balancers" || self.sections.iter().any(|s| s.key == key) {
+            return Err(AdminError::Section(key));
+        }
+        Arc::make_mut(&mut self.sections).push(Section {
+            key,
+            title: title.into(),
+            source,
+        });
+        Ok(self)
+    }
+
+    /// The sections' current data: `(key, title, value)`.
+    fn sections(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.sections
+            .iter()
+            .map(|s| (s.key.clone(), s.title.clone(), (s.source)()))
+            .collect()
     }
 
     /// The nonce changes must carry.
@@ -331,7 +378,7 @@ impl Manager {
                     .uri()
                     .query()
                     .and_then(|q| crate::balance::query_param(q, "msg"));
-                let body = html::page(&self.view(), &self.nonce, msg.as_deref());
+                let body = html::page(&self.view(), &self.sections(), &self.nonce, msg.as_deref());
                 let mut r = Response::new(full(body));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -366,10 +413,18 @@ impl Manager {
                 }
                 r
             }
-            (Method::GET, "api") => json(
-                StatusCode::OK,
-                &serde_json::json!({"nonce": &*self.nonce, "balancers": self.view()}),
-            ),
+            (Method::GET, "api") => {
+                let mut body = serde_json::Map::new();
+                body.insert("nonce".into(), serde_json::Value::from(&*self.nonce));
+                body.insert(
+                    "balancers".into(),
+                    serde_json::to_value(self.view()).unwrap_or_default(),
+                );
+                for (key, _, value) in self.sections() {
+                    body.insert(key, value);
+                }
+                json(StatusCode::OK, &body)
+            }
             (Method::POST, "api") => {
                 let body = match read_body(req).await {
                     Ok(b) => b,
@@ -728,5 +783,49 @@ mod tests {
         m.apply(&add).unwrap();
         assert_eq!(b.members().len(), 2);
         assert!(m.metrics().contains("lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn sections_show_on_the_page_and_in_the_api() {
+        let b = lb();
+        let source: Source = Arc::new(move || vec![("web".to_string(), b.clone())]);
+        let m = Manager::new(source, ManagerConfig::default())
+            .with_section(
+                "ha",
+                "High availability",
+                Arc::new(|| serde_json::json!({"state": "active", "peer_last_beat_ms": null})),
+            )
+            .unwrap();
+        assert!(
+            m.clone()
+                .with_section("nonce", "x", Arc::new(|| serde_json::Value::Null))
+                .is_err()
+        );
+        let get = |path: &str| {
+            let mut r = Request::get(path).body(crate::body::empty()).unwrap();
+            r.extensions_mut().insert(ClientInfo {
+                addr: "127.0.0.1:5000".parse().unwrap(),
+                tls: false,
+            });
+            r
+        };
+        let body = |r: Response<ProxyBody>| async move {
+            let b = r.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        let api: serde_json::Value =
+            serde_json::from_str(&body(m.clone().handle(get("/api")).await).await).unwrap();
+        assert_eq!(api["ha"]["state"], "active");
+        assert_eq!(api["balancers"][0]["name"], "web");
+        let page = body(m.handle(get("/")).await).await;
+        assert!(page.contains("<h2>High availability</h2>"), "{page}");
+        assert!(
+            page.contains("<tr><th>state</th><td>active</td></tr>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<tr><th>peer_last_beat_ms</th><td>-</td></tr>"),
+            "{page}"
+        );
     }
 }

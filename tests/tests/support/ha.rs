@@ -419,18 +419,25 @@ impl Net {
 
     /// Starts an HTTP backend answering with `host`'s name on port 8080, on all addresses.
     pub(crate) fn start_backend(&self, host: &str) -> Proc {
-        let root = self.dir.join(format!("www-{host}"));
+        self.start_backend_on(host, 8080, host)
+    }
+
+    /// Starts an HTTP backend in `host`'s namespace answering `body` on `port`, on all
+    /// addresses.
+    pub(crate) fn start_backend_on(&self, host: &str, port: u16, body: &str) -> Proc {
+        let root = self.dir.join(format!("www-{host}-{port}"));
         std::fs::create_dir_all(&root).expect("www");
-        std::fs::write(root.join("index.html"), host).expect("index");
+        std::fs::write(root.join("index.html"), body).expect("index");
         let root = root.display().to_string();
+        let port = port.to_string();
         let p = self.spawn(
             host,
-            &format!("{host}-www"),
+            &format!("{host}-www-{port}"),
             &[
                 "python3",
                 "-m",
                 "http.server",
-                "8080",
+                &port,
                 "--bind",
                 "0.0.0.0",
                 "--directory",
@@ -438,12 +445,64 @@ impl Net {
             ],
         );
         let ns = self.ns(host);
-        let probe = "import socket; socket.create_connection(('127.0.0.1', 8080), 1).close()";
+        let probe =
+            format!("import socket; socket.create_connection(('127.0.0.1', {port}), 1).close()");
         wait_until(Duration::from_secs(20), || {
-            run_ok("ip", &["netns", "exec", &ns, "python3", "-c", probe])
+            run_ok("ip", &["netns", "exec", &ns, "python3", "-c", &probe])
         })
         .expect("the backend listens");
         p
+    }
+
+    /// Adds `addr` (with prefix, e.g. `198.18.0.11/24`) to `host`'s eth0.
+    pub(crate) fn add_addr(&self, host: &str, addr: &str) {
+        run(
+            "ip",
+            &["-n", &self.ns(host), "addr", "add", addr, "dev", "eth0"],
+        );
+    }
+
+    /// Sends one line to a TCP port on `host`'s loopback and returns the whole reply
+    /// (lb-pen's control port), `None` when nothing listens.
+    pub(crate) fn tcp_ask(&self, host: &str, port: u16, line: &str) -> Option<String> {
+        let script = "import socket, sys\n\
+            s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n\
+            s.sendall(sys.argv[2].encode() + b'\\n')\n\
+            data = b''\n\
+            while True:\n    c = s.recv(4096)\n    if not c:\n        break\n    data += c\n\
+            sys.stdout.write(data.decode())\n";
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host), "python3", "-c", script])
+            .arg(port.to_string())
+            .arg(line)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// GET `url` from inside `host`'s namespace: the body, `None` on any failure.
+    pub(crate) fn http_get(&self, host: &str, url: &str) -> Option<String> {
+        let script = "import sys, urllib.request\n\
+            sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n";
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "python3",
+                "-c",
+                script,
+                url,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -476,6 +535,35 @@ pub(crate) fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A client asking through `VIP PORT` once from each source address given after them,
+/// in that order (each try 2 s at most, up to 3 tries 200 ms apart). Output: one line
+/// per source, `SOURCE BODY` (`BODY` is `FAIL` when every try failed).
+pub(crate) const CLIENT_FROM: &str = r#"
+import socket, sys, time
+vip, port = sys.argv[1], int(sys.argv[2])
+def get(src):
+    s = socket.create_connection((vip, port), timeout=2.0, source_address=(src, 0))
+    s.settimeout(2.0)
+    s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+    data = b""
+    while True:
+        c = s.recv(4096)
+        if not c:
+            break
+        data += c
+    s.close()
+    return data.split(b"\r\n\r\n", 1)[1].strip().decode()
+for src in sys.argv[3:]:
+    body = "FAIL"
+    for attempt in range(3):
+        try:
+            body = get(src)
+            break
+        except Exception:
+            time.sleep(0.2)
+    print(src, body, flush=True)
+"#;
 
 /// The client: `count` HTTP requests to the virtual IP, 50 ms apart, each retried once
 /// (2 s connect/read timeout per attempt). Output: one line per request, `attempts body
