@@ -169,5 +169,38 @@ fn wrr_long_period(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, scheduler_only, pick_and_drop, wrr_long_period);
+/// The connection-count schedulers on busy members: every member holds four leases for
+/// the whole run, so no member is idle and each pick compares them all (an idle member
+/// ends the scan at once, which the plain pick-and-drop runs measure).
+fn busy_members(c: &mut Criterion) {
+    let inputs = Inputs::new();
+    let mut group = c.benchmark_group("pick-busy");
+    for spec in ["leastconn", "wlc", "sed"] {
+        for &n in SIZES {
+            let lb = balancer(spec, n);
+            // The scheduler spreads these evenly: four leases on every member.
+            let held: Vec<_> = (0..4 * n)
+                .map(|_| lb.pick(&PickContext::new()).expect("a backend"))
+                .collect();
+            group.bench_with_input(BenchmarkId::new(spec, n), &n, |b, _| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = i.wrapping_add(1);
+                    let lease = lb.pick(&inputs.ctx(i)).expect("a backend");
+                    black_box(&lease);
+                })
+            });
+            drop(held);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    scheduler_only,
+    pick_and_drop,
+    busy_members,
+    wrr_long_period
+);
 criterion_main!(benches);

@@ -81,23 +81,44 @@ impl ConnTable {
         start: usize,
         mut f: impl FnMut(usize, &BackendState, u32),
     ) {
+        self.visit_eligible(c, start, |i, s, w| {
+            f(i, s, w);
+            true
+        });
+    }
+
+    /// As [`for_each_eligible`](Self::for_each_eligible), stopping when `f` returns false.
+    #[inline]
+    fn visit_eligible(
+        &self,
+        c: &Candidates<'_>,
+        start: usize,
+        mut f: impl FnMut(usize, &BackendState, u32) -> bool,
+    ) {
         let n = c.len();
         if c.is_plain() && self.slots.len() == n {
             let mut now = LazyNow::default();
             let mut visit = |lo: usize, hi: usize| {
                 for (k, s) in self.slots[lo..hi].iter().enumerate() {
-                    if s.weight != 0 && s.state.usable_below(s.max_conns, &mut now) {
-                        f(lo + k, &s.state, s.weight);
+                    if s.weight != 0
+                        && s.state.usable_below(s.max_conns, &mut now)
+                        && !f(lo + k, &s.state, s.weight)
+                    {
+                        return false;
                     }
                 }
+                true
             };
-            visit(start, n);
-            visit(0, start);
+            if visit(start, n) {
+                visit(0, start);
+            }
         } else {
             for i in (start..n).chain(0..start) {
                 if c.is_eligible(i) {
                     let m = c.member(i);
-                    f(i, m.state(), m.backend().weight());
+                    if !f(i, m.state(), m.backend().weight()) {
+                        return;
+                    }
                 }
             }
         }
@@ -105,23 +126,56 @@ impl ConnTable {
 
     /// The first eligible member minimising `load(active, weight)` (a fraction `num / den`
     /// compared by cross-multiplication), scanning from a rotating start.
+    ///
+    /// On the compact table a member's load is compared before its eligibility is read: one
+    /// that would not beat the best so far cannot be the answer whether it is usable or
+    /// not. A load of zero cannot be beaten and the first minimum wins ties, so the scan
+    /// stops at the first usable idle member.
     #[inline]
     fn scan_min(&self, c: &Candidates<'_>, load: impl Fn(u32, u32) -> (u64, u64)) -> Option<usize> {
         let n = c.len();
         if n == 0 {
             return None;
         }
+        let start = self.rotate(n);
         let mut best = usize::MAX;
         let (mut bn, mut bd) = (0u64, 0u64);
-        self.for_each_eligible(c, self.rotate(n), |i, state, weight| {
-            let (num, den) = load(state.active(), weight);
-            // num ≤ 2^32 (active + 1) and den < 2^32 (a weight): the products fit in u64.
-            if best == usize::MAX || num * bd < bn * den {
-                best = i;
-                bn = num;
-                bd = den;
+        // num ≤ 2^32 (active + 1) and den < 2^32 (a weight): the products fit in u64.
+        if c.is_plain() && self.slots.len() == n {
+            let mut now = LazyNow::default();
+            let mut visit = |lo: usize, hi: usize| {
+                for (k, s) in self.slots[lo..hi].iter().enumerate() {
+                    if s.weight == 0 {
+                        continue;
+                    }
+                    let (num, den) = load(s.state.active(), s.weight);
+                    if (best == usize::MAX || num * bd < bn * den)
+                        && s.state.usable_below(s.max_conns, &mut now)
+                    {
+                        best = lo + k;
+                        bn = num;
+                        bd = den;
+                        if num == 0 {
+                            return false;
+                        }
+                    }
+                }
+                true
+            };
+            if visit(start, n) {
+                visit(0, start);
             }
-        });
+        } else {
+            self.visit_eligible(c, start, |i, state, weight| {
+                let (num, den) = load(state.active(), weight);
+                if best == usize::MAX || num * bd < bn * den {
+                    best = i;
+                    bn = num;
+                    bd = den;
+                }
+                num != 0
+            });
+        }
         (best != usize::MAX).then_some(best)
     }
 }
@@ -306,5 +360,33 @@ mod tests {
         // Held: busyness decides, each takes turns at equal busyness.
         let (counts, _l) = held(&lb, 100);
         assert_eq!(counts, [50, 50]);
+    }
+
+    #[test]
+    fn an_unusable_member_with_the_least_load_is_passed_over() {
+        // Member 1 would win (idle, and first on many rotations) but is in maintenance;
+        // member 2 is idle too and wins every time, member 0 never (it is busy).
+        let lb = balancer(WeightedLeastConn::new(), &[1, 1, 1]);
+        let ids: Vec<_> = lb.members().iter().map(|m| m.id()).collect();
+        let _busy = lb
+            .attempts(PickContext::new())
+            .exclude([ids[1], ids[2]])
+            .next()
+            .unwrap();
+        lb.set_admin(ids[1], crate::AdminState::Maintenance)
+            .unwrap();
+        for _ in 0..9 {
+            assert_eq!(index(&lb.pick(&PickContext::new()).unwrap()), 2);
+        }
+        // No usable member idle: 0 and 2 hold one lease each, 1 (unusable) none. The
+        // minima 0 and 2 share the picks by the rotating start (per cycle of three starts:
+        // 0 from start 0, 2 from starts 1 and 2); 1 is never picked.
+        let _on_two = lb.pick(&PickContext::new()).unwrap();
+        assert_eq!(index(&_on_two), 2);
+        let mut seen = [0; 3];
+        for _ in 0..9 {
+            seen[index(&lb.pick(&PickContext::new()).unwrap())] += 1;
+        }
+        assert_eq!(seen, [3, 0, 6]);
     }
 }
