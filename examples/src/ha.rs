@@ -70,16 +70,24 @@ pub fn status_line(s: &Status) -> String {
 }
 
 /// Prints every role change on standard output as lb-heartbeat does (`NODE: STATE
-/// (REASON)`, `NODE: peer up|dead|late`), starting with the state the node is in now.
+/// (REASON)`, `NODE: peer up|dead|late`), from the node's start: the first call gets the
+/// events a peer's beat may already have caused; a later call starts from the state the node
+/// is in now.
 pub fn log_events(handle: &HaHandle) -> JoinHandle<()> {
-    // Subscribe first, then read the current state: nothing falls between the two.
-    let mut events = handle.events();
-    let status = handle.status().borrow().clone();
-    let name = status.name.clone();
-    match &status.reason {
-        Some(r) => println!("{name}: {} ({r})", status.state),
-        None => println!("{name}: {}", status.state),
-    }
+    let (mut events, name) = match handle.events_since_start() {
+        Some(events) => (events, handle.status().borrow().name.clone()),
+        None => {
+            // Subscribe first, then read the current state: a change in between is
+            // printed twice, none is missed.
+            let events = handle.events();
+            let status = handle.status().borrow().clone();
+            match &status.reason {
+                Some(r) => println!("{}: {} ({r})", status.name, status.state),
+                None => println!("{}: {}", status.name, status.state),
+            }
+            (events, status.name)
+        }
+    };
     tokio::spawn(async move {
         loop {
             match events.recv().await {
