@@ -11,7 +11,8 @@
 //!   host, as an HA pair does with its virtual IP.
 //! * the accept backlog.
 //!
-//! Accepted sockets get `TCP_NODELAY` and keepalive by [`SocketOptions::apply`]; the same
+//! Accepted sockets get `TCP_NODELAY` and keepalive by [`SocketOptions::apply`] (on Linux
+//! through the listening socket, whose options accepted sockets inherit); the same
 //! options are applied to backend connections.
 
 use std::net::SocketAddr;
@@ -45,12 +46,16 @@ impl Default for SocketOptions {
 impl SocketOptions {
     /// Applies the options to a connected stream.
     pub fn apply(&self, stream: &TcpStream) -> std::io::Result<()> {
-        stream.set_nodelay(self.nodelay)?;
+        self.apply_to(SockRef::from(stream))
+    }
+
+    fn apply_to(&self, socket: SockRef<'_>) -> std::io::Result<()> {
+        socket.set_tcp_nodelay(self.nodelay)?;
         if let Some(idle) = self.keepalive {
             let ka = TcpKeepalive::new()
                 .with_time(idle)
                 .with_interval(Duration::from_secs(10));
-            SockRef::from(stream).set_tcp_keepalive(&ka)?;
+            socket.set_tcp_keepalive(&ka)?;
         }
         Ok(())
     }
@@ -157,6 +162,10 @@ impl ListenerConfig {
                 "SO_REUSEPORT/FREEBIND are only supported on Linux here",
             )));
         }
+        // On Linux an accepted socket inherits TCP_NODELAY and the keepalive settings from
+        // its listener: set once here, they cost no system calls per connection.
+        #[cfg(target_os = "linux")]
+        self.socket.apply_to(SockRef::from(&socket)).map_err(fail)?;
         socket.set_nonblocking(true).map_err(fail)?;
         socket.bind(&addr.into()).map_err(fail)?;
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
@@ -165,6 +174,7 @@ impl ListenerConfig {
         Ok(Listener {
             inner: listener,
             config: self.clone(),
+            inherited: cfg!(target_os = "linux"),
         })
     }
 }
@@ -174,12 +184,19 @@ impl ListenerConfig {
 pub struct Listener {
     inner: TcpListener,
     config: ListenerConfig,
+    /// The socket options were set on the listening socket, and accepted sockets inherit
+    /// them.
+    inherited: bool,
 }
 
 impl Listener {
     /// Wraps an already bound tokio listener (options for accepted sockets still apply).
     pub fn from_tokio(inner: TcpListener, config: ListenerConfig) -> Self {
-        Listener { inner, config }
+        Listener {
+            inner,
+            config,
+            inherited: false,
+        }
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -195,8 +212,11 @@ impl Listener {
     /// Accepts one connection and applies the socket options to it.
     pub async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        // A failing option (the peer already reset) is not worth dropping the connection for.
-        let _ = self.config.socket.apply(&stream);
+        if !self.inherited {
+            // A failing option (the peer already reset) is not worth dropping the
+            // connection for.
+            let _ = self.config.socket.apply(&stream);
+        }
         Ok((stream, peer))
     }
 }
@@ -253,5 +273,36 @@ mod tests {
         let addr = a.local_addr().unwrap();
         let err = ListenerConfig::new(addr).bind().unwrap_err().to_string();
         assert!(err.contains(&addr.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_and_keepalive() {
+        let check = |l: Listener| async move {
+            let port = l.local_addr().unwrap().port();
+            let _client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let (stream, _) = l.accept().await.unwrap();
+            let sock = SockRef::from(&stream);
+            assert!(sock.tcp_nodelay().unwrap());
+            assert!(sock.keepalive().unwrap());
+            #[cfg(target_os = "linux")]
+            {
+                assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(60));
+                assert_eq!(
+                    sock.tcp_keepalive_interval().unwrap(),
+                    Duration::from_secs(10)
+                );
+            }
+        };
+        // Bound here (options inherited from the listening socket on Linux) ...
+        check(
+            ListenerConfig::new("127.0.0.1:0".parse().unwrap())
+                .bind()
+                .unwrap(),
+        )
+        .await;
+        // ... and bound elsewhere (options applied to each accepted socket).
+        let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = raw.local_addr().unwrap();
+        check(Listener::from_tokio(raw, ListenerConfig::new(addr))).await;
     }
 }
