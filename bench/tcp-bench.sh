@@ -2,7 +2,10 @@
 # Layer-4 comparison: pen, HAProxy (mode tcp), nginx stream and lb-pen (default threads
 # and one worker thread) in front of the same two nginx backends, measured in one run.
 #
-#   bench/tcp-bench.sh            (DURATION=8 CONNS=50 BULK_MIB=256 IDLE=1000 to tune)
+#   bench/tcp-bench.sh            (DURATION=8 CONNS=50 BULK_MIB=256 IDLE=1000 ROUNDS=3 to tune)
+#
+# The machines are shared and noisy (the same proxy moved 15% between two runs): the rates
+# are measured ROUNDS times, interleaved across the proxies, and the best of each is kept.
 #
 # Measures, per proxy and directly against one backend:
 #   keep-alive req/s      wrk -t2 -c$CONNS -d${DURATION}s
@@ -20,6 +23,7 @@ DURATION=${DURATION:-8}
 CONNS=${CONNS:-50}
 BULK_MIB=${BULK_MIB:-256}
 IDLE=${IDLE:-1000}
+ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LB_PEN=${LB_PEN:-$ROOT/target/release/lb-pen}
 
@@ -194,12 +198,19 @@ PY
 }
 
 declare -A KA NC BULK RSS HWM
+best() { # current new -> the larger (an empty current loses)
+    if [ -z "$1" ] || [ "$2" -gt "$1" ]; then echo "$2"; else echo "$1"; fi
+}
+for round in $(seq 1 "$ROUNDS"); do
+    for name in "${NAMES[@]}"; do
+        port=${PORT[$name]}
+        echo "round $round/$ROUNDS: measuring $name (port $port)..." >&2
+        KA[$name]=$(best "${KA[$name]:-}" "$(reqs "$port")")
+        NC[$name]=$(best "${NC[$name]:-}" "$(reqs "$port" -H "Connection: close")")
+        BULK[$name]=$(best "${BULK[$name]:-}" "$(bulk "$port")")
+    done
+done
 for name in "${NAMES[@]}"; do
-    port=${PORT[$name]}
-    echo "measuring $name (port $port)..." >&2
-    KA[$name]=$(reqs "$port")
-    NC[$name]=$(reqs "$port" -H "Connection: close")
-    BULK[$name]=$(bulk "$port")
     if [ "$name" = direct ]; then RSS[$name]=-; HWM[$name]=-; else
         RSS[$name]=$(peak_rss "$name"); HWM[$name]=$(cat "$W/hwm.$name"); fi
 done
@@ -207,7 +218,7 @@ done
 ratio() { python3 -c "a,b='$1','$2'; print('-' if '-' in (a,b) or float(b)==0 else f'{float(a)/float(b):.2f}x')"; }
 
 echo
-echo "tcp-bench: $(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s, 4 x ${BULK_MIB} MiB, $IDLE idle connections, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "tcp-bench: $(nproc) cores, wrk -t2 -c$CONNS -d${DURATION}s, best of $ROUNDS rounds, 4 x ${BULK_MIB} MiB, $IDLE idle connections, $(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '| %-13s | %14s | %14s | %10s | %15s | %13s |\n' proxy "keep-alive r/s" "new-conn r/s" "bulk MB/s" "RSS MiB @$IDLE idle" "peak RSS MiB"
 printf '|%s|%s|%s|%s|%s|%s|\n' :-------------- ---------------: ---------------: ----------: ----------------: --------------:
 for name in "${NAMES[@]}"; do
