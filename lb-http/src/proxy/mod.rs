@@ -131,7 +131,9 @@ impl Default for ProxyConfig {
 /// The proxy service. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    client: Client<HttpConnector, ProxyBody>,
+    /// Behind an `Arc`: the stack clones its services per request, and cloning hyper-util's
+    /// client takes a reference on each of its parts (pool, executor, connector, ...).
+    client: std::sync::Arc<Client<HttpConnector, ProxyBody>>,
     config: std::sync::Arc<ProxyConfig>,
 }
 
@@ -149,7 +151,7 @@ impl Proxy {
             .set_host(false)
             .build(connector);
         Proxy {
-            client,
+            client: std::sync::Arc::new(client),
             config: std::sync::Arc::new(config),
         }
     }
