@@ -765,13 +765,16 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
         .unwrap();
     assert!(elected_a >= 5, "{elected_a}");
 
+    let reload = || {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &p.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+    };
     // The file gains c and changes a's loadfactor; b's line is unchanged.
     write(&[format!("{},loadfactor=3", a.url()), b.url(), c2.url()]);
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    reload();
     let reloaded = eventually(10, || async { member(&view().await, &c2.url()).is_some() }).await;
     assert!(reloaded, "c never appeared after the reload");
     let v = view().await;
@@ -791,11 +794,7 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
 
     // b leaves the file: it leaves the balancer.
     write(&[format!("{},loadfactor=3", a.url()), c2.url()]);
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    reload();
     let gone = eventually(10, || async { member(&view().await, &b.url()).is_none() }).await;
     assert!(gone, "b is still a member after leaving the file");
     let _ = std::fs::remove_dir_all(&dir);

@@ -497,8 +497,8 @@ mod tests {
             .expect("node running");
     }
 
-    #[tokio::test]
-    async fn pair_on_loopback_elects_preferred_and_hands_over_on_shutdown() {
+    /// lb0 (preferred) and lb1 on loopback with the same key.
+    async fn pair() -> (Node, Node) {
         let (p0, p1) = (free_port(), free_port());
         let n0 = Node::spawn(config("lb0", "lb1", p0, p1, "k"), group())
             .await
@@ -506,6 +506,12 @@ mod tests {
         let n1 = Node::spawn(config("lb1", "lb0", p1, p0, "k"), group())
             .await
             .expect("lb1");
+        (n0, n1)
+    }
+
+    #[tokio::test]
+    async fn pair_on_loopback_elects_preferred_and_hands_over_on_shutdown() {
+        let (n0, n1) = pair().await;
         wait_role(&n0, Role::Active).await;
         assert_eq!(*n1.role().borrow(), Role::Standby);
         let mut events = n1.events();
@@ -526,13 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_since_start_include_transitions_before_the_first_call() {
-        let (p0, p1) = (free_port(), free_port());
-        let n0 = Node::spawn(config("lb0", "lb1", p0, p1, "k"), group())
-            .await
-            .expect("lb0");
-        let n1 = Node::spawn(config("lb1", "lb0", p1, p0, "k"), group())
-            .await
-            .expect("lb1");
+        let (n0, n1) = pair().await;
         wait_role(&n0, Role::Active).await;
         let mut status = n1.status();
         tokio::time::timeout(

@@ -71,6 +71,41 @@ impl StatusFlags {
         }
         Ok(())
     }
+
+    /// The admin state these flags mean: D or S maintenance, N drain, else ready.
+    pub fn admin_state(&self) -> lb_core::AdminState {
+        if self.disabled || self.stopped {
+            lb_core::AdminState::Maintenance
+        } else if self.drain {
+            lb_core::AdminState::Drain
+        } else {
+            lb_core::AdminState::Ready
+        }
+    }
+
+    /// Gives member `id` of `balancer` these flags: its admin state, whether errors count,
+    /// the stopped mark and the hot-standby role.
+    pub fn set_on<S: lb_core::scheduler::Scheduler>(
+        &self,
+        balancer: &lb_core::Balancer<S>,
+        id: BackendId,
+    ) -> lb_core::Result<()> {
+        balancer.set_admin(id, self.admin_state())?;
+        balancer.set_ignore_errors(id, self.ignore_errors)?;
+        let (stopped, hot) = (self.stopped, self.hot_standby);
+        balancer.update(id, |be| {
+            if stopped {
+                be.labels_mut().insert(LABEL_STOPPED.into(), "1".into());
+            } else {
+                be.labels_mut().remove(LABEL_STOPPED);
+            }
+            match (hot, be.role()) {
+                (true, Role::Normal) => be.set_role(Role::HotStandby),
+                (false, Role::HotStandby) => be.set_role(Role::Normal),
+                _ => {}
+            }
+        })
+    }
 }
 
 /// One member as configured.

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{AdminState, Balancer};
+use lb_core::Balancer;
 use lb_http::admin::{Manager, ManagerConfig};
 use lb_http::balance::BalanceConfig;
 use lb_http::hcheck::{HealthChecks, HealthRunner};
@@ -61,16 +61,7 @@ pub(crate) fn build_balancer(c: &BalancerConf) -> Result<Balancer, String> {
     b.update_config(|p| p.force_recovery = c.forcerecovery)
         .map_err(|e| e.to_string())?;
     for (m, f) in b.members().iter().zip(flags) {
-        let admin = if f.disabled || f.stopped {
-            AdminState::Maintenance
-        } else if f.drain {
-            AdminState::Drain
-        } else {
-            AdminState::Ready
-        };
-        b.set_admin(m.id(), admin).map_err(|e| e.to_string())?;
-        b.set_ignore_errors(m.id(), f.ignore_errors)
-            .map_err(|e| e.to_string())?;
+        f.set_on(&b, m.id()).map_err(|e| e.to_string())?;
     }
     Ok(b)
 }

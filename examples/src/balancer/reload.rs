@@ -9,8 +9,8 @@
 //! (its requests in flight finish). A balancer that is new in the file is built fresh; one
 //! that is gone leaves with its routes.
 
-use lb_core::{AdminState, BackendId, Balancer};
-use lb_http::member::{LABEL_URL, MemberSpec, StatusFlags};
+use lb_core::{BackendId, Balancer};
+use lb_http::member::{LABEL_URL, MemberSpec};
 
 use super::config::{BalancerConf, resolve_lbmethod};
 use super::{Plan, build_balancer};
@@ -21,19 +21,6 @@ fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
         .iter()
         .find(|m| m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(url))
         .map(|m| m.id())
-}
-
-fn apply_flags(b: &Balancer, id: BackendId, f: StatusFlags) -> Result<(), String> {
-    let admin = if f.disabled || f.stopped {
-        AdminState::Maintenance
-    } else if f.drain {
-        AdminState::Drain
-    } else {
-        AdminState::Ready
-    };
-    b.set_admin(id, admin).map_err(|e| e.to_string())?;
-    b.set_ignore_errors(id, f.ignore_errors)
-        .map_err(|e| e.to_string())
 }
 
 /// The balancer for `new`: the running one of `old` with the file's changes applied when
@@ -90,13 +77,13 @@ pub(crate) fn balancer_for(
             (Some(id), before) => {
                 b.update(id, |be| *be = backend).map_err(ctx)?;
                 if before.is_none_or(|o| o.status != spec.status) {
-                    apply_flags(b, id, spec.status)?;
+                    spec.status.set_on(b, id).map_err(ctx)?;
                 }
             }
             // New in the file (or removed from the manager since): added.
             (None, _) => {
                 let id = b.add(backend).map_err(ctx)?;
-                apply_flags(b, id, spec.status)?;
+                spec.status.set_on(b, id).map_err(ctx)?;
             }
         }
     }

@@ -571,29 +571,7 @@ fn apply_flags(
     id: BackendId,
     f: &crate::member::StatusFlags,
 ) -> Result<(), AdminError> {
-    let admin = if f.disabled || f.stopped {
-        AdminState::Maintenance
-    } else if f.drain {
-        AdminState::Drain
-    } else {
-        AdminState::Ready
-    };
-    b.set_admin(id, admin)?;
-    b.set_ignore_errors(id, f.ignore_errors)?;
-    let stopped = f.stopped;
-    let hot = f.hot_standby;
-    b.update(id, |be| {
-        if stopped {
-            be.labels_mut().insert(LABEL_STOPPED.into(), "1".into());
-        } else {
-            be.labels_mut().remove(LABEL_STOPPED);
-        }
-        match (hot, be.role()) {
-            (true, Role::Normal) => be.set_role(Role::HotStandby),
-            (false, Role::HotStandby) => be.set_role(Role::Normal),
-            _ => {}
-        }
-    })?;
+    f.set_on(b, id)?;
     Ok(())
 }
 
