@@ -134,6 +134,16 @@ impl ListenerConfig {
 
     /// Creates, configures, binds and listens. Must run inside a tokio runtime.
     pub fn bind(&self) -> Result<Listener> {
+        let socket = self.bind_std()?;
+        let addr = self.addr;
+        Listener::from_bound(socket, self.clone()).map_err(|source| Error::Bind { addr, source })
+    }
+
+    /// Creates, configures, binds and listens, without a runtime: for a program that binds
+    /// one listening socket per worker thread (with [`with_reuse_port`](Self::with_reuse_port))
+    /// before it drops privileges, then serves each with [`Listener::from_bound`] on the
+    /// worker's own runtime.
+    pub fn bind_std(&self) -> Result<std::net::TcpListener> {
         let addr = self.addr;
         let fail = |source| Error::Bind { addr, source };
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
@@ -170,12 +180,7 @@ impl ListenerConfig {
         socket.bind(&addr.into()).map_err(fail)?;
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
         socket.listen(backlog).map_err(fail)?;
-        let listener = TcpListener::from_std(socket.into()).map_err(fail)?;
-        Ok(Listener {
-            inner: listener,
-            config: self.clone(),
-            inherited: cfg!(target_os = "linux"),
-        })
+        Ok(socket.into())
     }
 }
 
@@ -190,6 +195,19 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// Registers a socket from [`ListenerConfig::bind_std`] with the current tokio
+    /// runtime. Must run inside that runtime.
+    pub fn from_bound(
+        socket: std::net::TcpListener,
+        config: ListenerConfig,
+    ) -> std::io::Result<Self> {
+        Ok(Listener {
+            inner: TcpListener::from_std(socket)?,
+            config,
+            inherited: cfg!(target_os = "linux"),
+        })
+    }
+
     /// Wraps an already bound tokio listener (options for accepted sockets still apply).
     pub fn from_tokio(inner: TcpListener, config: ListenerConfig) -> Self {
         Listener {

@@ -26,16 +26,12 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut runtime = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match runtime.enable_all().build() {
+    // The first worker: this thread's runtime also runs the control port, the signals
+    // and the HA node; `pen::run` starts the others, each on a runtime of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lb-pen: cannot start the runtime: {e}");

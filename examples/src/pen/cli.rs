@@ -129,7 +129,8 @@ pub(crate) struct Args {
     /// connections only from these networks (comma separated, e.g. 10.0.0.0/8,::1).
     #[arg(long, value_name = "NETS", value_delimiter = ',')]
     pub(crate) accept_proxy_from: Vec<String>,
-    /// Worker threads (default: one per core).
+    /// Worker threads, each with its own listening socket (SO_REUSEPORT) and event loop;
+    /// a connection stays on the thread that accepted it (default: one per core).
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
     /// Copy through buffers instead of splice(2).
@@ -219,6 +220,13 @@ impl Args {
 }
 
 impl Args {
+    /// How many worker threads serve connections: `--threads`, else one per core.
+    pub(crate) fn workers(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .clamp(1, 256)
+    }
+
     /// A pen-like rendering of the command line, for `write`.
     pub(crate) fn cmdline() -> String {
         std::env::args().collect::<Vec<_>>().join(" ")

@@ -22,7 +22,7 @@ use lb_ha::client_table::ClientTableSync;
 use lb_tcp::proxy_protocol::{IpNet, TrustedSources};
 use lb_tcp::relay::{RelayConfig, RelayMode};
 use lb_tcp::xff::XffScope;
-use lb_tcp::{ListenerConfig, ProxyConfig, TcpProxy, WhenFull};
+use lb_tcp::{Listener, ListenerConfig, ProxyConfig, TcpProxy, WhenFull};
 use tokio::signal::unix::{SignalKind, signal};
 
 use cli::Args;
@@ -63,6 +63,8 @@ fn listener_config(
     args: &Args,
     trusted: Option<TrustedSources>,
 ) -> Vec<ListenerConfig> {
+    // Several workers each listen on the same address (SO_REUSEPORT).
+    let reuse_port = args.reuse_port || args.workers() > 1;
     // With HA the listen address is usually the virtual IP, which only the active node
     // holds: bind it before it arrives.
     let freebind = args.freebind || args.ha.enabled();
@@ -70,7 +72,7 @@ fn listener_config(
         let c = c
             .with_backlog(args.backlog)
             .with_freebind(freebind)
-            .with_reuse_port(args.reuse_port);
+            .with_reuse_port(reuse_port);
         match &trusted {
             Some(t) => c.with_accept_proxy(t.clone()),
             None => c,
@@ -108,6 +110,7 @@ fn drop_privileges(user: &str) -> Result<(), String> {
 /// Runs lb-pen until TERM, INT or the control command `exit`; with `ha`, as a node of
 /// that pair.
 pub(crate) async fn run(args: Args, ha: Option<HaPlan>) -> Result<(), Failure> {
+    let workers = args.workers();
     args.refuse_unsupported()?;
     if ha.is_some() && args.user.is_some() {
         return Err(Failure {
@@ -233,6 +236,20 @@ pub(crate) async fn run(args: Args, ha: Option<HaPlan>) -> Result<(), Failure> {
         (None, Some(e)) => return Err(e.to_string().into()),
         (None, None) => return Err("no listen address".into()),
     };
+    // The other workers' sockets, bound now (before -u drops the privileges a low port
+    // needs) on the address the first one got (its port, when 0 was asked for).
+    let mut worker_sockets = Vec::new();
+    if workers > 1 {
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        let mut config = listener.config().clone();
+        config.addr = bound;
+        for _ in 1..workers {
+            worker_sockets.push((
+                config.bind_std().map_err(|e| e.to_string())?,
+                config.clone(),
+            ));
+        }
+    }
     let listen_shown = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -316,6 +333,13 @@ pub(crate) async fn run(args: Args, ha: Option<HaPlan>) -> Result<(), Failure> {
     }
     let serving = proxy.clone();
     let server = tokio::spawn(async move { serving.serve(listener).await });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let mut worker_threads = Vec::new();
+    for (i, (socket, config)) in worker_sockets.into_iter().enumerate() {
+        let thread = spawn_worker(i + 1, proxy.clone(), socket, config, done_rx.clone())
+            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        worker_threads.push(thread);
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -352,5 +376,48 @@ pub(crate) async fn run(args: Args, ha: Option<HaPlan>) -> Result<(), Failure> {
         );
     }
     let _ = server.await;
+    let _ = done_tx.send(true);
+    for t in worker_threads {
+        let _ = t.join();
+    }
     Ok(())
+}
+
+/// A worker: its own thread and single-threaded runtime, accepting on its own socket (the
+/// kernel spreads new connections over the workers' sockets) and running every connection
+/// it accepts to the end on this thread, so no connection's wake-ups cross threads. It
+/// stops accepting when the proxy shuts down, and keeps its runtime (and the connections
+/// on it) until `done`.
+fn spawn_worker(
+    index: usize,
+    proxy: TcpProxy,
+    socket: std::net::TcpListener,
+    config: ListenerConfig,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("lb-pen-worker-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("lb-pen: worker {index}: cannot start its runtime: {e}");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                match Listener::from_bound(socket, config) {
+                    Ok(listener) => {
+                        if let Err(e) = proxy.serve(listener).await {
+                            eprintln!("lb-pen: worker {index}: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("lb-pen: worker {index}: cannot register its socket: {e}"),
+                }
+                let _ = done.wait_for(|d| *d).await;
+            });
+        })
 }
