@@ -149,7 +149,9 @@ pub(crate) struct Args {
     /// Allow binding an address not (yet) on this host (IP_FREEBIND).
     #[arg(long)]
     pub(crate) freebind: bool,
-    /// Set SO_REUSEPORT on the listener.
+    /// Set SO_REUSEPORT on the listener (always on with more than one worker thread, whose
+    /// sockets share the address; then another program of the same user that also sets it
+    /// can bind the port too).
     #[arg(long)]
     pub(crate) reuse_port: bool,
     /// High availability: with --ha-config (or --ha-toml) lb-pen runs a Heartbeat node
