@@ -227,6 +227,112 @@ async fn retry_sends_idempotent_requests_to_another_member() {
     assert_eq!(hits, [6, 6]);
 }
 
+/// A backend answering `status` with the request's method and body, and counting the
+/// bodies it received.
+async fn echo_backend(
+    status: u16,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let log = log.clone();
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let method = req.method().to_string();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        log.lock().unwrap().push(body.clone());
+                        let mut r =
+                            hyper::Response::new(lb_http::body::full(format!("{method} {body}")));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn retry_sends_a_small_request_body_again_and_streams_a_large_one_once() {
+    let (bad, bad_seen) = echo_backend(503).await;
+    let (good, good_seen) = echo_backend(200).await;
+    let backends = [bad, good].map(|a| {
+        format!("http://{a}")
+            .parse::<MemberSpec>()
+            .unwrap()
+            .to_backend()
+            .unwrap()
+    });
+    let balancer = Balancer::builder()
+        .backends(backends)
+        .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
+        .build()
+        .unwrap();
+    let config = SiteConfig {
+        retry: Some(lb_http::retry::RetryConfig {
+            statuses: vec![503],
+            max_replay_body: 1024,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer, config)]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(lb_http::server::serve(
+        l,
+        router,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let put = |body: String| async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = tx
+            .send_request(
+                hyper::Request::put("/")
+                    .header("host", "t")
+                    .body(lb_http::body::full(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // Small: the 503 is retried on the other member with the same body.
+    assert_eq!(
+        put("small body".into()).await,
+        (200, "PUT small body".into())
+    );
+    assert_eq!(*bad_seen.lock().unwrap(), ["small body"]);
+    assert_eq!(*good_seen.lock().unwrap(), ["small body"]);
+    // Larger than max_replay_body: streamed once, the 503 goes back to the client.
+    let large = "x".repeat(4096);
+    let (status, _) = put(large.clone()).await;
+    assert_eq!(status, 503);
+    assert_eq!(bad_seen.lock().unwrap().len(), 2);
+    assert_eq!(bad_seen.lock().unwrap()[1], large);
+    assert_eq!(good_seen.lock().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn http2_clients_are_served() {
     let good = status_backend(200).await;

@@ -5,9 +5,11 @@
 //!
 //! Connect failures are handled by [`Balance`](crate::balance::Balance) itself (failover,
 //! Apache `maxattempts`). `Retry` sits outside `Balance` and passes the members already tried
-//! in a [`Tried`] extension so each retry goes elsewhere. Only requests without a body are
-//! retried (a streamed body cannot be sent twice), and only idempotent methods (RFC 9110
-//! section 9.2.2).
+//! in a [`Tried`] extension so each retry goes elsewhere. Only idempotent methods are retried
+//! (RFC 9110 section 9.2.2). A request body is read whole before the first try when its
+//! `Content-Length` is at most [`RetryConfig::max_replay_body`] (64 KiB by default; HAProxy
+//! likewise retries only requests that fit its buffer), so it can be sent again; larger or
+//! chunked bodies stream through and their requests are not retried.
 
 mod future;
 
@@ -15,8 +17,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::Body;
+use http_body_util::BodyExt;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, ServiceExt};
 
@@ -37,6 +41,9 @@ pub struct RetryConfig {
     pub budget_percent: f32,
     /// ... plus this many retries per second (default 10).
     pub budget_min_per_sec: u32,
+    /// Bodies up to this size (by `Content-Length`) are read before the first try so the
+    /// request can be retried (default 64 KiB; 0: only requests without a body are).
+    pub max_replay_body: u64,
 }
 
 impl Default for RetryConfig {
@@ -46,6 +53,7 @@ impl Default for RetryConfig {
             max_retries: 1,
             budget_percent: 0.2,
             budget_min_per_sec: 10,
+            max_replay_body: 64 * 1024,
         }
     }
 }
@@ -116,17 +124,27 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
         let inner = self.inner.clone();
         let config = self.config.clone();
         let budget = self.budget.clone();
         ResponseFuture::new(Box::pin(async move {
             budget.deposit();
-            let retryable =
-                idempotent(req.method()) && req.body().is_end_stream() && config.max_retries > 0;
-            if !retryable {
+            if !idempotent(req.method()) || config.max_retries == 0 {
                 return inner.oneshot(req).await;
             }
+            let body_len = req.body().size_hint().exact();
+            let replay: Bytes = if req.body().is_end_stream() {
+                Bytes::new()
+            } else if body_len.is_some_and(|n| n <= config.max_replay_body) {
+                // Small and of known length: read it now, so that it can be sent again.
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                req = Request::from_parts(parts, crate::body::empty());
+                bytes
+            } else {
+                return inner.oneshot(req).await;
+            };
             let tried = Tried::default();
             let (mut parts, _) = req.into_parts();
             parts.extensions.insert(tried);
@@ -138,10 +156,12 @@ where
                 p.version = parts.version;
                 p.headers = parts.headers.clone();
                 p.extensions = parts.extensions.clone();
-                let resp = inner
-                    .clone()
-                    .oneshot(Request::from_parts(p, crate::body::empty()))
-                    .await?;
+                let body = if replay.is_empty() {
+                    crate::body::empty()
+                } else {
+                    crate::body::full(replay.clone())
+                };
+                let resp = inner.clone().oneshot(Request::from_parts(p, body)).await?;
                 let again = config.statuses.contains(&resp.status().as_u16())
                     && retries < config.max_retries
                     && budget.withdraw();
