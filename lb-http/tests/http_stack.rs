@@ -54,11 +54,12 @@ async fn streaming_backend() -> (std::net::SocketAddr, mpsc::Sender<Bytes>) {
 }
 
 async fn serve(balancer: Balancer) -> std::net::SocketAddr {
-    let router = SharedRouter::new(Router::new(vec![Site::new(
-        "/",
-        balancer,
-        SiteConfig::default(),
-    )]));
+    serve_with(balancer, SiteConfig::default()).await
+}
+
+/// lb-http's server on loopback with one site, `/`, over `balancer`.
+async fn serve_with(balancer: Balancer, config: SiteConfig) -> std::net::SocketAddr {
+    let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer, config)]));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(lb_http::server::serve(
@@ -70,20 +71,57 @@ async fn serve(balancer: Balancer) -> std::net::SocketAddr {
     addr
 }
 
+/// HAProxy's `first` over two members: every request goes to the first member first, and
+/// a retry would pick it again if it were not excluded.
+fn first_of(members: [std::net::SocketAddr; 2]) -> Balancer {
+    let backends = members.map(|a| {
+        format!("http://{a}")
+            .parse::<MemberSpec>()
+            .unwrap()
+            .to_backend()
+            .unwrap()
+    });
+    Balancer::builder()
+        .backends(backends)
+        .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Retry on 503, reading bodies up to `max_replay_body` first.
+fn retry_on_503(max_replay_body: u64) -> SiteConfig {
+    SiteConfig {
+        retry: Some(lb_http::retry::RetryConfig {
+            statuses: vec![503],
+            max_replay_body,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 async fn send(addr: std::net::SocketAddr) -> hyper::Response<hyper::body::Incoming> {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx.send_request(
+    send_request(
+        addr,
         hyper::Request::get("/")
             .header("host", "t")
             .body(lb_http::body::empty())
             .unwrap(),
     )
     .await
-    .unwrap()
+}
+
+/// Sends `req` on a new HTTP/1.1 connection to `addr`.
+async fn send_request(
+    addr: std::net::SocketAddr,
+    req: hyper::Request<lb_http::body::ProxyBody>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx.send_request(req).await.unwrap()
 }
 
 #[tokio::test]
@@ -184,36 +222,8 @@ async fn counting_status_backend(
 async fn retry_sends_idempotent_requests_to_another_member() {
     let (bad, bad_hits) = counting_status_backend(503).await;
     let (good, good_hits) = counting_status_backend(200).await;
-    let backends = [bad, good].map(|a| {
-        format!("http://{a}")
-            .parse::<MemberSpec>()
-            .unwrap()
-            .to_backend()
-            .unwrap()
-    });
-    // HAProxy's `first`: every request goes to the 503 member first, and its retry would
-    // pick that member again if it were not excluded.
-    let balancer = Balancer::builder()
-        .backends(backends)
-        .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
-        .build()
-        .unwrap();
-    let config = SiteConfig {
-        retry: Some(lb_http::retry::RetryConfig {
-            statuses: vec![503],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer.clone(), config)]));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(lb_http::server::serve(
-        l,
-        router,
-        Default::default(),
-        std::future::pending(),
-    ));
+    let balancer = first_of([bad, good]);
+    let addr = serve_with(balancer.clone(), retry_on_503(0)).await;
     for _ in 0..6 {
         assert_eq!(send(addr).await.status(), 200);
     }
@@ -269,50 +279,16 @@ async fn echo_backend(
 async fn retry_sends_a_small_request_body_again_and_streams_a_large_one_once() {
     let (bad, bad_seen) = echo_backend(503).await;
     let (good, good_seen) = echo_backend(200).await;
-    let backends = [bad, good].map(|a| {
-        format!("http://{a}")
-            .parse::<MemberSpec>()
-            .unwrap()
-            .to_backend()
-            .unwrap()
-    });
-    let balancer = Balancer::builder()
-        .backends(backends)
-        .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
-        .build()
-        .unwrap();
-    let config = SiteConfig {
-        retry: Some(lb_http::retry::RetryConfig {
-            statuses: vec![503],
-            max_replay_body: 1024,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer, config)]));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(lb_http::server::serve(
-        l,
-        router,
-        Default::default(),
-        std::future::pending(),
-    ));
+    let addr = serve_with(first_of([bad, good]), retry_on_503(1024)).await;
     let put = |body: String| async move {
-        let s = TcpStream::connect(addr).await.unwrap();
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let resp = tx
-            .send_request(
-                hyper::Request::put("/")
-                    .header("host", "t")
-                    .body(lb_http::body::full(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let resp = send_request(
+            addr,
+            hyper::Request::put("/")
+                .header("host", "t")
+                .body(lb_http::body::full(body))
+                .unwrap(),
+        )
+        .await;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
