@@ -58,16 +58,20 @@ fn lo() -> ListenerConfig {
     ListenerConfig::new("127.0.0.1:0".parse().unwrap())
 }
 
+/// A proxy over `backends` with `config`.
+fn proxy_over(backends: impl IntoIterator<Item = Backend>, config: ProxyConfig) -> TcpProxy {
+    let balancer = Balancer::builder().backends(backends).build().unwrap();
+    TcpProxy::new(balancer, config)
+}
+
 #[tokio::test]
 async fn refused_connect_fails_over_within_the_client_connection() {
     let dead = refusing().await;
     let (b, _t) = named_backend("bbb").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(dead))
-        .backend(Backend::new(b))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let proxy = proxy_over(
+        [Backend::new(dead), Backend::new(b)],
+        ProxyConfig::default(),
+    );
     let addr = start(&proxy, lo()).await;
     for _ in 0..6 {
         assert_eq!(first_bytes(addr, 3).await.unwrap(), b"bbb");
@@ -79,13 +83,14 @@ async fn refused_connect_fails_over_within_the_client_connection() {
 #[tokio::test]
 async fn emergency_server_is_used_for_the_first_client() {
     let (e, _t) = named_backend("emg").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(refusing().await))
-        .backend(Backend::new(refusing().await))
-        .backend(Backend::new(e).with_role(Role::Emergency))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let proxy = proxy_over(
+        [
+            Backend::new(refusing().await),
+            Backend::new(refusing().await),
+            Backend::new(e).with_role(Role::Emergency),
+        ],
+        ProxyConfig::default(),
+    );
     let addr = start(&proxy, lo()).await;
     assert_eq!(first_bytes(addr, 3).await.unwrap(), b"emg");
 }
@@ -93,11 +98,7 @@ async fn emergency_server_is_used_for_the_first_client() {
 #[tokio::test]
 async fn global_limit_refuses_or_waits() {
     let (b, _t) = named_backend("bbb").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(b))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default().with_max_conns(1));
+    let proxy = proxy_over([Backend::new(b)], ProxyConfig::default().with_max_conns(1));
     let addr = start(&proxy, lo()).await;
     let mut held = TcpStream::connect(addr).await.unwrap();
     let mut three = [0u8; 3];
@@ -132,12 +133,8 @@ async fn proxy_header_sent_and_accepted_only_from_trusted_peers() {
             });
         }
     });
-    let balancer = Balancer::builder()
-        .backend(Backend::new(baddr))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(
-        balancer,
+    let proxy = proxy_over(
+        [Backend::new(baddr)],
         ProxyConfig::default().with_proxy_protocol(Some(ProxyVersion::V1)),
     );
     let trusted = TrustedSources::new(["127.0.0.1".parse().unwrap()]);
@@ -181,11 +178,7 @@ async fn proxy_header_sent_and_accepted_only_from_trusted_peers() {
 #[tokio::test]
 async fn graceful_shutdown_stops_accepting_and_drains() {
     let (b, _t) = named_backend("bbb").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(b))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let proxy = proxy_over([Backend::new(b)], ProxyConfig::default());
     let addr = start(&proxy, lo()).await;
     let mut open = TcpStream::connect(addr).await.unwrap();
     let mut three = [0u8; 3];
@@ -208,11 +201,7 @@ async fn graceful_shutdown_stops_accepting_and_drains() {
 #[tokio::test]
 async fn shutdown_closes_connections_left_at_the_deadline() {
     let (b, _t) = named_backend("bbb").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(b))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let proxy = proxy_over([Backend::new(b)], ProxyConfig::default());
     let addr = start(&proxy, lo()).await;
     let mut open = TcpStream::connect(addr).await.unwrap();
     let mut three = [0u8; 3];
@@ -229,11 +218,7 @@ async fn shutdown_closes_connections_left_at_the_deadline() {
 #[tokio::test]
 async fn one_proxy_serves_several_listeners_and_hands_over_accepted_streams() {
     let (b, _t) = named_backend("bbb").await;
-    let balancer = Balancer::builder()
-        .backend(Backend::new(b))
-        .build()
-        .unwrap();
-    let proxy = TcpProxy::new(balancer, ProxyConfig::default());
+    let proxy = proxy_over([Backend::new(b)], ProxyConfig::default());
     let v4 = start(&proxy, lo()).await;
     let second = start(&proxy, lo()).await;
     assert_eq!(first_bytes(v4, 3).await.unwrap(), b"bbb");
