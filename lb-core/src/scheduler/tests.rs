@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::testing::addr;
+use super::testing::{addr, balancer};
 use super::{AnyScheduler, Candidates, Scheduler};
 use crate::{AdminState, Backend, BackendId, Balancer, Health, Lease, Member, PickContext};
 
@@ -292,16 +292,7 @@ fn empty_sets_and_extreme_weights_never_panic() {
         );
         // Built at once: one prepare (a Ketama ring at its point cap is slow in debug).
         let weights = [0, u32::MAX, 1, u32::MAX - 1];
-        let lb = Balancer::builder()
-            .scheduler(again)
-            .backends(
-                weights
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &w)| Backend::new(addr(i)).with_weight(w)),
-            )
-            .build()
-            .expect("valid backends");
+        let lb = balancer(again, &weights);
         for k in 0u32..50 {
             let key = k.to_le_bytes();
             let lease = lb

@@ -298,15 +298,7 @@ impl Net {
 
     /// The client's neighbour entry for the virtual IP: the MAC, if any.
     pub(crate) fn client_neigh(&self) -> Option<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns("client"), "neigh", "show", VIP])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .map(str::to_owned)
+        self.client_neigh_of(VIP)
     }
 
     /// Writes the node's files: ha.cf, haresources, authkeys, and a resource script
