@@ -28,18 +28,28 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// kept and `Connection: upgrade` is (re)set, so the next hop sees the upgrade request or
 /// acceptance.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
-    // Fields named by Connection (RFC 9110 section 7.6.1), collected before removal.
-    let named: Vec<HeaderName> = headers
+    // Fields named by Connection (RFC 9110 section 7.6.1), collected before removal. The
+    // usual tokens (`keep-alive`, `close`) name nothing else to remove, and `upgrade` is dealt
+    // with below: a list is only made for other names.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if tunnel && name == header::UPGRADE {
+        .map(str::trim)
+    {
+        if ["keep-alive", "close", "upgrade", ""]
+            .iter()
+            .any(|t| token.eq_ignore_ascii_case(t))
+        {
             continue;
         }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            named.push(name);
+        }
+    }
+    for name in named {
         headers.remove(&name);
     }
     headers.remove(header::CONNECTION);
@@ -88,15 +98,15 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
 
 /// Appends `value` to the comma-separated list in `name`, merging repeated lines into one.
 pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, value);
+        return;
+    }
     let existing: Vec<&[u8]> = headers
         .get_all(&name)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    if existing.is_empty() {
-        headers.insert(name, value);
-        return;
-    }
     let mut joined = Vec::new();
     for part in existing {
         joined.extend_from_slice(part);
@@ -147,15 +157,33 @@ pub fn add_forwarded(
     client: ClientInfo,
     host: Option<&str>,
 ) {
+    let host = host.and_then(|h| HeaderValue::from_str(h).ok());
+    add_forwarded_value(headers, which, client, host.as_ref());
+}
+
+/// [`add_forwarded`] with the host as the request carried it (no copy is made of it).
+pub fn add_forwarded_value(
+    headers: &mut HeaderMap,
+    which: ForwardedHeaders,
+    client: ClientInfo,
+    host: Option<&HeaderValue>,
+) {
+    use std::io::Write as _;
     let ip = client.addr.ip();
     let proto = if client.tls { "https" } else { "http" };
     if which.x_forwarded {
-        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
-            append_list(headers, X_FORWARDED_FOR, v);
+        // The longest IPv6 text form is 45 bytes; written on the stack, copied once.
+        let mut buf = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if write!(cursor, "{ip}").is_ok() {
+            let len = cursor.position() as usize;
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..len]) {
+                append_list(headers, X_FORWARDED_FOR, v);
+            }
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            append_list(headers, X_FORWARDED_HOST, h);
+        if let Some(h) = host {
+            append_list(headers, X_FORWARDED_HOST, h.clone());
         }
     }
     if which.forwarded {
@@ -165,7 +193,7 @@ pub fn add_forwarded(
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
         let mut elem = format!("for={node};proto={proto}");
-        if let Some(h) = host {
+        if let Some(h) = host.and_then(|h| h.to_str().ok()) {
             if h.bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
             {

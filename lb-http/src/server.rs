@@ -79,6 +79,7 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        .writev(false)
         .max_buf_size(config.guard.max_head.max(8192))
         .max_headers(config.guard.max_headers);
     builder

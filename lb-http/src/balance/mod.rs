@@ -245,10 +245,13 @@ where
         let lease = Arc::new(lease);
         let mut p = copy_parts(&parts);
         p.extensions.insert(member.target.clone());
-        let req = Request::from_parts(
-            p,
-            crate::body::boxed(CountBody::new(this_body, lease.clone())),
-        );
+        // An empty body (most requests) has no bytes to count: it goes as it is.
+        let body = if this_body.is_end_stream() {
+            this_body
+        } else {
+            crate::body::boxed(CountBody::new(this_body, lease.clone()))
+        };
+        let req = Request::from_parts(p, body);
         let started = tokio::time::Instant::now();
         let put_in_error = |why: &str| {
             if !lease.member().state().ignores_errors() {

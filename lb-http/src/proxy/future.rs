@@ -9,7 +9,7 @@ use http::Response;
 use hyper_util::client::legacy::ResponseFuture as ClientFuture;
 use tokio::time::Sleep;
 
-use super::{Prepared, ProxyConfig, classify, finish_response, spawn_tunnel};
+use super::{Prepared, ProxyConfig, ViaValues, classify, finish_response, spawn_tunnel};
 use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -34,6 +34,7 @@ pin_project_lite::pin_project! {
             sleep: Sleep,
             prepared: Option<Prepared>,
             config: Arc<ProxyConfig>,
+            via: Option<Arc<ViaValues>>,
         },
         Failed { error: Option<ProxyError> },
     }
@@ -45,6 +46,7 @@ impl ResponseFuture {
         timeout: std::time::Duration,
         prepared: Prepared,
         config: Arc<ProxyConfig>,
+        via: Option<Arc<ViaValues>>,
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
@@ -52,6 +54,7 @@ impl ResponseFuture {
                 sleep: tokio::time::sleep(timeout),
                 prepared: Some(prepared),
                 config,
+                via,
             },
         }
     }
@@ -77,6 +80,7 @@ impl Future for ResponseFuture {
                 sleep,
                 prepared,
                 config,
+                via,
             } => {
                 let Some(p) = prepared.as_mut() else {
                     return Poll::Ready(Err(ProxyError::NoTarget.into()));
@@ -93,7 +97,13 @@ impl Future for ResponseFuture {
                                     tunnelled = true;
                                 }
                             }
-                            Poll::Ready(Ok(finish_response(resp, &p, tunnelled, config)))
+                            Poll::Ready(Ok(finish_response(
+                                resp,
+                                &p,
+                                tunnelled,
+                                config,
+                                via.as_deref(),
+                            )))
                         }
                         Err(e) => Poll::Ready(Err(classify(e, p.connect_timeout).into())),
                     };

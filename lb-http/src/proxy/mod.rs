@@ -46,6 +46,8 @@ pub struct Target {
     /// Overrides [`ProxyConfig::response_timeout`] for this backend (Apache's member
     /// `timeout`).
     pub response_timeout: Option<Duration>,
+    /// `authority` as a `Host` value, made once rather than per request.
+    host: HeaderValue,
 }
 
 impl Target {
@@ -73,11 +75,13 @@ impl Target {
             return Err(bad("a member url cannot have a query"));
         }
         let path = uri.path().trim_end_matches('/').to_string();
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
         Ok(Target {
             scheme,
             authority,
             path,
             response_timeout: None,
+            host,
         })
     }
 
@@ -135,6 +139,7 @@ pub struct Proxy {
     /// client takes a reference on each of its parts (pool, executor, connector, ...).
     client: std::sync::Arc<Client<HttpConnector, ProxyBody>>,
     config: std::sync::Arc<ProxyConfig>,
+    via: Option<std::sync::Arc<ViaValues>>,
 }
 
 impl Proxy {
@@ -149,10 +154,17 @@ impl Proxy {
             .pool_max_idle_per_host(config.pool_max_idle)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .set_host(false)
+            .http1_writev(false)
             .build(connector);
+        let via = config
+            .via
+            .as_deref()
+            .and_then(ViaValues::new)
+            .map(std::sync::Arc::new);
         Proxy {
             client: std::sync::Arc::new(client),
             config: std::sync::Arc::new(config),
+            via,
         }
     }
 
@@ -180,7 +192,13 @@ where
             Ok((req, prepared)) => {
                 let timeout = prepared.response_timeout;
                 let send = self.client.request(req);
-                ResponseFuture::new(send, timeout, prepared, self.config.clone())
+                ResponseFuture::new(
+                    send,
+                    timeout,
+                    prepared,
+                    self.config.clone(),
+                    self.via.clone(),
+                )
             }
             Err(e) => ResponseFuture::failed(e),
         }
@@ -193,8 +211,8 @@ pub(crate) struct Prepared {
     pub(crate) tunnel: Option<hyper::upgrade::OnUpgrade>,
     pub(crate) response_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    /// (backend base URL, front base URL) for ProxyPassReverse.
-    pub(crate) reverse: Option<(String, String)>,
+    /// What ProxyPassReverse needs (also holds the target).
+    pub(crate) reverse: Option<Reverse>,
     pub(crate) version: Version,
 }
 
@@ -205,42 +223,40 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let config = &*self.config;
+        // Taken, not cloned: the request is this attempt's own copy.
         let target = req
-            .extensions()
-            .get::<Target>()
-            .cloned()
+            .extensions_mut()
+            .remove::<Target>()
             .ok_or(ProxyError::NoTarget)?;
         let client = req.extensions().get::<ClientInfo>().copied();
         let version = req.version();
-        let front_host: Option<String> = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        // The client's host: the Host field, or the authority of an absolute-form target
+        // (HTTP/2's :authority).
+        let front_host: Option<HeaderValue> = match req.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         let tunnel = headers::wants_upgrade(version, req.headers());
         let on_upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
 
-        // The backend URI: its prefix plus what follows the mount point.
-        let path = req.uri().path();
-        let rest = path.strip_prefix(config.mount.as_str()).unwrap_or(path);
-        let mut pq = String::with_capacity(target.path.len() + path.len() + 16);
-        pq.push_str(&target.path);
-        if !rest.starts_with('/') {
-            pq.push('/');
-        }
-        pq.push_str(rest);
-        if let Some(q) = req.uri().query() {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        let pq = PathAndQuery::try_from(pq).map_err(|e| ProxyError::Request(e.to_string()))?;
-        let uri = Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| ProxyError::Request(e.to_string()))?;
+        // The backend URI: its prefix plus what follows the mount point. With neither a
+        // prefix nor a mount point (the usual case) the client's path goes as it is.
+        let pq = if target.path.is_empty() && config.mount.is_empty() {
+            match req.uri().path_and_query() {
+                Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+                _ => backend_path(&target, config, req.uri())?,
+            }
+        } else {
+            backend_path(&target, config, req.uri())?
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(target.scheme.clone());
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(pq);
+        let uri = Uri::from_parts(uri).map_err(|e| ProxyError::Request(e.to_string()))?;
 
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
@@ -248,43 +264,104 @@ impl Proxy {
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, tunnel);
         if let Some(client) = client {
-            headers::add_forwarded(h, config.forwarded, client, front_host.as_deref());
+            headers::add_forwarded_value(h, config.forwarded, client, front_host.as_ref());
         }
-        if let Some(via) = &config.via {
-            headers::append_via(h, version, via);
+        if let Some(via) = &self.via {
+            headers::append_list(h, header::VIA, via.for_version(version).clone());
         }
-        let host = if config.preserve_host {
-            front_host
-                .clone()
-                .unwrap_or_else(|| target.authority.to_string())
-        } else {
-            target.authority.to_string()
+        match (&front_host, config.preserve_host) {
+            (Some(front), true) => h.insert(header::HOST, front.clone()),
+            _ => h.insert(header::HOST, target.host.clone()),
         };
-        let host = HeaderValue::from_str(&host).map_err(|e| ProxyError::Request(e.to_string()))?;
-        h.insert(header::HOST, host);
 
-        let reverse = match (config.reverse, &front_host) {
-            (true, Some(fh)) => {
-                let scheme = if client.is_some_and(|c| c.tls) {
-                    "https"
-                } else {
-                    "http"
-                };
-                Some((
-                    target.base_url(),
-                    format!("{scheme}://{fh}{}", config.mount),
-                ))
-            }
+        let response_timeout = target.response_timeout.unwrap_or(config.response_timeout);
+        let reverse = match (config.reverse, front_host) {
+            (true, Some(front_host)) => Some(Reverse {
+                target,
+                front_host,
+                tls: client.is_some_and(|c| c.tls),
+            }),
             _ => None,
         };
         let prepared = Prepared {
             tunnel: on_upgrade,
-            response_timeout: target.response_timeout.unwrap_or(config.response_timeout),
+            response_timeout,
             connect_timeout: config.connect_timeout,
             reverse,
             version,
         };
         Ok((Request::from_parts(parts, boxed(body)), prepared))
+    }
+}
+
+/// The target's path prefix followed by what follows the mount point in `uri`, and its query.
+fn backend_path(
+    target: &Target,
+    config: &ProxyConfig,
+    uri: &Uri,
+) -> Result<PathAndQuery, ProxyError> {
+    let path = uri.path();
+    let rest = path.strip_prefix(config.mount.as_str()).unwrap_or(path);
+    let mut pq = String::with_capacity(target.path.len() + path.len() + 16);
+    pq.push_str(&target.path);
+    if !rest.starts_with('/') {
+        pq.push('/');
+    }
+    pq.push_str(rest);
+    if let Some(q) = uri.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    PathAndQuery::try_from(pq).map_err(|e| ProxyError::Request(e.to_string()))
+}
+
+/// What ProxyPassReverse needs; the URLs are only written out when a response carries one
+/// of the fields it rewrites.
+#[derive(Debug)]
+pub(crate) struct Reverse {
+    target: Target,
+    front_host: HeaderValue,
+    tls: bool,
+}
+
+impl Reverse {
+    /// (backend base URL, front base URL).
+    fn urls(&self, mount: &str) -> Option<(String, String)> {
+        let scheme = if self.tls { "https" } else { "http" };
+        let front = self.front_host.to_str().ok()?;
+        Some((self.target.base_url(), format!("{scheme}://{front}{mount}")))
+    }
+}
+
+/// `Via` values for each protocol version, made once per proxy.
+#[derive(Debug)]
+pub(crate) struct ViaValues {
+    http10: HeaderValue,
+    http11: HeaderValue,
+    http2: HeaderValue,
+    http3: HeaderValue,
+}
+
+impl ViaValues {
+    fn new(pseudonym: &str) -> Option<ViaValues> {
+        let v = |version| {
+            HeaderValue::from_str(&format!("{} {pseudonym}", headers::via_version(version))).ok()
+        };
+        Some(ViaValues {
+            http10: v(Version::HTTP_10)?,
+            http11: v(Version::HTTP_11)?,
+            http2: v(Version::HTTP_2)?,
+            http3: v(Version::HTTP_3)?,
+        })
+    }
+
+    fn for_version(&self, version: Version) -> &HeaderValue {
+        match version {
+            Version::HTTP_09 | Version::HTTP_10 => &self.http10,
+            Version::HTTP_2 => &self.http2,
+            Version::HTTP_3 => &self.http3,
+            _ => &self.http11,
+        }
     }
 }
 
@@ -331,20 +408,31 @@ pub(crate) fn finish_response(
     prepared: &Prepared,
     tunnelled: bool,
     config: &ProxyConfig,
+    via: Option<&ViaValues>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, tunnelled);
-    if let Some(via) = &config.via {
-        headers::append_via(&mut parts.headers, parts.version, via);
+    if let Some(via) = via {
+        headers::append_list(
+            &mut parts.headers,
+            header::VIA,
+            via.for_version(parts.version).clone(),
+        );
     }
-    if let Some((from, to)) = &prepared.reverse {
-        for name in [
-            header::LOCATION,
-            header::CONTENT_LOCATION,
-            header::HeaderName::from_static("uri"),
-        ] {
+    const REWRITTEN: [header::HeaderName; 3] = [
+        header::LOCATION,
+        header::CONTENT_LOCATION,
+        header::HeaderName::from_static("uri"),
+    ];
+    let urls = prepared
+        .reverse
+        .as_ref()
+        .filter(|_| REWRITTEN.iter().any(|n| parts.headers.contains_key(n)))
+        .and_then(|r| r.urls(&config.mount));
+    if let Some((from, to)) = urls {
+        for name in REWRITTEN {
             if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
-                if let Some(new) = reverse_url(v, from, to) {
+                if let Some(new) = reverse_url(v, &from, &to) {
                     if let Ok(v) = HeaderValue::from_str(&new) {
                         parts.headers.insert(name, v);
                     }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use http::Response;
 
-use super::{StickyConfig, on_response};
+use super::{CookieCache, StickyConfig, on_response};
 
 pin_project_lite::pin_project! {
     /// Waits for the inner response and sets the route cookie on it when needed.
@@ -17,15 +17,22 @@ pin_project_lite::pin_project! {
         inner: F,
         route: Option<String>,
         config: Arc<StickyConfig>,
+        cookies: Arc<CookieCache>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, route: Option<String>, config: Arc<StickyConfig>) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        route: Option<String>,
+        config: Arc<StickyConfig>,
+        cookies: Arc<CookieCache>,
+    ) -> Self {
         ResponseFuture {
             inner,
             route,
             config,
+            cookies,
         }
     }
 }
@@ -39,7 +46,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut resp = ready!(this.inner.poll(cx))?;
-        on_response(&mut resp, this.route.as_deref(), this.config);
+        on_response(&mut resp, this.route.as_deref(), this.config, this.cookies);
         Poll::Ready(Ok(resp))
     }
 }

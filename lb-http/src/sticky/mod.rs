@@ -151,6 +151,7 @@ fn path_param(path: &str, name: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct StickyLayer {
     config: Arc<StickyConfig>,
+    cookies: Arc<CookieCache>,
 }
 
 impl StickyLayer {
@@ -158,7 +159,29 @@ impl StickyLayer {
     pub fn new(config: StickyConfig) -> Self {
         StickyLayer {
             config: Arc::new(config),
+            cookies: Arc::default(),
         }
+    }
+}
+
+/// `Set-Cookie` values by route, made once per route rather than per response. Routes are
+/// the members' (a handful); past [`CookieCache::MAX`] entries values are made each time.
+#[derive(Debug, Default)]
+pub(crate) struct CookieCache(std::sync::Mutex<std::collections::HashMap<Box<str>, HeaderValue>>);
+
+impl CookieCache {
+    const MAX: usize = 1024;
+
+    fn get(&self, config: &StickyConfig, route: &str) -> Option<HeaderValue> {
+        let mut map = self.0.lock().ok()?;
+        if let Some(v) = map.get(route) {
+            return Some(v.clone());
+        }
+        let v = config.set_cookie_value(route)?;
+        if map.len() < Self::MAX {
+            map.insert(route.into(), v.clone());
+        }
+        Some(v)
     }
 }
 
@@ -169,6 +192,7 @@ impl<S> Layer<S> for StickyLayer {
         Sticky {
             inner,
             config: self.config.clone(),
+            cookies: self.cookies.clone(),
         }
     }
 }
@@ -178,6 +202,7 @@ impl<S> Layer<S> for StickyLayer {
 pub struct Sticky<S> {
     inner: S,
     config: Arc<StickyConfig>,
+    cookies: Arc<CookieCache>,
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for Sticky<S>
@@ -200,25 +225,35 @@ where
         if self.config.insert.as_ref().is_some_and(|i| i.indirect) {
             remove_cookie(req.headers_mut(), &self.config.cookie);
         }
-        ResponseFuture::new(self.inner.call(req), route, self.config.clone())
+        ResponseFuture::new(
+            self.inner.call(req),
+            route,
+            self.config.clone(),
+            self.cookies.clone(),
+        )
     }
 }
 
 /// Applies the response side: the cookie when the serving member's route differs.
-fn on_response<B>(resp: &mut Response<B>, requested: Option<&str>, config: &StickyConfig) {
+fn on_response<B>(
+    resp: &mut Response<B>,
+    requested: Option<&str>,
+    config: &StickyConfig,
+    cookies: &CookieCache,
+) {
     if !config.set_cookie {
         return;
     }
     let Some(served) = resp.extensions().get::<Served>() else {
         return;
     };
-    let Some(route) = served.route.clone() else {
+    let Some(route) = served.route.as_deref() else {
         return;
     };
-    if requested == Some(route.as_str()) {
+    if requested == Some(route) {
         return;
     }
-    if let Some(v) = config.set_cookie_value(&route) {
+    if let Some(v) = cookies.get(config, route) {
         resp.headers_mut().append(header::SET_COOKIE, v);
         if config.insert.as_ref().is_some_and(|i| i.nocache) {
             resp.headers_mut()
@@ -329,14 +364,19 @@ mod tests {
             });
             r
         };
+        let cache = CookieCache::default();
         let mut same = served("a");
-        on_response(&mut same, Some("a"), &c);
+        on_response(&mut same, Some("a"), &c, &cache);
         assert!(same.headers().get("set-cookie").is_none());
         let mut changed = served("b");
-        on_response(&mut changed, Some("a"), &c);
+        on_response(&mut changed, Some("a"), &c, &cache);
         assert_eq!(changed.headers()["set-cookie"], "ROUTEID=.b; Path=/");
         let mut fresh = served("a");
-        on_response(&mut fresh, None, &c);
-        assert!(fresh.headers().get("set-cookie").is_some());
+        on_response(&mut fresh, None, &c, &cache);
+        assert_eq!(fresh.headers()["set-cookie"], "ROUTEID=.a; Path=/");
+        // From the cache the second time, the same value.
+        let mut again = served("b");
+        on_response(&mut again, None, &c, &cache);
+        assert_eq!(again.headers()["set-cookie"], "ROUTEID=.b; Path=/");
     }
 }
