@@ -331,6 +331,34 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 impl<T> Guarded<T> {
     /// Runs `data` through the state machine, moving passable bytes to `out` and head bytes
     /// to `head`.
+    /// True when `data`, just read with nothing held, is exactly one complete request head
+    /// that the guard forwards: the state moves past it as `feed` would move it, without
+    /// copying it anywhere.
+    fn accept_in_place(self: Pin<&mut Self>, data: &[u8]) -> bool {
+        let this = self.project();
+        if !matches!(*this.mode, Mode::Head)
+            || !this.head.is_empty()
+            || !this.out.is_empty()
+            || data.first().is_none_or(|b| *b == b'\r' || *b == b'\n')
+            || (*this.first_head && data.starts_with(b"PRI * HTTP/2.0"))
+            || data.len() > this.config.max_head
+        {
+            return false;
+        }
+        if find_head_end(data) != Some(data.len()) {
+            return false;
+        }
+        match judge(data, this.config.max_headers) {
+            Verdict::Forward { next } => {
+                *this.first_head = false;
+                *this.mode = next;
+                *this.armed = Armed::None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn feed(self: Pin<&mut Self>, mut data: &[u8]) {
         let this = self.project();
         while !data.is_empty() {
@@ -475,13 +503,46 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                 }
                 continue;
             }
-            // Collecting a head: read into a scratch buffer, arm the deadline.
-            let mut scratch = [0u8; 8192];
-            let mut rb = ReadBuf::new(&mut scratch);
-            let polled = self.as_mut().project().inner.poll_read(cx, &mut rb);
+            // Collecting a head: read into the caller's buffer. When the new bytes are
+            // exactly one whole head that the guard lets through (the usual keep-alive
+            // request), they stay where they are; anything else is taken back out and goes
+            // through `feed`, which holds partial heads and answers refused ones.
+            // (A caller's buffer with no room, which hyper does not give, is read through a
+            // spare one.)
+            let mut spare: Vec<u8> = Vec::new();
+            let start = buf.filled().len();
+            let direct = buf.remaining() > 0;
+            let polled = if direct {
+                self.as_mut().project().inner.poll_read(cx, buf)
+            } else {
+                spare.resize(8192, 0);
+                let mut rb = ReadBuf::new(&mut spare);
+                let polled = self.as_mut().project().inner.poll_read(cx, &mut rb);
+                let n = rb.filled().len();
+                spare.truncate(n);
+                polled
+            };
             match polled {
                 Poll::Ready(Ok(())) => {
-                    let got = rb.filled();
+                    let got = if direct {
+                        let new = &buf.filled()[start..];
+                        if !new.is_empty() && self.as_mut().accept_in_place(new) {
+                            return Poll::Ready(Ok(()));
+                        }
+                        self.as_mut().feed(new);
+                        let empty = new.is_empty();
+                        buf.set_filled(start);
+                        if !empty {
+                            let this = self.as_mut().project();
+                            if this.head.is_empty() {
+                                *this.armed = Armed::None;
+                            }
+                            continue;
+                        }
+                        &[][..]
+                    } else {
+                        &spare[..]
+                    };
                     if got.is_empty() {
                         // EOF: let hyper see what was held (it reports an incomplete head).
                         let this = self.as_mut().project();
@@ -609,6 +670,35 @@ mod tests {
         let mut want = b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
         want.extend_from_slice(POISON);
         assert_eq!(out, want);
+    }
+
+    #[tokio::test]
+    async fn heads_read_whole_or_in_pieces() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut g = Box::pin(Guarded::new(server, GuardConfig::default()));
+        let mut buf = vec![0u8; 4096];
+        // A whole head in one read is handed over as it is.
+        let get = b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n";
+        client.write_all(get).await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], get);
+        // A head in two pieces is held until it is complete.
+        client.write_all(b"GET /b HTTP/1.1\r\nho").await.unwrap();
+        let partial = futures_util::FutureExt::now_or_never(g.read(&mut buf));
+        assert!(partial.is_none(), "a partial head was handed over");
+        client.write_all(b"st: x\r\n\r\n").await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n");
+        // A refused head arriving whole in one read is not handed over either.
+        client
+            .write_all(
+                b"POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], POISON);
+        assert_eq!(g.refused(), 1);
     }
 
     #[test]
