@@ -26,6 +26,8 @@ pub struct ProxyBody(Kind);
 enum Kind {
     /// A body read by hyper.
     Incoming(Incoming),
+    /// A backend's response body on a pooled connection.
+    Pooled(crate::proxy::pool::PooledBody),
     /// A complete body (possibly empty) not yet sent.
     Full(Option<Bytes>),
     /// Anything else.
@@ -50,6 +52,9 @@ impl Body for ProxyBody {
             Kind::Incoming(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
+            Kind::Pooled(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
             Kind::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -62,6 +67,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Incoming(b) => b.is_end_stream(),
+            Kind::Pooled(b) => b.is_end_stream(),
             Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Kind::Boxed(b) => b.is_end_stream(),
         }
@@ -70,6 +76,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Incoming(b) => b.size_hint(),
+            Kind::Pooled(b) => b.size_hint(),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Boxed(b) => b.size_hint(),
         }
@@ -99,6 +106,11 @@ where
         Some(body) => ProxyBody(Kind::Boxed(body.map_err(Into::into).boxed_unsync())),
         None => empty(),
     }
+}
+
+/// A backend's response body on a pooled connection, unboxed.
+pub(crate) fn pooled(body: crate::proxy::pool::PooledBody) -> ProxyBody {
+    ProxyBody(Kind::Pooled(body))
 }
 
 /// A complete body from bytes (for generated responses).

@@ -315,9 +315,34 @@ pub struct Members {
     map: RwLock<HashMap<BackendId, (Arc<MemberHttp>, u64)>>,
 }
 
+/// FNV-1a: this hash only tells whether a member's settings changed since its entry was
+/// made (it runs on every request; SipHash showed in profiles), not a table keyed by input
+/// from clients.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 fn label_hash(b: &Backend) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = Fnv::default();
     b.address().hash(&mut h);
     for (k, v) in b.labels() {
         if k == LABEL_URL || k == LABEL_RETRY || k == LABEL_MAX || k == LABEL_TIMEOUT {

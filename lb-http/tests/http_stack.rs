@@ -335,3 +335,120 @@ async fn http2_clients_are_served() {
         assert_eq!(resp.version(), hyper::Version::HTTP_2);
     }
 }
+
+/// A raw backend: counts the connections it accepts and answers each request with
+/// `answer`; when `close_after_each` it closes the connection after every response.
+async fn raw_backend(
+    answer: &'static [u8],
+    close_after_each: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut held = Vec::new();
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    held.extend_from_slice(&buf[..n]);
+                    // Requests here have no body: one answer per complete head.
+                    while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+                        held.drain(..end + 4);
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if close_after_each {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn one_member(addr: std::net::SocketAddr) -> Balancer {
+    Balancer::builder()
+        .backend(
+            format!("http://{addr}")
+                .parse::<MemberSpec>()
+                .unwrap()
+                .to_backend()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let (backend, accepted) =
+        raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
+    let lb = serve(one_member(backend)).await;
+    for _ in 0..20 {
+        let resp = send(lb).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "20 requests one after another should share one backend connection"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_closing_kept_alive_connections_costs_no_request() {
+    // The backend says nothing about closing, then closes after each response: the pooled
+    // connection is dead when the next request comes, which must go out on a new one.
+    let (backend, accepted) =
+        raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
+    let lb = serve(one_member(backend)).await;
+    for i in 0..10 {
+        let resp = send(lb).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // Let the close reach the proxy (or not: both orders must work).
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+#[tokio::test]
+async fn a_response_abandoned_midway_does_not_return_its_connection() {
+    let (backend, chunks) = streaming_backend().await;
+    let lb = serve(one_member(backend)).await;
+    let resp = send(lb).await;
+    let mut body = resp.into_body();
+    chunks.send(Bytes::from_static(b"part")).await.unwrap();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "part");
+    // The client goes away with the backend's response unfinished.
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The next request is answered on another backend connection, not queued behind (or
+    // mixed into) the unfinished one.
+    let resp = tokio::time::timeout(Duration::from_secs(5), send(lb))
+        .await
+        .expect("second request hung");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "plain"
+    );
+}

@@ -2,66 +2,44 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::Response;
-use hyper_util::client::legacy::ResponseFuture as ClientFuture;
-use tokio::time::Sleep;
 
-use super::{Prepared, ProxyConfig, ViaValues, classify, finish_response, spawn_tunnel};
 use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
-pin_project_lite::pin_project! {
-    /// Waits for the backend's response head, within the response timeout.
-    #[derive(Debug)]
-    pub struct ResponseFuture {
-        #[pin]
-        state: State,
-    }
+type Exchange = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
+
+/// Waits for the backend's response head, within the response timeout.
+pub struct ResponseFuture {
+    state: State,
 }
 
-pin_project_lite::pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    enum State {
-        Waiting {
-            #[pin]
-            send: ClientFuture,
-            #[pin]
-            sleep: Sleep,
-            prepared: Option<Prepared>,
-            config: Arc<ProxyConfig>,
-            via: Option<Arc<ViaValues>>,
-        },
-        Failed { error: Option<ProxyError> },
+enum State {
+    Waiting(Exchange),
+    Failed(Option<ProxyError>),
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
 impl ResponseFuture {
     pub(crate) fn new(
-        send: ClientFuture,
-        timeout: std::time::Duration,
-        prepared: Prepared,
-        config: Arc<ProxyConfig>,
-        via: Option<Arc<ViaValues>>,
+        exchange: impl Future<Output = Result<Response<ProxyBody>, BoxError>> + Send + 'static,
     ) -> Self {
         ResponseFuture {
-            state: State::Waiting {
-                send,
-                sleep: tokio::time::sleep(timeout),
-                prepared: Some(prepared),
-                config,
-                via,
-            },
+            state: State::Waiting(Box::pin(exchange)),
         }
     }
 
     pub(crate) fn failed(error: ProxyError) -> Self {
         ResponseFuture {
-            state: State::Failed { error: Some(error) },
+            state: State::Failed(Some(error)),
         }
     }
 }
@@ -70,46 +48,10 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ProxyBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Failed { error } => {
-                let e = error.take().unwrap_or(ProxyError::NoTarget);
-                Poll::Ready(Err(e.into()))
-            }
-            StateProj::Waiting {
-                send,
-                sleep,
-                prepared,
-                config,
-                via,
-            } => {
-                let Some(p) = prepared.as_mut() else {
-                    return Poll::Ready(Err(ProxyError::NoTarget.into()));
-                };
-                if let Poll::Ready(result) = send.poll(cx) {
-                    let mut p = prepared.take().ok_or(ProxyError::NoTarget)?;
-                    return match result {
-                        Ok(mut resp) => {
-                            let mut tunnelled = false;
-                            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                                if let Some(client) = p.tunnel.take() {
-                                    let backend = hyper::upgrade::on(&mut resp);
-                                    spawn_tunnel(client, backend);
-                                    tunnelled = true;
-                                }
-                            }
-                            Poll::Ready(Ok(finish_response(
-                                resp,
-                                &p,
-                                tunnelled,
-                                config,
-                                via.as_deref(),
-                            )))
-                        }
-                        Err(e) => Poll::Ready(Err(classify(e, p.connect_timeout).into())),
-                    };
-                }
-                ready!(sleep.poll(cx));
-                Poll::Ready(Err(ProxyError::ResponseTimeout(p.response_timeout).into()))
+        match &mut self.get_mut().state {
+            State::Waiting(exchange) => exchange.as_mut().poll(cx),
+            State::Failed(error) => {
+                Poll::Ready(Err(error.take().unwrap_or(ProxyError::NoTarget).into()))
             }
         }
     }

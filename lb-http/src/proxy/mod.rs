@@ -14,17 +14,15 @@
 //! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
 
 mod future;
+pub(crate) mod pool;
 
-use std::error::Error as _;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 pub use future::ResponseFuture;
 
@@ -32,6 +30,7 @@ use crate::BoxError;
 use crate::body::{ProxyBody, boxed};
 use crate::error::ProxyError;
 use crate::headers::{self, ClientInfo, ForwardedHeaders};
+use pool::{Pool, PoolConfig, PooledBody};
 
 /// Where to send a request: put in the request's extensions by the layer that chose the
 /// backend (for example [`Balance`](crate::balance::Balance)).
@@ -110,7 +109,8 @@ pub struct ProxyConfig {
     pub mount: String,
     /// Rewrite `Location`, `Content-Location` and `URI` (Apache `ProxyPassReverse`).
     pub reverse: bool,
-    /// Idle keep-alive connections to backends are closed after this (default 90 s).
+    /// Idle keep-alive connections to backends are not used, and are closed, after this
+    /// (default 90 s).
     pub pool_idle_timeout: Duration,
     /// Most idle connections kept per backend (default 256).
     pub pool_max_idle: usize,
@@ -135,34 +135,27 @@ impl Default for ProxyConfig {
 /// The proxy service. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    /// Behind an `Arc`: the stack clones its services per request, and cloning hyper-util's
-    /// client takes a reference on each of its parts (pool, executor, connector, ...).
-    client: std::sync::Arc<Client<HttpConnector, ProxyBody>>,
+    pool: std::sync::Arc<Pool>,
     config: std::sync::Arc<ProxyConfig>,
     via: Option<std::sync::Arc<ViaValues>>,
 }
 
 impl Proxy {
-    /// A proxy with its own connection pool.
+    /// A proxy with its own connection pool. Connections to backends are driven by tasks on
+    /// the runtime of the request that opened them.
     pub fn new(config: ProxyConfig) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false)
-            .http1_writev(false)
-            .build(connector);
+        let pool = Pool::new(PoolConfig {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.pool_idle_timeout,
+            max_idle: config.pool_max_idle,
+        });
         let via = config
             .via
             .as_deref()
             .and_then(ViaValues::new)
             .map(std::sync::Arc::new);
         Proxy {
-            client: std::sync::Arc::new(client),
+            pool: std::sync::Arc::new(pool),
             config: std::sync::Arc::new(config),
             via,
         }
@@ -189,20 +182,70 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         match self.prepare(req) {
-            Ok((req, prepared)) => {
-                let timeout = prepared.response_timeout;
-                let send = self.client.request(req);
-                ResponseFuture::new(
-                    send,
-                    timeout,
-                    prepared,
-                    self.config.clone(),
-                    self.via.clone(),
-                )
-            }
+            Ok((req, authority, prepared)) => ResponseFuture::new(forward(
+                self.pool.clone(),
+                authority,
+                req,
+                prepared,
+                self.config.clone(),
+                self.via.clone(),
+            )),
             Err(e) => ResponseFuture::failed(e),
         }
     }
+}
+
+/// Sends `req` to `authority` on a pooled connection and waits for the response head within
+/// the response timeout. A request that a kept-alive connection did not take (the backend
+/// had closed it) is sent again on a new connection.
+async fn forward(
+    pool: std::sync::Arc<Pool>,
+    authority: Authority,
+    req: Request<ProxyBody>,
+    mut prepared: Prepared,
+    config: std::sync::Arc<ProxyConfig>,
+    via: Option<std::sync::Arc<ViaValues>>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    let timeout = prepared.response_timeout;
+    let exchange = async {
+        let mut req = req;
+        loop {
+            let mut conn = pool.get(&authority).await?;
+            match conn.tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, conn.tx)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !conn.fresh => {
+                        tracing::debug!(
+                            "kept-alive connection to {authority} closed; reconnecting"
+                        );
+                        req = unsent;
+                    }
+                    _ => return Err(ProxyError::BadResponse(error_chain(e.error()))),
+                },
+            }
+        }
+    };
+    let (mut resp, tx) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(ProxyError::ResponseTimeout(timeout).into()),
+    };
+    let mut tunnelled = false;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = prepared.tunnel.take() {
+            let backend = hyper::upgrade::on(&mut resp);
+            spawn_tunnel(client, backend);
+            tunnelled = true;
+        }
+    }
+    let resp = PooledBody::wrap(resp, pool, authority, tx);
+    Ok(finish_response(
+        resp,
+        &prepared,
+        tunnelled,
+        &config,
+        via.as_deref(),
+    ))
 }
 
 /// What the response side needs to know about the request.
@@ -210,14 +253,16 @@ where
 pub(crate) struct Prepared {
     pub(crate) tunnel: Option<hyper::upgrade::OnUpgrade>,
     pub(crate) response_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
     /// What ProxyPassReverse needs (also holds the target).
     pub(crate) reverse: Option<Reverse>,
     pub(crate) version: Version,
 }
 
 impl Proxy {
-    fn prepare<B>(&self, mut req: Request<B>) -> Result<(Request<ProxyBody>, Prepared), ProxyError>
+    fn prepare<B>(
+        &self,
+        mut req: Request<B>,
+    ) -> Result<(Request<ProxyBody>, Authority, Prepared), ProxyError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -252,11 +297,9 @@ impl Proxy {
         } else {
             backend_path(&target, config, req.uri())?
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(target.scheme.clone());
-        uri.authority = Some(target.authority.clone());
-        uri.path_and_query = Some(pq);
-        let uri = Uri::from_parts(uri).map_err(|e| ProxyError::Request(e.to_string()))?;
+        // Origin form (RFC 9112 section 3.2.1): the connection is to the backend already.
+        let uri = Uri::from(pq);
+        let authority = target.authority.clone();
 
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
@@ -286,11 +329,10 @@ impl Proxy {
         let prepared = Prepared {
             tunnel: on_upgrade,
             response_timeout,
-            connect_timeout: config.connect_timeout,
             reverse,
             version,
         };
-        Ok((Request::from_parts(parts, boxed(body)), prepared))
+        Ok((Request::from_parts(parts, boxed(body)), authority, prepared))
     }
 }
 
@@ -365,32 +407,6 @@ impl ViaValues {
     }
 }
 
-/// Classifies a client error.
-pub(crate) fn classify(
-    err: hyper_util::client::legacy::Error,
-    connect_timeout: Duration,
-) -> ProxyError {
-    let mut timed_out = false;
-    let mut src: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(e) = src {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                timed_out = true;
-            }
-        }
-        src = e.source();
-    }
-    if err.is_connect() {
-        if timed_out {
-            ProxyError::ConnectTimeout(connect_timeout)
-        } else {
-            ProxyError::Connect(error_chain(&err))
-        }
-    } else {
-        ProxyError::BadResponse(error_chain(&err))
-    }
-}
-
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut s = err.to_string();
     let mut src = err.source();
@@ -404,7 +420,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Applies the response-side header rules.
 pub(crate) fn finish_response(
-    resp: Response<hyper::body::Incoming>,
+    resp: Response<PooledBody>,
     prepared: &Prepared,
     tunnelled: bool,
     config: &ProxyConfig,
@@ -441,7 +457,7 @@ pub(crate) fn finish_response(
         }
     }
     parts.version = prepared.version;
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, crate::body::pooled(body))
 }
 
 /// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.

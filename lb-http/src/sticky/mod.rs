@@ -165,21 +165,22 @@ impl StickyLayer {
 }
 
 /// `Set-Cookie` values by route, made once per route rather than per response. Routes are
-/// the members' (a handful); past [`CookieCache::MAX`] entries values are made each time.
+/// the members' (a handful, so a list searched in order); past [`CookieCache::MAX`] entries
+/// values are made each time.
 #[derive(Debug, Default)]
-pub(crate) struct CookieCache(std::sync::Mutex<std::collections::HashMap<Box<str>, HeaderValue>>);
+pub(crate) struct CookieCache(std::sync::Mutex<Vec<(Box<str>, HeaderValue)>>);
 
 impl CookieCache {
-    const MAX: usize = 1024;
+    const MAX: usize = 64;
 
     fn get(&self, config: &StickyConfig, route: &str) -> Option<HeaderValue> {
-        let mut map = self.0.lock().ok()?;
-        if let Some(v) = map.get(route) {
+        let mut list = self.0.lock().ok()?;
+        if let Some((_, v)) = list.iter().find(|(r, _)| &**r == route) {
             return Some(v.clone());
         }
         let v = config.set_cookie_value(route)?;
-        if map.len() < Self::MAX {
-            map.insert(route.into(), v.clone());
+        if list.len() < Self::MAX {
+            list.push((route.into(), v.clone()));
         }
         Some(v)
     }
