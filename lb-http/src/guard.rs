@@ -329,8 +329,6 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 }
 
 impl<T> Guarded<T> {
-    /// Runs `data` through the state machine, moving passable bytes to `out` and head bytes
-    /// to `head`.
     /// True when `data`, just read with nothing held, is exactly one complete request head
     /// that the guard forwards: the state moves past it as `feed` would move it, without
     /// copying it anywhere.
@@ -359,6 +357,8 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// Runs `data` through the state machine, moving passable bytes to `out` and head bytes
+    /// to `head`.
     fn feed(self: Pin<&mut Self>, mut data: &[u8]) {
         let this = self.project();
         while !data.is_empty() {
