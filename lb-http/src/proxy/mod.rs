@@ -378,6 +378,7 @@ impl Reverse {
 /// `Via` values for each protocol version, made once per proxy.
 #[derive(Debug)]
 pub(crate) struct ViaValues {
+    http09: HeaderValue,
     http10: HeaderValue,
     http11: HeaderValue,
     http2: HeaderValue,
@@ -390,6 +391,7 @@ impl ViaValues {
             HeaderValue::from_str(&format!("{} {pseudonym}", headers::via_version(version))).ok()
         };
         Some(ViaValues {
+            http09: v(Version::HTTP_09)?,
             http10: v(Version::HTTP_10)?,
             http11: v(Version::HTTP_11)?,
             http2: v(Version::HTTP_2)?,
@@ -399,7 +401,8 @@ impl ViaValues {
 
     fn for_version(&self, version: Version) -> &HeaderValue {
         match version {
-            Version::HTTP_09 | Version::HTTP_10 => &self.http10,
+            Version::HTTP_09 => &self.http09,
+            Version::HTTP_10 => &self.http10,
             Version::HTTP_2 => &self.http2,
             Version::HTTP_3 => &self.http3,
             _ => &self.http11,
@@ -500,6 +503,17 @@ mod tests {
         assert!(Target::from_url("https://x:1").is_err());
         assert!(Target::from_url("127.0.0.1:80").is_err());
         assert!(Target::from_url("http://x:1/?a=b").is_err());
+    }
+
+    #[test]
+    fn via_names_the_version_of_each_hop() {
+        let via = ViaValues::new("lb").unwrap();
+        assert_eq!(via.for_version(Version::HTTP_09), "0.9 lb");
+        assert_eq!(via.for_version(Version::HTTP_10), "1.0 lb");
+        assert_eq!(via.for_version(Version::HTTP_11), "1.1 lb");
+        assert_eq!(via.for_version(Version::HTTP_2), "2 lb");
+        assert_eq!(via.for_version(Version::HTTP_3), "3 lb");
+        assert!(ViaValues::new("bad\nname").is_none());
     }
 
     #[test]
