@@ -7,14 +7,15 @@
 //! routing table be replaced at run time (SIGHUP reload) without touching connections in
 //! flight: requests already routed finish on the old sites.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use http::{Request, Response, StatusCode};
 use lb_core::Balancer;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::BoxError;
 use crate::balance::{BalanceConfig, BalanceLayer};
@@ -48,7 +49,8 @@ pub struct Site {
     pub mount: String,
     /// The balancer (shared with the manager and health checks).
     pub balancer: Balancer,
-    service: SiteService,
+    /// Called in place rather than cloned per request (see [`Site::call`]).
+    service: Arc<Mutex<SiteService>>,
 }
 
 impl Site {
@@ -79,8 +81,22 @@ impl Site {
             name,
             mount,
             balancer,
-            service,
+            service: Arc::new(Mutex::new(service)),
         }
+    }
+
+    /// Sends `req` through the site's stack. The usual tower idiom clones the stack for each
+    /// request, which here costs an allocation and a reference count on every layer's shared
+    /// state; the stack is called in place instead when it is ready at once (its layers
+    /// always are), and cloned only when it is not.
+    fn call(&self, req: Request<ProxyBody>) -> SiteFuture {
+        let mut svc = self.service.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) {
+            return Either::Left(svc.call(req));
+        }
+        let svc = svc.clone();
+        Either::Right(svc.oneshot(req))
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -135,6 +151,13 @@ impl SharedRouter {
     }
 }
 
+/// The future of [`SharedRouter`]: the site stack's own future, or the stack cloned and
+/// driven to readiness first.
+pub type SiteFuture = Either<
+    futures_util::future::BoxFuture<'static, Result<Response<ProxyBody>, BoxError>>,
+    tower::util::Oneshot<SiteService, Request<ProxyBody>>,
+>;
+
 impl<B> tower::Service<Request<B>> for SharedRouter
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -142,7 +165,7 @@ where
 {
     type Response = Response<ProxyBody>;
     type Error = BoxError;
-    type Future = tower::util::Oneshot<SiteService, Request<ProxyBody>>;
+    type Future = SiteFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -150,15 +173,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let router = self.current.load();
-        let site = router.sites.iter().find(|s| s.matches(req.uri().path()));
-        let svc = match site {
-            Some(s) => s.service.clone(),
-            None => BoxCloneSyncService::new(tower::service_fn(|_req: Request<ProxyBody>| async {
-                let mut r = Response::new(full("no balancer is mounted on this path\n"));
-                *r.status_mut() = StatusCode::NOT_FOUND;
-                Ok::<_, BoxError>(r)
-            })),
-        };
-        svc.oneshot(req.map(boxed))
+        let req = req.map(boxed);
+        match router.sites.iter().find(|s| s.matches(req.uri().path())) {
+            Some(site) => site.call(req),
+            None => Either::Right(
+                BoxCloneSyncService::new(tower::service_fn(|_req: Request<ProxyBody>| async {
+                    let mut r = Response::new(full("no balancer is mounted on this path\n"));
+                    *r.status_mut() = StatusCode::NOT_FOUND;
+                    Ok::<_, BoxError>(r)
+                }))
+                .oneshot(req),
+            ),
+        }
     }
 }

@@ -113,7 +113,9 @@ where
         let conn = builder
             .serve_connection_with_upgrades(io, hyper_svc)
             .into_owned();
-        let conn = graceful.watch(conn);
+        // Boxed before it is spawned: the connection future is several kilobytes, and the
+        // spawn path moves it more than once (a memcpy each) on its way into the task.
+        let conn = Box::pin(graceful.watch(conn));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {peer}: {e}");

@@ -305,6 +305,9 @@ impl Proxy {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
+        // Room for the fields added below, made once: hyper sizes the map for what the
+        // client sent, and growing it field by field reallocates it more than once.
+        h.reserve(6);
         headers::strip_hop_by_hop(h, tunnel);
         if let Some(client) = client {
             headers::add_forwarded_value(h, config.forwarded, client, front_host.as_ref());
@@ -430,6 +433,8 @@ pub(crate) fn finish_response(
     via: Option<&ViaValues>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
+    // Room for Via and the layers' fields (a route cookie, Cache-Control), made once.
+    parts.headers.reserve(3);
     headers::strip_hop_by_hop(&mut parts.headers, tunnelled);
     if let Some(via) = via {
         headers::append_list(
