@@ -10,8 +10,9 @@
 #              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
 #   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
 #              this stands in for "half load"); the added p50 over direct is reported
-# plus "direct" (wrk straight at one backend) as the floor. Figures are requests/s and
-# p50/p99 latency; the ratios compare lb-balancer with each of the others in the same run.
+# plus "direct" (wrk straight at one backend) as the floor. Figures are requests/s, p50/p99
+# latency and the balancer's CPU time per request (user + system, from /proc, summed over
+# its processes); the ratios compare lb-balancer with each of the others in the same run.
 #
 # The machines are shared and noisy: every run is repeated ROUNDS times (default 2),
 # interleaved across servers, and the best req/s of each is kept (with its latencies).
@@ -27,6 +28,7 @@ THREADS=2
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/lb-http-bench.XXXXXX)
 PIDS=()
+declare -A SRVPID
 
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -68,6 +70,7 @@ PIDS+=($!)
 "$LBBIN" --listen 127.0.0.1:$LB --stickysession ROUTEID \
     --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lb.log" 2>&1 &
 PIDS+=($!)
+SRVPID[lb-balancer]=$!
 
 # HAProxy.
 cat >"$WORK/haproxy.cfg" <<EOF
@@ -91,6 +94,7 @@ backend be
 EOF
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
+SRVPID[haproxy]=$!
 
 # nginx as the balancer (upstream keepalive; the sticky run hashes the cookie).
 cat >"$WORK/lbnginx.conf" <<EOF
@@ -112,6 +116,7 @@ http {
 EOF
 nginx -c "$WORK/lbnginx.conf" -p "$WORK/ngl" -g 'daemon off;' &
 PIDS+=($!)
+SRVPID[nginx]=$!
 
 # Apache mod_proxy_balancer (event MPM).
 M=/usr/lib/apache2/modules
@@ -148,6 +153,7 @@ EOF
 [ -f $M/mod_unixd.so ] || sed -i '/mod_unixd/d' "$WORK/apache.conf"
 apache2 -f "$WORK/apache.conf" -DFOREGROUND >"$WORK/apache.log" 2>&1 &
 PIDS+=($!)
+SRVPID[apache]=$!
 
 # Wait until everything answers.
 for port in $BE1 $BE2 $LB $HA $NG $AP; do
@@ -159,18 +165,39 @@ for port in $BE1 $BE2 $LB $HA $NG $AP; do
     [ $ok = 1 ] || { echo "port $port did not answer" >&2; cat "$WORK"/*.log >&2 || true; exit 1; }
 done
 
-# run NAME URL [wrk header args...] -> "rps p50_ms p99_ms"
+# CPU clock ticks (user + system) used so far by PID and its child processes (nginx's and
+# Apache's workers).
+cpu_ticks() {
+    local pid=$1 t=0 p
+    for p in $pid $(pgrep -P "$pid" || true); do
+        [ -r /proc/$p/stat ] || continue
+        t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat)))
+    done
+    echo $t
+}
+
+# run [-p PID] URL [wrk header args...] -> "rps p50_ms p99_ms cpu_us_per_request"
+# (the last is "-" without -p: the CPU time PID's process tree used per request served)
 run() {
+    local pid=
+    if [ "$1" = -p ]; then pid=$2; shift 2; fi
     local url=$1; shift
-    local out
+    local out t0=0 t1=0
+    [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
     out=$(wrk -t$THREADS -c"$CONNS" -d"${DUR}s" --latency "$@" "$url" 2>&1)
-    local rps p50 p99 errs
+    [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+    local rps p50 p99 errs total cpu=-
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    if [ -n "$pid" ] && [ "${total:-0}" -gt 0 ]; then
+        cpu=$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$total" \
+            'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    fi
     errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<<"$out")
     [ -n "$errs" ] && echo "  note ($url $*): $errs" >&2
-    echo "$rps $(ms "$p50") $(ms "$p99")"
+    echo "$rps $(ms "$p50") $(ms "$p99") $cpu"
 }
 
 # wrk latency like 1.23ms / 456.00us / 1.20s -> milliseconds
@@ -217,12 +244,13 @@ for round in $(seq 1 "$ROUNDS"); do
                 nginx) port=$NG; ck="ROUTEID=.b1"; path=/ ;;
                 apache) port=$AP; ck="ROUTEID=.b1"; path=/ ;;
             esac
+            pid=${SRVPID[$lb]}
             case $sc in
-                keepalive) v=$(run "http://127.0.0.1:$port/") ;;
-                newconn) v=$(run "http://127.0.0.1:$port/" -H "Connection: close") ;;
+                keepalive) v=$(run -p "$pid" "http://127.0.0.1:$port/") ;;
+                newconn) v=$(run -p "$pid" "http://127.0.0.1:$port/" -H "Connection: close") ;;
                 sticky)
                     [ $lb = nginx ] && path=/sticky
-                    v=$(run "http://127.0.0.1:$port$path" -H "Cookie: $ck") ;;
+                    v=$(run -p "$pid" "http://127.0.0.1:$port$path" -H "Cookie: $ck") ;;
             esac
             echo "  round $round $sc $lb: $v" >&2
             keep "$lb,$sc" "$v"
@@ -230,17 +258,20 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-printf '\n%-10s %-12s %12s %9s %9s\n' scenario server "req/s" "p50 ms" "p99 ms"
+printf '\n%-10s %-12s %12s %9s %9s %9s\n' scenario server "req/s" "p50 ms" "p99 ms" "CPU us/r"
 for sc in keepalive newconn sticky; do
     if [ $sc != sticky ]; then
-        read -r rps p50 p99 <<<"${R[direct,$sc]}"
+        read -r rps p50 p99 _ <<<"${R[direct,$sc]}"
         printf '%-10s %-12s %12s %9s %9s\n' $sc "(direct)" "$rps" "$p50" "$p99"
     fi
     for lb in lb-balancer haproxy nginx apache; do
-        read -r rps p50 p99 <<<"${R[$lb,$sc]}"
-        printf '%-10s %-12s %12s %9s %9s\n' $sc $lb "$rps" "$p50" "$p99"
+        read -r rps p50 p99 cpu <<<"${R[$lb,$sc]}"
+        printf '%-10s %-12s %12s %9s %9s %9s\n' $sc $lb "$rps" "$p50" "$p99" "$cpu"
     done
 done
+printf '(CPU us/r: CPU time, user + system, of the balancer'"'"'s processes per request, in the\n'
+printf ' round kept; on a 2-core machine shared with wrk and the backends, the lower it is the\n'
+printf ' more of the machine is left for the rest.)\n'
 
 printf '\nlight load (4 connections): p50 added over direct\n'
 read -r _ d50 _ <<<"${R[direct,light]}"
