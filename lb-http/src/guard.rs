@@ -506,44 +506,17 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
             // Collecting a head: read into the caller's buffer. When the new bytes are
             // exactly one whole head that the guard lets through (the usual keep-alive
             // request), they stay where they are; anything else is taken back out and goes
-            // through `feed`, which holds partial heads and answers refused ones.
-            // (A caller's buffer with no room, which hyper does not give, is read through a
-            // spare one.)
-            let mut spare: Vec<u8> = Vec::new();
+            // through `feed`, which holds partial heads and answers refused ones. A buffer
+            // with no room gets nothing, as from a socket, rather than a read of 0 bytes that
+            // would look like the end of input.
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
             let start = buf.filled().len();
-            let direct = buf.remaining() > 0;
-            let polled = if direct {
-                self.as_mut().project().inner.poll_read(cx, buf)
-            } else {
-                spare.resize(8192, 0);
-                let mut rb = ReadBuf::new(&mut spare);
-                let polled = self.as_mut().project().inner.poll_read(cx, &mut rb);
-                let n = rb.filled().len();
-                spare.truncate(n);
-                polled
-            };
-            match polled {
+            match self.as_mut().project().inner.poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
-                    let got = if direct {
-                        let new = &buf.filled()[start..];
-                        if !new.is_empty() && self.as_mut().accept_in_place(new) {
-                            return Poll::Ready(Ok(()));
-                        }
-                        self.as_mut().feed(new);
-                        let empty = new.is_empty();
-                        buf.set_filled(start);
-                        if !empty {
-                            let this = self.as_mut().project();
-                            if this.head.is_empty() {
-                                *this.armed = Armed::None;
-                            }
-                            continue;
-                        }
-                        &[][..]
-                    } else {
-                        &spare[..]
-                    };
-                    if got.is_empty() {
+                    let new = &buf.filled()[start..];
+                    if new.is_empty() {
                         // EOF: let hyper see what was held (it reports an incomplete head).
                         let this = self.as_mut().project();
                         let held = std::mem::take(this.head);
@@ -554,7 +527,11 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                         }
                         continue;
                     }
-                    self.as_mut().feed(got);
+                    if self.as_mut().accept_in_place(new) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    self.as_mut().feed(new);
+                    buf.set_filled(start);
                     let this = self.as_mut().project();
                     if this.head.is_empty() {
                         *this.armed = Armed::None;
