@@ -15,42 +15,59 @@ use tokio::sync::mpsc;
 
 type Chunks = std::sync::Arc<tokio::sync::Mutex<Option<mpsc::Receiver<Bytes>>>>;
 
-/// A backend whose first response streams what the test sends on the channel.
-async fn streaming_backend() -> (std::net::SocketAddr, mpsc::Sender<Bytes>) {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let chunks: Chunks = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+/// Serves `svc` with hyper's HTTP/1 server on a loopback port (a clone of it per
+/// connection) and returns the address.
+async fn hyper_backend<S, B>(svc: S) -> std::net::SocketAddr
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            let chunks = chunks.clone();
-            let svc = hyper::service::service_fn(move |_req| {
-                let chunks = chunks.clone();
-                async move {
-                    let rx = chunks.lock().await.take();
-                    let body = match rx {
-                        Some(rx) => {
-                            let s = futures_util::stream::unfold(rx, |mut rx| async move {
-                                rx.recv()
-                                    .await
-                                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-                            });
-                            StreamBody::new(s).boxed()
-                        }
-                        None => http_body_util::Full::new(Bytes::from_static(b"plain"))
-                            .map_err(|e| match e {})
-                            .boxed(),
-                    };
-                    Ok::<_, Infallible>(hyper::Response::new(body))
-                }
-            });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc.clone()),
             );
         }
     });
-    (addr, tx)
+    addr
+}
+
+/// A backend whose first response streams what the test sends on the channel.
+async fn streaming_backend() -> (std::net::SocketAddr, mpsc::Sender<Bytes>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let chunks: Chunks = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let svc = hyper::service::service_fn(move |_req| {
+        let chunks = chunks.clone();
+        async move {
+            let rx = chunks.lock().await.take();
+            let body = match rx {
+                Some(rx) => {
+                    let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv()
+                            .await
+                            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                    });
+                    StreamBody::new(s).boxed()
+                }
+                None => http_body_util::Full::new(Bytes::from_static(b"plain"))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            };
+            Ok::<_, Infallible>(hyper::Response::new(body))
+        }
+    });
+    (hyper_backend(svc).await, tx)
 }
 
 async fn serve(balancer: Balancer) -> std::net::SocketAddr {
@@ -71,16 +88,20 @@ async fn serve_with(balancer: Balancer, config: SiteConfig) -> std::net::SocketA
     addr
 }
 
+/// The backend of member URL `url` (with its `key=value` settings, if any).
+fn member(url: &str) -> lb_core::Backend {
+    url.parse::<MemberSpec>().unwrap().to_backend().unwrap()
+}
+
+/// A balancer over the one member at `url`.
+fn one_member(url: &str) -> Balancer {
+    Balancer::builder().backend(member(url)).build().unwrap()
+}
+
 /// HAProxy's `first` over two members: every request goes to the first member first, and
 /// a retry would pick it again if it were not excluded.
 fn first_of(members: [std::net::SocketAddr; 2]) -> Balancer {
-    let backends = members.map(|a| {
-        format!("http://{a}")
-            .parse::<MemberSpec>()
-            .unwrap()
-            .to_backend()
-            .unwrap()
-    });
+    let backends = members.map(|a| member(&format!("http://{a}")));
     Balancer::builder()
         .backends(backends)
         .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
@@ -127,11 +148,7 @@ async fn send_request(
 #[tokio::test]
 async fn lease_is_held_until_the_response_body_ends() {
     let (backend, chunks) = streaming_backend().await;
-    let spec: MemberSpec = format!("http://{backend}").parse().unwrap();
-    let balancer = Balancer::builder()
-        .backend(spec.to_backend().unwrap())
-        .build()
-        .unwrap();
+    let balancer = one_member(&format!("http://{backend}"));
     let addr = serve(balancer.clone()).await;
     let resp = send(addr).await;
     assert_eq!(resp.status(), 200);
@@ -164,11 +181,7 @@ async fn lease_is_held_until_the_response_body_ends() {
 #[tokio::test]
 async fn member_max_queues_then_refuses_with_503() {
     let (backend, chunks) = streaming_backend().await;
-    let spec: MemberSpec = format!("http://{backend},max=1").parse().unwrap();
-    let balancer = Balancer::builder()
-        .backend(spec.to_backend().unwrap())
-        .build()
-        .unwrap();
+    let balancer = one_member(&format!("http://{backend},max=1"));
     let addr = serve(balancer.clone()).await;
     // The first request holds the only slot while its body streams.
     let first = send(addr).await;
@@ -195,27 +208,16 @@ async fn counting_status_backend(
     std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let counter = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let counter = counter.clone();
-            let svc = hyper::service::service_fn(move |_req| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                async move {
-                    let mut r = hyper::Response::new(lb_http::body::full(status.to_string()));
-                    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
-            );
+    let svc = hyper::service::service_fn(move |_req| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let mut r = hyper::Response::new(lb_http::body::full(status.to_string()));
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(r)
         }
     });
-    (addr, hits)
+    (hyper_backend(svc).await, hits)
 }
 
 #[tokio::test]
@@ -246,33 +248,20 @@ async fn echo_backend(
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let log = log.clone();
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let method = req.method().to_string();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let body = String::from_utf8_lossy(&body).into_owned();
-                        log.lock().unwrap().push(body.clone());
-                        let mut r =
-                            hyper::Response::new(lb_http::body::full(format!("{method} {body}")));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
-            );
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let log = log.clone();
+        async move {
+            let method = req.method().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            log.lock().unwrap().push(body.clone());
+            let mut r = hyper::Response::new(lb_http::body::full(format!("{method} {body}")));
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            Ok::<_, Infallible>(r)
         }
     });
-    (addr, seen)
+    (hyper_backend(svc).await, seen)
 }
 
 #[tokio::test]
@@ -312,11 +301,7 @@ async fn retry_sends_a_small_request_body_again_and_streams_a_large_one_once() {
 #[tokio::test]
 async fn http2_clients_are_served() {
     let good = status_backend(200).await;
-    let spec: MemberSpec = format!("http://{good}").parse().unwrap();
-    let balancer = Balancer::builder()
-        .backend(spec.to_backend().unwrap())
-        .build()
-        .unwrap();
+    let balancer = one_member(&format!("http://{good}"));
     let addr = serve(balancer).await;
     let s = TcpStream::connect(addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http2::handshake(
@@ -336,9 +321,10 @@ async fn http2_clients_are_served() {
     }
 }
 
-/// A raw backend: counts the connections it accepts and answers each request with
-/// `answer`; when `close_after_each` it closes the connection after every response.
+/// A raw backend on `bind`: counts the connections it accepts and answers each request
+/// with `answer`; when `close_after_each` it closes the connection after every response.
 async fn raw_backend(
+    bind: &str,
     answer: &'static [u8],
     close_after_each: bool,
 ) -> (
@@ -348,7 +334,7 @@ async fn raw_backend(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = TcpListener::bind(bind).await.unwrap();
     let addr = l.local_addr().unwrap();
     let count = accepted.clone();
     tokio::spawn(async move {
@@ -380,24 +366,12 @@ async fn raw_backend(
     (addr, accepted)
 }
 
-fn one_member(addr: std::net::SocketAddr) -> Balancer {
-    Balancer::builder()
-        .backend(
-            format!("http://{addr}")
-                .parse::<MemberSpec>()
-                .unwrap()
-                .to_backend()
-                .unwrap(),
-        )
-        .build()
-        .unwrap()
-}
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 #[tokio::test]
 async fn backend_connections_are_kept_alive_and_reused() {
-    let (backend, accepted) =
-        raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false).await;
-    let lb = serve(one_member(backend)).await;
+    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, false).await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
     for _ in 0..20 {
         let resp = send(lb).await;
         assert_eq!(resp.status(), 200);
@@ -414,9 +388,8 @@ async fn backend_connections_are_kept_alive_and_reused() {
 async fn a_backend_closing_kept_alive_connections_costs_no_request() {
     // The backend says nothing about closing, then closes after each response: the pooled
     // connection is dead when the next request comes, which must go out on a new one.
-    let (backend, accepted) =
-        raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", true).await;
-    let lb = serve(one_member(backend)).await;
+    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, true).await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
     for i in 0..10 {
         let resp = send(lb).await;
         assert_eq!(resp.status(), 200, "request {i}");
@@ -432,7 +405,7 @@ async fn a_backend_closing_kept_alive_connections_costs_no_request() {
 #[tokio::test]
 async fn a_response_abandoned_midway_does_not_return_its_connection() {
     let (backend, chunks) = streaming_backend().await;
-    let lb = serve(one_member(backend)).await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
     let resp = send(lb).await;
     let mut body = resp.into_body();
     chunks.send(Bytes::from_static(b"part")).await.unwrap();
@@ -451,4 +424,19 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
         resp.into_body().collect().await.unwrap().to_bytes(),
         "plain"
     );
+}
+
+#[tokio::test]
+async fn members_named_by_host_name_or_ipv6_literal_are_reached() {
+    let (v4, _) = raw_backend("127.0.0.1:0", OK, false).await;
+    let (v6, _) = raw_backend("[::1]:0", OK, false).await;
+    for url in [
+        format!("http://localhost:{}", v4.port()),
+        format!("http://[::1]:{}", v6.port()),
+    ] {
+        let lb = serve(one_member(&url)).await;
+        let resp = send(lb).await;
+        assert_eq!(resp.status(), 200, "{url}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
 }
