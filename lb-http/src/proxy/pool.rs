@@ -176,31 +176,15 @@ impl Pool {
     }
 }
 
-/// Opens a TCP connection to `authority`, trying each address it resolves to in turn.
+/// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
+/// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs).
 async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
-    let port = authority.port_u16().unwrap_or(80);
     let host = authority.host();
-    // IPv6 literals come bracketed in URLs.
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return TcpStream::connect((ip, port)).await;
-    }
-    let mut last = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{host} resolves to no address"),
-        )
-    }))
+    TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await
 }
 
 /// A response body that gives its connection back to the pool once read to the end.
