@@ -15,7 +15,7 @@ mod ha;
 
 use std::time::Duration;
 
-use ha::{CLIENT_FROM, Net, VIP, wait_until};
+use ha::{CLIENT, Net, VIP, wait_until};
 
 const LIMIT: Duration = Duration::from_secs(15);
 /// lb-pen's control port, on each node's loopback.
@@ -101,7 +101,7 @@ fn node_dies(net: &Net, p: &mut ha::Proc, host: &str) {
 
 /// Asks through the virtual IP once from each source: `(source, body)`.
 fn ask(net: &Net, sources: &[&str]) -> Vec<(String, String)> {
-    let mut args = vec!["python3", "-c", CLIENT_FROM, VIP, "80"];
+    let mut args = vec!["python3", "-c", CLIENT, VIP, "80", "from"];
     args.extend_from_slice(sources);
     net.exec("client", &args)
         .lines()
@@ -227,11 +227,7 @@ fn lb_pen_pair_keeps_sticky_clients_on_their_server_after_a_failover() {
     );
 
     // TERM: lb1 gives the virtual IP up before it exits 0.
-    let exit = pen1
-        .terminate(Duration::from_secs(10))
-        .expect("lb-pen exits on SIGTERM");
-    assert!(exit.success(), "exit status {exit}");
-    assert!(!net.holds_vip("lb1"), "lb1 removed the vip on shutdown");
+    net.stop_cleanly("lb1", &mut pen1);
     assert!(pen1.output().contains("lb1: stopped"), "{}", pen1.output());
 }
 
@@ -295,9 +291,5 @@ fn lb_balancer_pair_moves_the_vip_and_the_manager_shows_the_role() {
     );
     assert!(lb1.output().contains("lb1: active"), "{}", lb1.output());
 
-    let exit = lb1
-        .terminate(Duration::from_secs(10))
-        .expect("lb-balancer exits on SIGTERM");
-    assert!(exit.success(), "exit status {exit}");
-    assert!(!net.holds_vip("lb1"), "lb1 removed the vip on shutdown");
+    net.stop_cleanly("lb1", &mut lb1);
 }

@@ -184,11 +184,7 @@ fn takeover_within_deadtime_client_follows_and_failback() {
     );
 
     // SIGTERM: lb0 demotes, tells lb1, exits 0; lb1 takes over without waiting deadtime.
-    let status = hb0
-        .terminate(Duration::from_secs(10))
-        .expect("lb-heartbeat exits on SIGTERM");
-    assert!(status.success(), "exit status {status}");
-    assert!(!net.holds_vip("lb0"), "lb0 removed the vip on shutdown");
+    net.stop_cleanly("lb0", &mut hb0);
     wait_until(LIMIT, || net.holds_vip("lb1")).expect("lb1 takes over after a clean shutdown");
     assert!(hb1.output().contains("peer shut down"), "{}", hb1.output());
 }

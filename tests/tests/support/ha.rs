@@ -275,6 +275,16 @@ impl Net {
         );
     }
 
+    /// Sends SIGTERM to `p`, the daemon on `host`: it must exit 0 within 10 s, having given
+    /// the virtual IP up.
+    pub(crate) fn stop_cleanly(&self, host: &str, p: &mut Proc) {
+        let status = p
+            .terminate(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{} did not exit on SIGTERM", p.name));
+        assert!(status.success(), "{}: exit status {status}", p.name);
+        assert!(!self.holds_vip(host), "{host} kept the vip after shutdown");
+    }
+
     /// True when `host` has the virtual IP.
     pub(crate) fn holds_vip(&self, host: &str) -> bool {
         Command::new("ip")
@@ -528,43 +538,20 @@ pub(crate) fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option
     }
 }
 
-/// A client asking through `VIP PORT` once from each source address given after them,
-/// in that order (each try 2 s at most, up to 3 tries 200 ms apart). Output: one line
-/// per source, `SOURCE BODY` (`BODY` is `FAIL` when every try failed).
-pub(crate) const CLIENT_FROM: &str = r#"
-import socket, sys, time
-vip, port = sys.argv[1], int(sys.argv[2])
-def get(src):
-    s = socket.create_connection((vip, port), timeout=2.0, source_address=(src, 0))
-    s.settimeout(2.0)
-    s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-    data = b""
-    while True:
-        c = s.recv(4096)
-        if not c:
-            break
-        data += c
-    s.close()
-    return data.split(b"\r\n\r\n", 1)[1].strip().decode()
-for src in sys.argv[3:]:
-    body = "FAIL"
-    for attempt in range(3):
-        try:
-            body = get(src)
-            break
-        except Exception:
-            time.sleep(0.2)
-    print(src, body, flush=True)
-"#;
-
-/// The client: `count` HTTP requests to the virtual IP, 50 ms apart, each retried once
-/// (2 s connect/read timeout per attempt). Output: one line per request, `attempts body
-/// milliseconds` (`body` is `FAIL` when both attempts failed).
+/// The client, asking through the virtual IP. Two forms:
+///
+/// * `VIP PORT COUNT`: `COUNT` HTTP requests, 50 ms apart, each retried once. Output: one
+///   line per request, `attempts body milliseconds`.
+/// * `VIP PORT from SOURCE...`: one request from each source address in turn, up to 3 tries
+///   200 ms apart. Output: one line per source, `source body`.
+///
+/// Each try has a 2 s connect/read timeout; `body` is `FAIL` when every try failed.
 pub(crate) const CLIENT: &str = r#"
 import socket, sys, time
-vip, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def get():
-    s = socket.create_connection((vip, port), timeout=2.0)
+vip, port = sys.argv[1], int(sys.argv[2])
+def get(src=None):
+    s = socket.create_connection((vip, port), timeout=2.0,
+                                 source_address=(src, 0) if src else None)
     s.settimeout(2.0)
     s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
     data = b""
@@ -575,15 +562,20 @@ def get():
         data += c
     s.close()
     return data.split(b"\r\n\r\n", 1)[1].strip().decode()
-for i in range(count):
-    body, tries, started = "FAIL", 0, time.time()
-    for attempt in range(2):
-        tries += 1
+def ask(tries, pause, src=None):
+    for attempt in range(tries):
         try:
-            body = get()
-            break
+            return attempt + 1, get(src)
         except Exception:
-            pass
-    print(tries, body, int((time.time() - started) * 1000), flush=True)
-    time.sleep(0.05)
+            time.sleep(pause)
+    return tries, "FAIL"
+if sys.argv[3] == "from":
+    for src in sys.argv[4:]:
+        print(src, ask(3, 0.2, src)[1], flush=True)
+else:
+    for i in range(int(sys.argv[3])):
+        started = time.time()
+        tries, body = ask(2, 0.0)
+        print(tries, body, int((time.time() - started) * 1000), flush=True)
+        time.sleep(0.05)
 "#;
