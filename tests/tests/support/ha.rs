@@ -226,6 +226,19 @@ impl Net {
         run("ip", &all)
     }
 
+    /// [`exec`](Self::exec) for probes that may fail: stdout on success, `None` otherwise.
+    pub(crate) fn try_exec(&self, host: &str, args: &[&str]) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Spawns a long-running command in `host`'s namespace, stdout to a file.
     pub(crate) fn spawn(&self, host: &str, label: &str, args: &[&str]) -> Proc {
         let stdout = self.dir.join(format!("{label}.out"));
@@ -473,38 +486,14 @@ impl Net {
             data = b''\n\
             while True:\n    c = s.recv(4096)\n    if not c:\n        break\n    data += c\n\
             sys.stdout.write(data.decode())\n";
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(host), "python3", "-c", script])
-            .arg(port.to_string())
-            .arg(line)
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.try_exec(host, &["python3", "-c", script, &port.to_string(), line])
     }
 
     /// GET `url` from inside `host`'s namespace: the body, `None` on any failure.
     pub(crate) fn http_get(&self, host: &str, url: &str) -> Option<String> {
         let script = "import sys, urllib.request\n\
             sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n";
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                "python3",
-                "-c",
-                script,
-                url,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        self.try_exec(host, &["python3", "-c", script, url])
     }
 }
 
