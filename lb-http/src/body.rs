@@ -28,6 +28,8 @@ enum Kind {
     Incoming(Incoming),
     /// A backend's response body on a pooled connection.
     Pooled(crate::proxy::pool::PooledBody),
+    /// A backend's response body read straight from its connection.
+    Direct(crate::proxy::h1::DirectBody),
     /// A complete body (possibly empty) not yet sent.
     Full(Option<Bytes>),
     /// Anything else.
@@ -55,6 +57,9 @@ impl Body for ProxyBody {
             Kind::Pooled(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
+            Kind::Direct(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
             Kind::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -68,6 +73,7 @@ impl Body for ProxyBody {
         match &self.0 {
             Kind::Incoming(b) => b.is_end_stream(),
             Kind::Pooled(b) => b.is_end_stream(),
+            Kind::Direct(b) => b.is_end_stream(),
             Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Kind::Boxed(b) => b.is_end_stream(),
         }
@@ -77,6 +83,7 @@ impl Body for ProxyBody {
         match &self.0 {
             Kind::Incoming(b) => b.size_hint(),
             Kind::Pooled(b) => b.size_hint(),
+            Kind::Direct(b) => b.size_hint(),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Boxed(b) => b.size_hint(),
         }
@@ -111,6 +118,11 @@ where
 /// A backend's response body on a pooled connection, unboxed.
 pub(crate) fn pooled(body: crate::proxy::pool::PooledBody) -> ProxyBody {
     ProxyBody(Kind::Pooled(body))
+}
+
+/// A backend's response body read straight from its connection, unboxed.
+pub(crate) fn direct(body: crate::proxy::h1::DirectBody) -> ProxyBody {
+    ProxyBody(Kind::Direct(body))
 }
 
 /// A complete body from bytes (for generated responses).

@@ -440,3 +440,188 @@ async fn members_named_by_host_name_or_ipv6_literal_are_reached() {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
 }
+
+/// Sends a `method` request for `/` through the balancer at `lb`, on a new connection.
+async fn send_method(
+    lb: std::net::SocketAddr,
+    method: &str,
+) -> hyper::Response<hyper::body::Incoming> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri("/")
+        .header("host", "t");
+    if method == "POST" {
+        req = req.header("content-length", "0");
+    }
+    send_request(lb, req.body(lb_http::body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn backend_responses_are_read_by_their_framing() {
+    // (backend's answer, backend closes after it, body the client gets, backend
+    // connections for three requests)
+    let cases: [(&'static [u8], bool, &str, usize); 7] = [
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              5;name=value\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+            false,
+            "hello world",
+            1,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            false,
+            "abc",
+            1,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n\
+              HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            "ok",
+            1,
+        ),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", false, "", 1),
+        // Neither Content-Length nor chunked: the body ends when the connection does.
+        (
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+            true,
+            "until close",
+            3,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+            true,
+            "ok",
+            3,
+        ),
+        // An HTTP/1.0 backend that does not say keep-alive closes: not reused, even if it
+        // left the connection open.
+        (
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            "ok",
+            3,
+        ),
+    ];
+    for (answer, close, body, conns) in cases {
+        let what = String::from_utf8_lossy(answer);
+        let (backend, accepted) = raw_backend("127.0.0.1:0", answer, close).await;
+        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        for _ in 0..3 {
+            let got = tokio::time::timeout(Duration::from_secs(5), async {
+                let resp = send(lb).await;
+                assert!(resp.status().is_success(), "{what}");
+                resp.into_body().collect().await.unwrap().to_bytes()
+            })
+            .await
+            .expect("the response should end");
+            assert_eq!(got, body, "{what}");
+        }
+        let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(accepted, conns, "backend connections for {what}");
+    }
+}
+
+#[tokio::test]
+async fn a_response_to_head_has_no_body_whatever_its_length_says() {
+    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
+    let (backend, accepted) = raw_backend("127.0.0.1:0", answer, false).await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    for _ in 0..3 {
+        let resp = tokio::time::timeout(Duration::from_secs(5), async {
+            let resp = send_method(lb, "HEAD").await;
+            let length = resp.headers().get("content-length").cloned();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (length, body)
+        })
+        .await
+        .expect("the response should end");
+        assert_eq!(resp.0.unwrap(), "100");
+        assert!(resp.1.is_empty());
+    }
+    // Had the proxy waited for 100 bytes, the second request would have hung or been
+    // read as the first one's body.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn malformed_backend_response_heads_give_502() {
+    let huge: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n",
+            "a".repeat(70 * 1024)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let answers: [&'static [u8]; 9] = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+        b"nonsense\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-le",
+        huge,
+    ];
+    for answer in answers {
+        let what = String::from_utf8_lossy(&answer[..answer.len().min(80)]).into_owned();
+        let (backend, _) = raw_backend("127.0.0.1:0", answer, true).await;
+        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let resp = send(lb).await;
+        assert_eq!(resp.status(), 502, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_or_cut_backend_body_cuts_the_response() {
+    let answers: [&'static [u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+    ];
+    for answer in answers {
+        let what = String::from_utf8_lossy(answer);
+        let (backend, _) = raw_backend("127.0.0.1:0", answer, true).await;
+        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let s = TcpStream::connect(lb).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/")
+            .header("host", "t")
+            .body(lb_http::body::empty())
+            .unwrap();
+        // The proxy may have the bad part before it sends the head (then the client gets
+        // no response at all) or after (then the body is cut): never a complete response.
+        let complete = tokio::time::timeout(Duration::from_secs(5), async {
+            match tx.send_request(req).await {
+                Ok(resp) => resp.into_body().collect().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await
+        .expect("the response should end");
+        assert!(!complete, "a complete response was passed on for {what}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_may_not_be_repeated_is_not_sent_on_a_closed_connection() {
+    // A POST without a body is not repeated on another connection if the first one does
+    // not answer: so it must not be sent on a kept-alive connection the backend closed.
+    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, true).await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    for i in 0..5 {
+        let resp = send_method(lb, "POST").await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // Time for the backend's close to arrive.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

@@ -1,6 +1,8 @@
 //! The reverse proxy service: forwards a request to the backend chosen by an earlier layer
-//! (a [`Target`] in the request's extensions) over a pooled keep-alive client, and returns the
-//! backend's response, streaming bodies both ways.
+//! (a [`Target`] in the request's extensions) over pooled keep-alive connections, and returns
+//! the backend's response, streaming bodies both ways. Requests without a body or upgrade
+//! are written and answered directly by the task serving the client (see `h1`); the others
+//! go through hyper's HTTP/1 client.
 //!
 //! Headers are handled as RFC 9110 section 7.6 asks of an intermediary (see
 //! [`headers`]); `Host` is kept or replaced as Apache's `ProxyPreserveHost`
@@ -10,10 +12,11 @@
 //! joined and bytes copied both ways until either side closes.
 //!
 //! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
-//! HTTP/1.1 on the pooled client), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
+//! HTTP/1.1), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
 //! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
 
 mod future;
+pub(crate) mod h1;
 pub(crate) mod pool;
 
 use std::task::{Context, Poll};
@@ -21,7 +24,8 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
 pub use future::ResponseFuture;
@@ -207,6 +211,24 @@ async fn forward(
     via: Option<std::sync::Arc<ViaValues>>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let timeout = prepared.response_timeout;
+    // Without a body to stream or a protocol to switch to, the exchange is done directly
+    // on the connection, in this task.
+    if prepared.tunnel.is_none() && req.body().is_end_stream() && req.method() != Method::CONNECT {
+        let (parts, _) = req.into_parts();
+        let resp =
+            match tokio::time::timeout(timeout, exchange_direct(pool, authority, parts)).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(ProxyError::ResponseTimeout(timeout).into()),
+            };
+        return Ok(finish_response(
+            resp,
+            &prepared,
+            false,
+            &config,
+            via.as_deref(),
+        ));
+    }
     let exchange = async {
         let mut req = req;
         loop {
@@ -238,7 +260,7 @@ async fn forward(
             tunnelled = true;
         }
     }
-    let resp = PooledBody::wrap(resp, pool, authority, tx);
+    let resp = PooledBody::wrap(resp, pool, authority, tx).map(crate::body::pooled);
     Ok(finish_response(
         resp,
         &prepared,
@@ -246,6 +268,40 @@ async fn forward(
         &config,
         via.as_deref(),
     ))
+}
+
+/// One request without a body, sent and answered on a direct connection. A kept-alive
+/// connection found closed is replaced by a new one when the request was not written, or
+/// when its method is idempotent (RFC 9110 section 9.2.2): a backend may have closed it
+/// just as the request went out.
+async fn exchange_direct(
+    pool: std::sync::Arc<Pool>,
+    authority: Authority,
+    parts: http::request::Parts,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let idempotent = parts.method.is_idempotent();
+    let head_only = parts.method == Method::HEAD;
+    loop {
+        // A request that may not be sent twice only goes on a connection seen open.
+        let (mut conn, fresh) = pool.get_direct(&authority, !idempotent).await?;
+        let result = match conn.send(&parts).await {
+            Ok(()) => {
+                conn.read_head(head_only, pool.clone(), authority.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((head, body)) => return Ok(Response::from_parts(head, crate::body::direct(body))),
+            Err(h1::ExchangeError::Unsent(e)) if !fresh => {
+                tracing::debug!("kept-alive connection to {authority} refused the request: {e}");
+            }
+            Err(h1::ExchangeError::NoResponse(e)) if !fresh && idempotent => {
+                tracing::debug!("kept-alive connection to {authority} gave no response: {e}");
+            }
+            Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
+        }
+    }
 }
 
 /// What the response side needs to know about the request.
@@ -426,7 +482,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Applies the response-side header rules.
 pub(crate) fn finish_response(
-    resp: Response<PooledBody>,
+    resp: Response<ProxyBody>,
     prepared: &Prepared,
     tunnelled: bool,
     config: &ProxyConfig,
@@ -465,7 +521,7 @@ pub(crate) fn finish_response(
         }
     }
     parts.version = prepared.version;
-    Response::from_parts(parts, crate::body::pooled(body))
+    Response::from_parts(parts, body)
 }
 
 /// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.

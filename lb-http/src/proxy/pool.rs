@@ -1,10 +1,12 @@
-//! Keep-alive HTTP/1.1 connections to backends, over hyper's connection API.
+//! Keep-alive HTTP/1.1 connections to backends.
 //!
 //! One [`Pool`] per [`Proxy`](super::Proxy). A request takes an idle connection to its
 //! backend (the most recently used first) or opens one; the connection goes back to the
-//! pool when the response body has been read to its end. Each connection is driven by its
-//! own task on the runtime that opened it, so a proxy built per worker thread (as
-//! lb-balancer builds them) keeps each backend connection on one thread.
+//! pool when the response body has been read to its end. Two kinds are kept apart:
+//! connections used directly by the request's task ([`Direct`], for requests without a
+//! body or upgrade) and connections run by hyper's client, each driven by its own task on
+//! the runtime that opened it. A proxy built per worker thread (as lb-balancer builds them)
+//! keeps each backend connection on one thread.
 //!
 //! This replaces hyper-util's general-purpose client, whose per-request costs (a pool keyed
 //! by scheme and authority behind a hash map, connection metadata added to every response,
@@ -30,6 +32,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::h1::Direct;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
@@ -52,16 +55,55 @@ pub(crate) struct Pool {
 struct Inner {
     /// By backend: a proxy has a handful, so a list searched in order beats hashing the
     /// authority on every request.
-    idle: Vec<(Authority, Vec<Idle>)>,
+    idle: Vec<(Authority, Lists)>,
     last_sweep: Option<Instant>,
 }
 
+/// The idle connections to one backend, oldest first.
+#[derive(Debug, Default)]
+struct Lists {
+    hyper: Vec<Idle>,
+    direct: Vec<(Direct, Instant)>,
+}
+
 impl Inner {
-    fn list(&mut self, authority: &Authority) -> Option<&mut Vec<Idle>> {
+    fn lists(&mut self, authority: &Authority) -> Option<&mut Lists> {
         self.idle
             .iter_mut()
             .find(|(a, _)| a == authority)
-            .map(|(_, list)| list)
+            .map(|(_, lists)| lists)
+    }
+
+    /// The lists of `authority`, made if missing.
+    fn lists_or_new(&mut self, authority: Authority) -> &mut Lists {
+        let i = match self.idle.iter().position(|(a, _)| *a == authority) {
+            Some(i) => i,
+            None => {
+                self.idle.push((authority, Lists::default()));
+                self.idle.len() - 1
+            }
+        };
+        &mut self.idle[i].1
+    }
+
+    /// Drops connections idle for longer than `idle_timeout`, every half of it.
+    fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) <= idle_timeout / 2)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.idle.retain_mut(|(_, lists)| {
+            lists
+                .hyper
+                .retain(|e| !e.tx.is_closed() && now.duration_since(e.since) <= idle_timeout);
+            lists
+                .direct
+                .retain(|(_, since)| now.duration_since(*since) <= idle_timeout);
+            !(lists.hyper.is_empty() && lists.direct.is_empty())
+        });
     }
 }
 
@@ -103,7 +145,7 @@ impl Pool {
     fn checkout(&self, authority: &Authority) -> Option<SendRequest<ProxyBody>> {
         let now = Instant::now();
         let mut inner = self.inner.lock().ok()?;
-        let list = inner.list(authority)?;
+        let list = &mut inner.lists(authority)?.hyper;
         let mut i = list.len();
         let mut looked = 0;
         while i > 0 && looked < SCAN {
@@ -128,33 +170,70 @@ impl Pool {
         if tx.is_closed() {
             return;
         }
+        self.keep(authority, |lists, since, max_idle| {
+            if lists.hyper.len() < max_idle {
+                lists.hyper.push(Idle { tx, since });
+            }
+        });
+    }
+
+    /// Sweeps, then lets `put` add an idle connection to the lists of `authority` (with
+    /// the time and the most idle connections to keep). Nothing is kept when that most is 0.
+    fn keep(&self, authority: Authority, put: impl FnOnce(&mut Lists, Instant, usize)) {
         let now = Instant::now();
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        let sweep_every = self.config.idle_timeout / 2;
-        if inner
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t) > sweep_every)
-        {
-            inner.last_sweep = Some(now);
-            let idle_timeout = self.config.idle_timeout;
-            inner.idle.retain_mut(|(_, list)| {
-                list.retain(|e| !e.tx.is_closed() && now.duration_since(e.since) <= idle_timeout);
-                !list.is_empty()
-            });
-        }
-        let max_idle = self.config.max_idle;
-        let idle = Idle { tx, since: now };
-        match inner.list(&authority) {
-            Some(list) if list.len() < max_idle => list.push(idle),
-            Some(_) => {}
-            None if max_idle > 0 => inner.idle.push((authority, vec![idle])),
-            None => {}
+        inner.sweep(now, self.config.idle_timeout);
+        if self.config.max_idle > 0 {
+            put(inner.lists_or_new(authority), now, self.config.max_idle);
         }
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<ProxyBody>, ProxyError> {
+    /// An idle direct connection to `authority`, or a new one; with it, true when it is
+    /// new. With `check`, an idle connection is first checked for having been closed by the
+    /// backend (a non-blocking peek, one system call); without, a closed one is found out
+    /// when its response does not come.
+    pub(crate) async fn get_direct(
+        &self,
+        authority: &Authority,
+        check: bool,
+    ) -> Result<(Direct, bool), ProxyError> {
+        if let Some(conn) = self.checkout_direct(authority, check) {
+            return Ok((conn, false));
+        }
+        let stream = self.open_timed(authority).await?;
+        Ok((Direct::new(stream), true))
+    }
+
+    fn checkout_direct(&self, authority: &Authority, check: bool) -> Option<Direct> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().ok()?;
+        let list = &mut inner.lists(authority)?.direct;
+        while let Some((conn, since)) = list.pop() {
+            if now.duration_since(since) > self.config.idle_timeout {
+                // The older ones have expired too.
+                list.clear();
+                return None;
+            }
+            if !check || conn.is_idle_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Gives back a direct connection whose exchange is complete.
+    pub(crate) fn checkin_direct(&self, authority: Authority, conn: Direct) {
+        self.keep(authority, |lists, since, max_idle| {
+            if lists.direct.len() < max_idle {
+                lists.direct.push((conn, since));
+            }
+        });
+    }
+
+    /// A new TCP connection to `authority` within the connect timeout, without Nagle.
+    async fn open_timed(&self, authority: &Authority) -> Result<TcpStream, ProxyError> {
         let timeout = self.config.connect_timeout;
         let stream = match tokio::time::timeout(timeout, open(authority)).await {
             Ok(Ok(s)) => s,
@@ -162,6 +241,11 @@ impl Pool {
             Err(_) => return Err(ProxyError::ConnectTimeout(timeout)),
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        let stream = self.open_timed(authority).await?;
         let (tx, conn) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))

@@ -1,0 +1,607 @@
+//! A direct HTTP/1.1 exchange with a backend, for requests without a body and without an
+//! upgrade: most of what a balancer forwards.
+//!
+//! The request head is written and the response read by the task serving the client, on a
+//! pooled connection it owns for the exchange. hyper's client runs each backend connection
+//! as a task of its own, reached through a channel: per request, that is a message each way,
+//! two task wake-ups and a body channel, which profiles showed as a large part of the
+//! proxy's user CPU. Requests with a body (streamed while the response may already come
+//! back) and upgrades still go through hyper's client.
+//!
+//! The response is read as RFC 9112 says (section 6.3): no body after `HEAD`, `1xx`, `204`
+//! and `304`; a chunked body when `chunked` is the last transfer coding; a body read until
+//! the connection closes when another coding is last or when neither `Transfer-Encoding`
+//! nor `Content-Length` is given; otherwise `Content-Length` bytes. A response with both
+//! fields, an invalid or disagreeing `Content-Length`, `Transfer-Encoding` in an HTTP/1.0
+//! response, a head over [`MAX_HEAD`] or [`MAX_HEADERS`] fields, or a malformed chunk is
+//! refused: the client gets 502 (head) or a cut response (body), and the connection is
+//! dropped. Interim `1xx` responses are skipped.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{StatusCode, Version, request, response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pool::Pool;
+use crate::error::ProxyError;
+
+/// Largest response head accepted (status line and fields).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most fields accepted in a response head (hyper's default too).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Largest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Largest trailer section.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// A backend connection used directly, with its buffers (kept across requests).
+#[derive(Debug)]
+pub(crate) struct Direct {
+    io: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// The request head could not be written whole: the backend cannot have acted on it.
+    Unsent(std::io::Error),
+    /// The connection ended or failed before any byte of a response.
+    NoResponse(String),
+    /// What came back is not a usable response.
+    Bad(String),
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Unsent(e) => write!(f, "writing the request: {e}"),
+            ExchangeError::NoResponse(e) => write!(f, "no response: {e}"),
+            ExchangeError::Bad(e) => f.write_str(e),
+        }
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+impl Direct {
+    pub(crate) fn new(io: TcpStream) -> Direct {
+        Direct {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// True when nothing has arrived on this idle connection: a backend closing an idle
+    /// connection makes it readable, and stray bytes would make it unusable too. Looks at
+    /// the socket itself (a non-blocking peek), since the runtime may not have seen yet
+    /// what arrived.
+    pub(crate) fn is_idle_usable(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        matches!(
+            socket2::SockRef::from(&self.io).peek(&mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Writes the head of `req` (origin form, HTTP/1.1, its fields as they are).
+    pub(crate) async fn send(&mut self, req: &request::Parts) -> Result<(), ExchangeError> {
+        let w = &mut self.wbuf;
+        w.clear();
+        w.extend_from_slice(req.method.as_str().as_bytes());
+        w.push(b' ');
+        w.extend_from_slice(
+            req.uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        );
+        w.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &req.headers {
+            w.extend_from_slice(name.as_str().as_bytes());
+            w.extend_from_slice(b": ");
+            w.extend_from_slice(value.as_bytes());
+            w.extend_from_slice(b"\r\n");
+        }
+        w.extend_from_slice(b"\r\n");
+        self.io
+            .write_all(&self.wbuf)
+            .await
+            .map_err(ExchangeError::Unsent)
+    }
+
+    /// Reads the response head, skipping interim responses. `head_only` when the request
+    /// was `HEAD`.
+    pub(crate) async fn read_head(
+        mut self,
+        head_only: bool,
+        pool: Arc<Pool>,
+        authority: Authority,
+    ) -> Result<(response::Parts, DirectBody), ExchangeError> {
+        let mut got_any = false;
+        loop {
+            if let Some((parts, framing, keep_alive)) = self.parse_head(head_only)? {
+                let mut body = DirectBody {
+                    conn: Some(self),
+                    state: match framing {
+                        Framing::Empty => State::Done,
+                        Framing::Length(n) => State::Length(n),
+                        Framing::Chunked => State::ChunkSize,
+                        Framing::Close => State::Close,
+                    },
+                    home: (keep_alive && framing != Framing::Close).then_some((pool, authority)),
+                };
+                if body.state == State::Done {
+                    body.release();
+                }
+                return Ok((parts, body));
+            }
+            if self.rbuf.len() >= MAX_HEAD {
+                return Err(ExchangeError::Bad(format!(
+                    "response head larger than {} KiB",
+                    MAX_HEAD / 1024
+                )));
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            match self.io.read_buf(&mut self.rbuf).await {
+                Ok(0) if !got_any => {
+                    return Err(ExchangeError::NoResponse("connection closed".into()));
+                }
+                Ok(0) => {
+                    return Err(ExchangeError::Bad(
+                        "connection closed in the response head".into(),
+                    ));
+                }
+                Ok(_) => got_any = true,
+                Err(e) if !got_any => return Err(ExchangeError::NoResponse(e.to_string())),
+                Err(e) => return Err(ExchangeError::Bad(format!("reading the response: {e}"))),
+            }
+        }
+    }
+
+    /// Parses a complete head at the start of the read buffer and takes it out, skipping
+    /// interim responses. `None` when more bytes are needed.
+    fn parse_head(
+        &mut self,
+        head_only: bool,
+    ) -> Result<Option<(response::Parts, Framing, bool)>, ExchangeError> {
+        let mut idx = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        loop {
+            if self.rbuf.is_empty() {
+                return Ok(None);
+            }
+            let mut slots =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let (len, code, minor, count) = match httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut resp, &self.rbuf, &mut slots)
+            {
+                Ok(httparse::Status::Complete(len)) => {
+                    // Where each field is in the buffer, to slice it once frozen.
+                    let base = self.rbuf.as_ptr() as usize;
+                    for (slot, h) in idx.iter_mut().zip(resp.headers.iter()) {
+                        let name = h.name.as_ptr() as usize - base;
+                        let value = h.value.as_ptr() as usize - base;
+                        *slot = (name, name + h.name.len(), value, value + h.value.len());
+                    }
+                    (
+                        len,
+                        resp.code.unwrap_or(0),
+                        resp.version.unwrap_or(1),
+                        resp.headers.len(),
+                    )
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => {
+                    return Err(ExchangeError::Bad(format!("invalid response head: {e}")));
+                }
+            };
+            let head = self.rbuf.split_to(len).freeze();
+            let status = StatusCode::from_u16(code)
+                .map_err(|_| ExchangeError::Bad(format!("invalid status code {code}")))?;
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(ExchangeError::Bad(
+                    "101 Switching Protocols to a request that asked for no upgrade".into(),
+                ));
+            }
+            if status.is_informational() {
+                // 100 Continue, 102, 103: the final response follows.
+                continue;
+            }
+            let mut headers = HeaderMap::with_capacity(count + 3);
+            for &(n0, n1, v0, v1) in &idx[..count] {
+                let name = HeaderName::from_bytes(&head[n0..n1])
+                    .map_err(|_| ExchangeError::Bad("invalid header name".into()))?;
+                let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+                    .map_err(|_| ExchangeError::Bad(format!("invalid value of {name}")))?;
+                headers.append(name, value);
+            }
+            let version = if minor == 0 {
+                Version::HTTP_10
+            } else {
+                Version::HTTP_11
+            };
+            let framing =
+                framing(status, version, &headers, head_only).map_err(ExchangeError::Bad)?;
+            let keep_alive = keeps_alive(version, &headers);
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = status;
+            parts.version = version;
+            parts.headers = headers;
+            return Ok(Some((parts, framing, keep_alive)));
+        }
+    }
+
+    /// Reads more into the read buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.rbuf.reserve(READ_CHUNK);
+        pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
+    }
+}
+
+/// The body length of a response (RFC 9112 section 6.3).
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    head_only: bool,
+) -> Result<Framing, String> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err("Transfer-Encoding in an HTTP/1.0 response".into());
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err("both Transfer-Encoding and Content-Length".into());
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim);
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("differing Content-Length values".into());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// Whether the backend keeps the connection open after this response.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &str| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    match version {
+        Version::HTTP_10 => has("keep-alive"),
+        _ => !has("close"),
+    }
+}
+
+/// Where the body reader is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Bytes left of a `Content-Length` body.
+    Length(u64),
+    /// Until the connection closes.
+    Close,
+    /// At a chunk-size line.
+    ChunkSize,
+    /// Bytes left of a chunk's data.
+    ChunkData(u64),
+    /// At the CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: the trailer section.
+    Trailers,
+    Done,
+}
+
+/// A response body read straight from the backend connection. Read to its end, it gives
+/// the connection back to the pool (unless the backend said it closes it); dropped before
+/// that, the connection is closed.
+#[derive(Debug)]
+pub(crate) struct DirectBody {
+    conn: Option<Direct>,
+    state: State,
+    /// Where the connection goes back to, when it may be reused.
+    home: Option<(Arc<Pool>, Authority)>,
+}
+
+impl DirectBody {
+    fn release(&mut self) {
+        self.state = State::Done;
+        let conn = self.conn.take();
+        if let (Some(conn), Some((pool, authority))) = (conn, self.home.take()) {
+            // Bytes beyond the response mean the backend and the proxy disagree on where it
+            // ended: the connection is not reused.
+            if conn.rbuf.is_empty() {
+                pool.checkin_direct(authority, conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, why: impl Into<String>) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        self.state = State::Done;
+        self.conn = None;
+        self.home = None;
+        Poll::Ready(Some(Err(ProxyError::BadResponse(why.into()))))
+    }
+
+    /// Data from the read buffer, at most `limit` bytes; reads more when it is empty.
+    /// `Ready(None)` at the end of the connection.
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+        limit: u64,
+    ) -> Poll<std::io::Result<Option<Bytes>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        if conn.rbuf.is_empty() {
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let n = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(conn.rbuf.len());
+        Poll::Ready(Ok(Some(conn.rbuf.split_to(n).freeze())))
+    }
+
+    /// Makes sure the read buffer holds a CRLF-terminated line of at most `max` bytes;
+    /// returns its length without the CRLF.
+    fn poll_line(&mut self, cx: &mut Context<'_>, max: usize) -> Poll<Result<usize, String>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Err("connection gone".into()));
+        };
+        let mut searched = 0;
+        loop {
+            if let Some(i) = conn.rbuf[searched..].iter().position(|&b| b == b'\n') {
+                let end = searched + i;
+                if end == 0 || conn.rbuf[end - 1] != b'\r' {
+                    return Poll::Ready(Err("chunk line not ended by CRLF".into()));
+                }
+                return Poll::Ready(Ok(end - 1));
+            }
+            searched = conn.rbuf.len();
+            if searched > max {
+                return Poll::Ready(Err("chunk-size line too long".into()));
+            }
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err("connection closed in the chunked body".into()));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// The size in a chunk-size line (`HEX [ext]`).
+fn chunk_size(line: &[u8]) -> Result<u64, String> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err("invalid chunk size".into());
+    }
+    let rest = &line[digits..];
+    let ext = rest.trim_ascii_start();
+    if !(ext.is_empty() || ext.starts_with(b";"))
+        || rest.iter().any(|&b| b.is_ascii_control() && b != b'\t')
+    {
+        return Err("invalid chunk extension".into());
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| "invalid chunk size")?;
+    u64::from_str_radix(hex, 16).map_err(|_| "invalid chunk size".into())
+}
+
+impl Body for DirectBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let this = self.get_mut();
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    return match this.poll_data(cx, left) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Err(e)) => this.fail(format!("reading the body: {e}")),
+                        Poll::Ready(Ok(None)) => {
+                            this.fail("connection closed before the end of the body")
+                        }
+                        Poll::Ready(Ok(Some(data))) => {
+                            let left = left - data.len() as u64;
+                            this.state = State::Length(left);
+                            if left == 0 {
+                                this.release();
+                            }
+                            Poll::Ready(Some(Ok(Frame::data(data))))
+                        }
+                    };
+                }
+                State::Close => {
+                    return match this.poll_data(cx, u64::MAX) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Err(e)) => this.fail(format!("reading the body: {e}")),
+                        Poll::Ready(Ok(None)) => {
+                            this.release();
+                            Poll::Ready(None)
+                        }
+                        Poll::Ready(Ok(Some(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    };
+                }
+                State::ChunkSize => {
+                    let len = match this.poll_line(cx, MAX_CHUNK_LINE) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return this.fail(e),
+                        Poll::Ready(Ok(len)) => len,
+                    };
+                    let Some(conn) = this.conn.as_mut() else {
+                        return this.fail("connection gone");
+                    };
+                    let size = match chunk_size(&conn.rbuf[..len]) {
+                        Ok(size) => size,
+                        Err(e) => return this.fail(e),
+                    };
+                    conn.rbuf.advance(len + 2);
+                    this.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(left) => {
+                    return match this.poll_data(cx, left) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(Err(e)) => this.fail(format!("reading the body: {e}")),
+                        Poll::Ready(Ok(None)) => this.fail("connection closed in the chunked body"),
+                        Poll::Ready(Ok(Some(data))) => {
+                            let left = left - data.len() as u64;
+                            this.state = if left == 0 {
+                                State::ChunkEnd
+                            } else {
+                                State::ChunkData(left)
+                            };
+                            Poll::Ready(Some(Ok(Frame::data(data))))
+                        }
+                    };
+                }
+                State::ChunkEnd => {
+                    let len = match this.poll_line(cx, 2) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return this.fail(e),
+                        Poll::Ready(Ok(len)) => len,
+                    };
+                    if len != 0 {
+                        return this.fail("chunk data longer than its size");
+                    }
+                    if let Some(conn) = this.conn.as_mut() {
+                        conn.rbuf.advance(2);
+                    }
+                    this.state = State::ChunkSize;
+                }
+                State::Trailers => return this.poll_trailers(cx),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl DirectBody {
+    /// The trailer section after the last chunk: an empty line, or fields then one.
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return self.fail("connection gone");
+            };
+            if conn.rbuf.starts_with(b"\r\n") {
+                conn.rbuf.advance(2);
+                self.release();
+                return Poll::Ready(None);
+            }
+            if conn.rbuf.len() >= 2 {
+                let mut fields = [httparse::EMPTY_HEADER; 32];
+                match httparse::parse_headers(&conn.rbuf, &mut fields) {
+                    Ok(httparse::Status::Complete((len, fields))) => {
+                        let mut trailers = HeaderMap::with_capacity(fields.len());
+                        for f in fields.iter() {
+                            let (Ok(name), Ok(value)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) else {
+                                return self.fail("invalid trailer field");
+                            };
+                            trailers.append(name, value);
+                        }
+                        conn.rbuf.advance(len);
+                        self.release();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(e) => return self.fail(format!("invalid trailer section: {e}")),
+                }
+            }
+            if conn.rbuf.len() > MAX_TRAILERS {
+                return self.fail("trailer section too large");
+            }
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return self.fail(format!("reading the trailers: {e}")),
+                Poll::Ready(Ok(0)) => {
+                    return self.fail("connection closed in the trailer section");
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+}
