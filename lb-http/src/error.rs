@@ -74,6 +74,55 @@ impl ProxyError {
     }
 }
 
+/// A request the proxy did not send: no connection to its backend could be opened (a
+/// [`ProxyError::Connect`] or [`ProxyError::ConnectTimeout`]). The request comes back as it
+/// was given, without its [`Target`](crate::proxy::Target), so a layer before the proxy (as
+/// [`Balance`](crate::balance::Balance) does) can send it to another backend without having
+/// kept a copy.
+///
+/// [`Proxy`](crate::proxy::Proxy) returns it inside a [`BoxError`](crate::BoxError);
+/// [`proxy_error`] finds the [`ProxyError`] in either form.
+#[derive(Debug)]
+pub struct NotSent {
+    error: ProxyError,
+    /// In a mutex only to make the error `Sync`, as `BoxError` needs.
+    request: std::sync::Mutex<Option<http::Request<crate::body::ProxyBody>>>,
+}
+
+impl NotSent {
+    pub(crate) fn new(error: ProxyError, request: http::Request<crate::body::ProxyBody>) -> Self {
+        NotSent {
+            error,
+            request: std::sync::Mutex::new(Some(request)),
+        }
+    }
+
+    /// Why the request was not sent.
+    pub fn error(&self) -> &ProxyError {
+        &self.error
+    }
+
+    /// The error and the request.
+    pub fn into_parts(self) -> (ProxyError, Option<http::Request<crate::body::ProxyBody>>) {
+        let request = self.request.into_inner().unwrap_or_else(|p| p.into_inner());
+        (self.error, request)
+    }
+}
+
+impl std::fmt::Display for NotSent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for NotSent {}
+
+/// The [`ProxyError`] in `err`, given as it is or in a [`NotSent`].
+pub fn proxy_error(err: &crate::BoxError) -> Option<&ProxyError> {
+    err.downcast_ref::<ProxyError>()
+        .or_else(|| err.downcast_ref::<NotSent>().map(NotSent::error))
+}
+
 /// No member could take the request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -81,7 +81,7 @@ pub mod router;
 pub mod server;
 pub mod sticky;
 
-pub use error::{AdminError, BalanceError, Error, ProxyError, Result};
+pub use error::{AdminError, BalanceError, Error, NotSent, ProxyError, Result};
 
 /// The error type services in this crate return; downcast to [`ProxyError`],
 /// [`BalanceError`] and friends to see what happened.

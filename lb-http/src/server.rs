@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use crate::BoxError;
 use crate::body::{ProxyBody, boxed, full};
-use crate::error::{BalanceError, ProxyError};
+use crate::error::BalanceError;
 use crate::guard::{GuardConfig, Guarded};
 use crate::headers::ClientInfo;
 
@@ -44,7 +44,7 @@ impl Default for ServerConfig {
 /// Turns an error from the service stack into the response the client sees: the status the
 /// leaf error names (502, 503, 504...) and a one-line body saying what happened.
 pub fn error_response(err: &BoxError) -> Response<ProxyBody> {
-    let (status, text) = if let Some(e) = err.downcast_ref::<ProxyError>() {
+    let (status, text) = if let Some(e) = crate::error::proxy_error(err) {
         (e.status(), e.to_string())
     } else if let Some(e) = err.downcast_ref::<BalanceError>() {
         (e.status(), e.to_string())

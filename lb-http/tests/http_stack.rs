@@ -625,3 +625,33 @@ async fn a_request_that_may_not_be_repeated_is_not_sent_on_a_closed_connection()
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn a_member_that_cannot_be_reached_passes_the_request_on_unchanged() {
+    // A port with nothing listening.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The backend answers with the forwarding fields it got.
+    let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let fields = ["x-forwarded-for", "via"].map(|name| {
+            let values: Vec<_> = req.headers().get_all(name).iter().collect();
+            format!("{name}={values:?}")
+        });
+        Ok::<_, Infallible>(hyper::Response::new(lb_http::body::full(fields.join(" "))))
+    });
+    let alive = hyper_backend(svc).await;
+    let lb = serve(first_of([dead, alive])).await;
+    for method in ["GET", "POST", "DELETE"] {
+        let resp = send_method(lb, method).await;
+        assert_eq!(resp.status(), 200, "{method}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        // Forwarded once: the attempt on the dead member did not leave its fields behind.
+        assert_eq!(
+            body, r#"x-forwarded-for=["127.0.0.1"] via=["1.1 lb"]"#,
+            "{method}"
+        );
+    }
+}

@@ -13,7 +13,10 @@
 //!
 //! Failover (Apache `maxattempts`): when the connection to a member cannot be opened the
 //! member is put in error for its `retry` time and, if the request has no body (so it can be
-//! sent again), the next member is tried. Passive health: a response whose status is in
+//! sent again), the next member is tried. The request is not copied for that: the inner
+//! service gives it back in a [`NotSent`] error, as
+//! [`Proxy`](crate::proxy::Proxy) does; an inner service that does not is not retried on
+//! another member. Passive health: a response whose status is in
 //! `failonstatus`, or a response timeout with `failontimeout`, puts the member in error for
 //! its `retry` time (the response is still returned to the client, as Apache does).
 //!
@@ -40,7 +43,7 @@ pub use key::{HashKey, cookie, query_param};
 
 use crate::BoxError;
 use crate::body::ProxyBody;
-use crate::error::{BalanceError, ProxyError};
+use crate::error::{BalanceError, NotSent, ProxyError};
 use crate::ext::{Route, Served, Tried};
 use crate::headers::ClientInfo;
 use crate::member::Members;
@@ -145,16 +148,6 @@ where
     }
 }
 
-fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut p, ()) = Request::new(()).into_parts();
-    p.method = parts.method.clone();
-    p.uri = parts.uri.clone();
-    p.version = parts.version;
-    p.headers = parts.headers.clone();
-    p.extensions = parts.extensions.clone();
-    p
-}
-
 async fn run<S>(
     inner: S,
     balancer: Balancer,
@@ -177,8 +170,9 @@ where
     let client = req.extensions().get::<ClientInfo>().map(|c| c.addr);
     let key = config.key.as_ref().and_then(|k| k.extract(&req));
     let replayable = req.body().is_end_stream();
-    let (parts, body) = req.into_parts();
-    let mut body = Some(body);
+    // The request goes to each attempt as it is, not copied: a proxy that could not
+    // connect gives it back (`NotSent`) for the next member.
+    let mut req = Some(req);
 
     let mut ctx = PickContext::new();
     if let Some(c) = client {
@@ -237,7 +231,7 @@ where
                 }
             }
         };
-        let Some(this_body) = body.take().or_else(|| replayable.then(crate::body::empty)) else {
+        let Some(mut this) = req.take() else {
             return Err(
                 last_err.unwrap_or_else(|| BalanceError::NoMember(config.name.clone()).into())
             );
@@ -246,15 +240,13 @@ where
             t.push(id);
         }
         let lease = Arc::new(lease);
-        let mut p = copy_parts(&parts);
-        p.extensions.insert(member.target.clone());
+        this.extensions_mut().insert(member.target.clone());
         // An empty body (most requests) has no bytes to count: it goes as it is.
-        let body = if this_body.is_end_stream() {
-            this_body
+        let this = if replayable {
+            this
         } else {
-            crate::body::boxed(CountBody::new(this_body, lease.clone()))
+            this.map(|body| crate::body::boxed(CountBody::new(body, lease.clone())))
         };
-        let req = Request::from_parts(p, body);
         let started = tokio::time::Instant::now();
         let put_in_error = |why: &str| {
             if !lease.member().state().ignores_errors() {
@@ -266,7 +258,7 @@ where
                 let _ = balancer.set_error_for(id, member.retry);
             }
         };
-        match inner.clone().oneshot(req).await {
+        match inner.clone().oneshot(this).await {
             Ok(mut resp) => {
                 lease.observe_latency(started.elapsed());
                 let status = resp.status().as_u16();
@@ -284,6 +276,18 @@ where
                 return Ok(resp.map(|b| LeaseBody::new(b, lease, permit)));
             }
             Err(e) => {
+                // A request given back unsent is kept for the next member when it can be
+                // sent again; the error goes on as the plain `ProxyError`.
+                let e = match e.downcast::<NotSent>() {
+                    Ok(not_sent) => {
+                        let (error, back) = not_sent.into_parts();
+                        if replayable {
+                            req = back;
+                        }
+                        BoxError::from(error)
+                    }
+                    Err(e) => e,
+                };
                 let connect = e
                     .downcast_ref::<ProxyError>()
                     .is_some_and(ProxyError::is_connect);

@@ -32,7 +32,7 @@ pub use future::ResponseFuture;
 
 use crate::BoxError;
 use crate::body::{ProxyBody, boxed};
-use crate::error::ProxyError;
+use crate::error::{NotSent, ProxyError};
 use crate::headers::{self, ClientInfo, ForwardedHeaders};
 use pool::{Pool, PoolConfig, PooledBody};
 
@@ -184,106 +184,127 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match self.prepare(req) {
-            Ok((req, authority, prepared)) => ResponseFuture::new(forward(
-                self.pool.clone(),
-                authority,
-                req,
-                prepared,
-                self.config.clone(),
-                self.via.clone(),
-            )),
-            Err(e) => ResponseFuture::failed(e),
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Taken, not cloned: the request is this attempt's own.
+        match req.extensions_mut().remove::<Target>() {
+            Some(target) => ResponseFuture::new(forward(self.clone(), target, req.map(boxed))),
+            None => ResponseFuture::failed(ProxyError::NoTarget),
         }
     }
 }
 
-/// Sends `req` to `authority` on a pooled connection and waits for the response head within
-/// the response timeout. A request that a kept-alive connection did not take (the backend
-/// had closed it) is sent again on a new connection.
+/// Sends `req` to `target` on a pooled connection and waits for the response head within
+/// the response timeout.
+///
+/// The connection is had before the request is rewritten: when none can be opened, the
+/// request comes back untouched in a [`NotSent`] error, for another backend. Without a body
+/// to stream or a protocol to switch to, the exchange is done directly on the connection, in
+/// this task; otherwise through hyper's client.
 async fn forward(
-    pool: std::sync::Arc<Pool>,
-    authority: Authority,
+    proxy: Proxy,
+    target: Target,
     req: Request<ProxyBody>,
-    mut prepared: Prepared,
-    config: std::sync::Arc<ProxyConfig>,
-    via: Option<std::sync::Arc<ViaValues>>,
 ) -> Result<Response<ProxyBody>, BoxError> {
-    let timeout = prepared.response_timeout;
-    // Without a body to stream or a protocol to switch to, the exchange is done directly
-    // on the connection, in this task.
-    if prepared.tunnel.is_none() && req.body().is_end_stream() && req.method() != Method::CONNECT {
-        let (parts, _) = req.into_parts();
-        let resp =
-            match tokio::time::timeout(timeout, exchange_direct(pool, authority, parts)).await {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(ProxyError::ResponseTimeout(timeout).into()),
-            };
-        return Ok(finish_response(
-            resp,
-            &prepared,
-            false,
-            &config,
-            via.as_deref(),
-        ));
-    }
+    let config = &*proxy.config;
+    let timeout = target.response_timeout.unwrap_or(config.response_timeout);
+    let authority = target.authority.clone();
+    let tunnel = headers::wants_upgrade(req.version(), req.headers());
+    let direct = !tunnel && req.body().is_end_stream() && req.method() != Method::CONNECT;
+    let client = req.extensions().get::<ClientInfo>().copied();
+    let pool = &proxy.pool;
     let exchange = async {
-        let mut req = req;
-        loop {
-            let mut conn = pool.get(&authority).await?;
-            match conn.tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, conn.tx)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if !conn.fresh => {
-                        tracing::debug!(
-                            "kept-alive connection to {authority} closed; reconnecting"
-                        );
-                        req = unsent;
-                    }
-                    _ => return Err(ProxyError::BadResponse(error_chain(e.error()))),
-                },
+        if direct {
+            // A request that may not be sent twice only goes on a connection seen open.
+            let check = !req.method().is_idempotent();
+            let conn = match pool.get_direct(&authority, check).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(NotSent::new(e, req).into()),
+            };
+            // The head is rewritten on a copy (its fields, not its extensions), so that the
+            // request can still go back whole if the kept-alive connection turns out closed
+            // and no new one can be opened.
+            let mut copy = Request::new(ProxyBody::default());
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            let (copy, prepared) = proxy.prepare(copy, client, target, false)?;
+            match exchange_direct(pool, &authority, copy.into_parts().0, conn).await {
+                Ok(resp) => Ok((resp, prepared)),
+                Err(e) if e.is_connect() => Err(NotSent::new(e, req).into()),
+                Err(e) => Err(e.into()),
             }
+        } else {
+            let conn = match pool.get(&authority).await {
+                Ok(conn) => conn,
+                Err(e) => return Err(NotSent::new(e, req).into()),
+            };
+            let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
+            let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
+            Ok((resp, prepared))
         }
     };
-    let (mut resp, tx) = match tokio::time::timeout(timeout, exchange).await {
+    let (resp, prepared) = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(e.into()),
+        Ok(Err(e)) => return Err(e),
         Err(_) => return Err(ProxyError::ResponseTimeout(timeout).into()),
     };
-    let mut tunnelled = false;
+    Ok(finish_response(
+        resp,
+        &prepared,
+        config,
+        proxy.via.as_deref(),
+    ))
+}
+
+/// One request sent through hyper's client on `conn`. A request that a kept-alive
+/// connection did not take (the backend had closed it) is sent again on a new connection.
+/// A `101` answer to an upgrade request joins the two connections.
+async fn exchange_hyper(
+    pool: &std::sync::Arc<Pool>,
+    authority: &Authority,
+    mut req: Request<ProxyBody>,
+    mut conn: pool::Conn,
+    prepared: &mut Prepared,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let mut resp = loop {
+        match conn.tx.try_send_request(req).await {
+            Ok(resp) => break resp,
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if !conn.fresh => {
+                    tracing::debug!("kept-alive connection to {authority} closed; reconnecting");
+                    req = unsent;
+                }
+                _ => return Err(ProxyError::BadResponse(error_chain(e.error()))),
+            },
+        }
+        conn = pool.get(authority).await?;
+    };
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = prepared.tunnel.take() {
             let backend = hyper::upgrade::on(&mut resp);
             spawn_tunnel(client, backend);
-            tunnelled = true;
+            prepared.tunnelled = true;
         }
     }
-    let resp = PooledBody::wrap(resp, pool, authority, tx).map(crate::body::pooled);
-    Ok(finish_response(
-        resp,
-        &prepared,
-        tunnelled,
-        &config,
-        via.as_deref(),
-    ))
+    let tx = conn.tx;
+    Ok(PooledBody::wrap(resp, pool.clone(), authority.clone(), tx).map(crate::body::pooled))
 }
 
-/// One request without a body, sent and answered on a direct connection. A kept-alive
-/// connection found closed is replaced by a new one when the request was not written, or
-/// when its method is idempotent (RFC 9110 section 9.2.2): a backend may have closed it
-/// just as the request went out.
+/// One request without a body, sent and answered on a direct connection, `conn` first. A
+/// kept-alive connection found closed is replaced by a new one when the request was not
+/// written, or when its method is idempotent (RFC 9110 section 9.2.2): a backend may have
+/// closed it just as the request went out.
 async fn exchange_direct(
-    pool: std::sync::Arc<Pool>,
-    authority: Authority,
+    pool: &std::sync::Arc<Pool>,
+    authority: &Authority,
     parts: http::request::Parts,
+    conn: (h1::Direct, bool),
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let idempotent = parts.method.is_idempotent();
     let head_only = parts.method == Method::HEAD;
+    let (mut conn, mut fresh) = conn;
     loop {
-        // A request that may not be sent twice only goes on a connection seen open.
-        let (mut conn, fresh) = pool.get_direct(&authority, !idempotent).await?;
         let result = match conn.send(&parts).await {
             Ok(()) => {
                 conn.read_head(head_only, pool.clone(), authority.clone())
@@ -301,35 +322,32 @@ async fn exchange_direct(
             }
             Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
         }
+        (conn, fresh) = pool.get_direct(authority, !idempotent).await?;
     }
 }
 
 /// What the response side needs to know about the request.
 #[derive(Debug)]
 pub(crate) struct Prepared {
+    /// The client's side of an upgrade it asked for.
     pub(crate) tunnel: Option<hyper::upgrade::OnUpgrade>,
-    pub(crate) response_timeout: Duration,
+    /// The backend switched protocols and the two connections are joined.
+    pub(crate) tunnelled: bool,
     /// What ProxyPassReverse needs (also holds the target).
     pub(crate) reverse: Option<Reverse>,
     pub(crate) version: Version,
 }
 
 impl Proxy {
-    fn prepare<B>(
+    /// Rewrites `req` for `target`: its URI, hop-by-hop and forwarding fields, `Host`.
+    fn prepare(
         &self,
-        mut req: Request<B>,
-    ) -> Result<(Request<ProxyBody>, Authority, Prepared), ProxyError>
-    where
-        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+        mut req: Request<ProxyBody>,
+        client: Option<ClientInfo>,
+        target: Target,
+        tunnel: bool,
+    ) -> Result<(Request<ProxyBody>, Prepared), ProxyError> {
         let config = &*self.config;
-        // Taken, not cloned: the request is this attempt's own copy.
-        let target = req
-            .extensions_mut()
-            .remove::<Target>()
-            .ok_or(ProxyError::NoTarget)?;
-        let client = req.extensions().get::<ClientInfo>().copied();
         let version = req.version();
         // The client's host: the Host field, or the authority of an absolute-form target
         // (HTTP/2's :authority).
@@ -340,7 +358,6 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        let tunnel = headers::wants_upgrade(version, req.headers());
         let on_upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
 
         // The backend URI: its prefix plus what follows the mount point. With neither a
@@ -355,7 +372,6 @@ impl Proxy {
         };
         // Origin form (RFC 9112 section 3.2.1): the connection is to the backend already.
         let uri = Uri::from(pq);
-        let authority = target.authority.clone();
 
         let (mut parts, body) = req.into_parts();
         parts.uri = uri;
@@ -376,7 +392,6 @@ impl Proxy {
             _ => h.insert(header::HOST, target.host.clone()),
         };
 
-        let response_timeout = target.response_timeout.unwrap_or(config.response_timeout);
         let reverse = match (config.reverse, front_host) {
             (true, Some(front_host)) => Some(Reverse {
                 target,
@@ -387,11 +402,11 @@ impl Proxy {
         };
         let prepared = Prepared {
             tunnel: on_upgrade,
-            response_timeout,
+            tunnelled: false,
             reverse,
             version,
         };
-        Ok((Request::from_parts(parts, boxed(body)), authority, prepared))
+        Ok((Request::from_parts(parts, body), prepared))
     }
 }
 
@@ -484,14 +499,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 pub(crate) fn finish_response(
     resp: Response<ProxyBody>,
     prepared: &Prepared,
-    tunnelled: bool,
     config: &ProxyConfig,
     via: Option<&ViaValues>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     // Room for Via and the layers' fields (a route cookie, Cache-Control), made once.
     parts.headers.reserve(3);
-    headers::strip_hop_by_hop(&mut parts.headers, tunnelled);
+    headers::strip_hop_by_hop(&mut parts.headers, prepared.tunnelled);
     if let Some(via) = via {
         headers::append_list(
             &mut parts.headers,
