@@ -41,8 +41,10 @@ pub(crate) const MAX_HEADERS: usize = 100;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Largest trailer section.
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Room made in the read buffer before each read.
+/// Room made in the read buffer before each read of a head or a chunk line.
 const READ_CHUNK: usize = 8 * 1024;
+/// Most room made for one read of body data: large bodies are read in large pieces.
+const MAX_BODY_READ: usize = 64 * 1024;
 
 /// A backend connection used directly, with its buffers (kept across requests).
 #[derive(Debug)]
@@ -251,9 +253,9 @@ impl Direct {
         }
     }
 
-    /// Reads more into the read buffer.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.rbuf.reserve(READ_CHUNK);
+    /// Reads more into the read buffer, with room for at least `room` bytes.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<std::io::Result<usize>> {
+        self.rbuf.reserve(room);
         pin!(self.io.read_buf(&mut self.rbuf)).poll(cx)
     }
 }
@@ -385,7 +387,10 @@ impl DirectBody {
             return Poll::Ready(Ok(None));
         };
         if conn.rbuf.is_empty() {
-            match conn.poll_fill(cx) {
+            let room = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .clamp(READ_CHUNK, MAX_BODY_READ);
+            match conn.poll_fill(cx, room) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(None)),
@@ -417,7 +422,7 @@ impl DirectBody {
             if searched > max {
                 return Poll::Ready(Err("chunk-size line too long".into()));
             }
-            match conn.poll_fill(cx) {
+            match conn.poll_fill(cx, READ_CHUNK) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
                 Poll::Ready(Ok(0)) => {
@@ -594,7 +599,7 @@ impl DirectBody {
             if conn.rbuf.len() > MAX_TRAILERS {
                 return self.fail("trailer section too large");
             }
-            match conn.poll_fill(cx) {
+            match conn.poll_fill(cx, READ_CHUNK) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return self.fail(format!("reading the trailers: {e}")),
                 Poll::Ready(Ok(0)) => {
