@@ -139,9 +139,15 @@ impl Default for ProxyConfig {
 /// The proxy service. Cheap to clone: clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Proxy {
+    /// One reference count for the whole: the service is cloned for every request.
+    shared: std::sync::Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     pool: std::sync::Arc<Pool>,
-    config: std::sync::Arc<ProxyConfig>,
-    via: Option<std::sync::Arc<ViaValues>>,
+    config: ProxyConfig,
+    via: Option<ViaValues>,
 }
 
 impl Proxy {
@@ -153,21 +159,19 @@ impl Proxy {
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.pool_max_idle,
         });
-        let via = config
-            .via
-            .as_deref()
-            .and_then(ViaValues::new)
-            .map(std::sync::Arc::new);
+        let via = config.via.as_deref().and_then(ViaValues::new);
         Proxy {
-            pool: std::sync::Arc::new(pool),
-            config: std::sync::Arc::new(config),
-            via,
+            shared: std::sync::Arc::new(Shared {
+                pool: std::sync::Arc::new(pool),
+                config,
+                via,
+            }),
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &ProxyConfig {
-        &self.config
+        &self.shared.config
     }
 }
 
@@ -205,13 +209,13 @@ async fn forward(
     target: Target,
     req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
-    let config = &*proxy.config;
+    let config = &proxy.shared.config;
     let timeout = target.response_timeout.unwrap_or(config.response_timeout);
     let authority = target.authority.clone();
     let tunnel = headers::wants_upgrade(req.version(), req.headers());
     let direct = !tunnel && req.body().is_end_stream() && req.method() != Method::CONNECT;
     let client = req.extensions().get::<ClientInfo>().copied();
-    let pool = &proxy.pool;
+    let pool = &proxy.shared.pool;
     let exchange = async {
         if direct {
             // A request that may not be sent twice only goes on a connection seen open.
@@ -253,7 +257,7 @@ async fn forward(
         resp,
         &prepared,
         config,
-        proxy.via.as_deref(),
+        proxy.shared.via.as_ref(),
     ))
 }
 
@@ -347,7 +351,7 @@ impl Proxy {
         target: Target,
         tunnel: bool,
     ) -> Result<(Request<ProxyBody>, Prepared), ProxyError> {
-        let config = &*self.config;
+        let config = &self.shared.config;
         let version = req.version();
         // The client's host: the Host field, or the authority of an absolute-form target
         // (HTTP/2's :authority).
@@ -384,7 +388,7 @@ impl Proxy {
         if let Some(client) = client {
             headers::add_forwarded_value(h, config.forwarded, client, front_host.as_ref());
         }
-        if let Some(via) = &self.via {
+        if let Some(via) = &self.shared.via {
             headers::append_list(h, header::VIA, via.for_version(version).clone());
         }
         match (&front_host, config.preserve_host) {
