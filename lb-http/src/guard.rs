@@ -88,6 +88,12 @@ enum Chunk {
     TrailerEndLf,
 }
 
+/// Caller buffers smaller than this get a head read through [`SCRATCH`] bytes of the
+/// guard's own.
+const SMALL_READ: usize = 256;
+/// The guard's own read buffer, on the stack, for small caller buffers.
+const SCRATCH: usize = 2048;
+
 pin_project_lite::pin_project! {
     /// An I/O object wrapping the client connection; give it to hyper instead of the socket.
     #[derive(Debug)]
@@ -512,6 +518,25 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
             if buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
             }
+            // A small caller buffer would take a head in many reads: hyper-util reads the
+            // first 24 bytes of a connection alone, to tell HTTP/2's preface from HTTP/1.1.
+            // The socket is then read into a buffer of the guard's, and the head served
+            // from `out`. End of input, errors and nothing-yet go on to the read below,
+            // which sees them again.
+            if buf.remaining() < SMALL_READ {
+                let mut scratch = [0u8; SCRATCH];
+                let mut own = ReadBuf::new(&mut scratch);
+                if let Poll::Ready(Ok(())) = self.as_mut().project().inner.poll_read(cx, &mut own) {
+                    if !own.filled().is_empty() {
+                        self.as_mut().feed(own.filled());
+                        let this = self.as_mut().project();
+                        if this.head.is_empty() {
+                            *this.armed = Armed::None;
+                        }
+                        continue;
+                    }
+                }
+            }
             let start = buf.filled().len();
             match self.as_mut().project().inner.poll_read(cx, buf) {
                 Poll::Ready(Ok(())) => {
@@ -676,6 +701,70 @@ mod tests {
         let n = g.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], POISON);
         assert_eq!(g.refused(), 1);
+    }
+
+    /// Counts the reads of the wrapped I/O that returned bytes.
+    struct CountReads<T> {
+        inner: T,
+        reads: usize,
+    }
+
+    impl<T: AsyncRead + Unpin> AsyncRead for CountReads<T> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                self.reads += 1;
+            }
+            polled
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for CountReads<T> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn small_reads_take_a_head_in_one_socket_read() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let counted = CountReads {
+            inner: server,
+            reads: 0,
+        };
+        let mut g = Box::pin(Guarded::new(counted, GuardConfig::default()));
+        let get = b"GET /a/longer/path HTTP/1.1\r\nhost: example\r\naccept: */*\r\n\r\n";
+        let refused = b"POST / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+        for (sent, want, reads) in [(&get[..], &get[..], 1), (&refused[..], POISON, 2)] {
+            client.write_all(sent).await.unwrap();
+            // As hyper-util reads the start of a connection: 24 bytes, then the rest.
+            let mut got = Vec::new();
+            let mut small = [0u8; 24];
+            while got.len() < want.len() {
+                let n = g.read(&mut small).await.unwrap();
+                assert!(n > 0, "end of input after {got:?}");
+                got.extend_from_slice(&small[..n]);
+            }
+            assert_eq!(got, want);
+            assert_eq!(g.inner.reads, reads, "socket reads");
+        }
     }
 
     #[test]
