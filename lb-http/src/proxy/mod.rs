@@ -326,7 +326,9 @@ async fn exchange_direct(
             }
             Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
         }
-        (conn, fresh) = pool.get_direct(authority, !idempotent).await?;
+        // One closed connection suggests more (the backend restarted): the next ones are
+        // looked at before a request goes out on them.
+        (conn, fresh) = pool.get_direct(authority, true).await?;
     }
 }
 
