@@ -14,6 +14,12 @@
 # latency and the balancer's CPU time per request (user + system, from /proc, summed over
 # its processes); the ratios compare lb-balancer with each of the others in the same run.
 #
+# Same work: lb-balancer adds X-Forwarded-For, -Proto, -Host and Via to requests, and Via to
+# responses; by default the peers are configured to do the same (HAProxy option forwardfor and
+# set-header rules, nginx proxy_set_header and add_header, Apache ProxyVia On beside its
+# default X-Forwarded-*). PEER_HEADERS=defaults leaves the peers at their defaults instead
+# (HAProxy and nginx then add no forwarding fields), as runs before 2026-11-26 did.
+#
 # The machines are shared and noisy: every run is repeated ROUNDS times (default 2),
 # interleaved across servers, and the best req/s of each is kept (with its latencies).
 #
@@ -25,6 +31,8 @@ DUR=${1:-8}
 CONNS=${2:-50}
 ROUNDS=${3:-2}
 THREADS=2
+PEER_HEADERS=${PEER_HEADERS:-same}
+case $PEER_HEADERS in same | defaults) ;; *) echo "PEER_HEADERS must be same or defaults" >&2; exit 2 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/lb-http-bench.XXXXXX)
 PIDS=()
@@ -72,6 +80,22 @@ PIDS+=($!)
 PIDS+=($!)
 SRVPID[lb-balancer]=$!
 
+# What the peers add, when they do the same work as lb-balancer.
+HA_HEADERS= NG_HEADERS= AP_VIA=Off
+if [ "$PEER_HEADERS" = same ]; then
+    HA_HEADERS='    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"'
+    NG_HEADERS='        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header Via "1.1 nginx";
+        add_header Via "1.1 nginx";'
+    AP_VIA=On
+fi
+
 # HAProxy.
 cat >"$WORK/haproxy.cfg" <<EOF
 global
@@ -85,6 +109,7 @@ defaults
     http-reuse always
 frontend fe
     bind 127.0.0.1:$HA
+$HA_HEADERS
     default_backend be
 backend be
     balance roundrobin
@@ -109,8 +134,11 @@ http {
     upstream sticky { hash \$cookie_ROUTEID; server 127.0.0.1:$BE1; server 127.0.0.1:$BE2; keepalive 64; }
     server {
         listen 127.0.0.1:$NG;
-        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
-        location /sticky { proxy_pass http://sticky; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+$NG_HEADERS
+        location / { proxy_pass http://be; }
+        location /sticky { proxy_pass http://sticky; }
     }
 }
 EOF
@@ -149,6 +177,7 @@ MaxKeepAliveRequests 0
     ProxySet stickysession=ROUTEID
 </Proxy>
 ProxyPass / balancer://be/
+ProxyVia $AP_VIA
 EOF
 [ -f $M/mod_unixd.so ] || sed -i '/mod_unixd/d' "$WORK/apache.conf"
 apache2 -f "$WORK/apache.conf" -DFOREGROUND >"$WORK/apache.log" 2>&1 &
@@ -213,7 +242,7 @@ declare -A R
 echo "warming up..." >&2
 for port in $LB $HA $NG $AP; do wrk -t1 -c10 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1; done
 
-echo "running: ${DUR}s per run, $CONNS connections, $THREADS wrk threads, best of $ROUNDS" >&2
+echo "running: ${DUR}s per run, $CONNS connections, $THREADS wrk threads, best of $ROUNDS, peer headers: $PEER_HEADERS" >&2
 # keep KEY "rps p50 p99": store when better than what is there
 keep() {
     local key=$1 val=$2 old
