@@ -331,6 +331,20 @@ async fn raw_backend(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    raw_backend_paced(bind, answer, close_after_each, false).await
+}
+
+/// [`raw_backend`], writing its answer one byte at a time when `trickle`: each byte its own
+/// TCP segment, so the proxy meets every line and field split at every point.
+async fn raw_backend_paced(
+    bind: &str,
+    answer: &'static [u8],
+    close_after_each: bool,
+    trickle: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
@@ -340,6 +354,7 @@ async fn raw_backend(
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut held = Vec::new();
@@ -352,8 +367,19 @@ async fn raw_backend(
                     // Requests here have no body: one answer per complete head.
                     while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
                         held.drain(..end + 4);
-                        if s.write_all(answer).await.is_err() {
-                            return;
+                        let pieces: Vec<&[u8]> = if trickle {
+                            answer.chunks(1).collect()
+                        } else {
+                            vec![answer]
+                        };
+                        for piece in pieces {
+                            if s.write_all(piece).await.is_err() {
+                                return;
+                            }
+                            if trickle {
+                                // Long enough for the proxy to read each byte alone.
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         }
                         if close_after_each {
                             return;
@@ -653,5 +679,41 @@ async fn a_member_that_cannot_be_reached_passes_the_request_on_unchanged() {
             body, r#"x-forwarded-for=["127.0.0.1"] via=["1.1 lb"]"#,
             "{method}"
         );
+    }
+}
+
+#[tokio::test]
+async fn responses_arriving_a_byte_at_a_time_are_read_whole() {
+    let cases: [(&'static [u8], &str); 3] = [
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+              5;ext=1\r\nhello\r\n1a\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nx-sum: 9\r\n\r\n",
+            "hello abcdefghijklmnopqrstuvwxy",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nx-pad: aaaaaaaaaaaa\r\n\r\nhello world",
+            "hello world",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "abc",
+        ),
+    ];
+    for (answer, want) in cases {
+        let what = String::from_utf8_lossy(answer);
+        let (backend, _) = raw_backend_paced("127.0.0.1:0", answer, false, true).await;
+        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        // Twice: the second request reuses the connection, so the first response must have
+        // been read exactly to its end.
+        for _ in 0..2 {
+            let got = tokio::time::timeout(Duration::from_secs(10), async {
+                let resp = send(lb).await;
+                assert_eq!(resp.status(), 200, "{what}");
+                resp.into_body().collect().await.unwrap().to_bytes()
+            })
+            .await
+            .expect("the response should end");
+            assert_eq!(got, want, "{what}");
+        }
     }
 }
