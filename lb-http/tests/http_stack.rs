@@ -279,7 +279,7 @@ async fn retry_sends_a_small_request_body_again_and_streams_a_large_one_once() {
         )
         .await;
         let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = body_of(resp).await;
         (status, String::from_utf8_lossy(&body).into_owned())
     };
     // Small: the 503 is retried on the other member with the same body.
@@ -321,16 +321,15 @@ async fn http2_clients_are_served() {
     }
 }
 
-/// A raw backend on `bind`: counts the connections it accepts and answers each request
-/// with `answer`; when `close_after_each` it closes the connection after every response.
-async fn raw_backend(
-    bind: &str,
-    answer: &'static [u8],
-    close_after_each: bool,
-) -> (
+/// An address, and the count of connections accepted by the backend behind it.
+type AddrAndAccepted = (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+);
+
+/// A raw backend on `bind`: counts the connections it accepts and answers each request
+/// with `answer`; when `close_after_each` it closes the connection after every response.
+async fn raw_backend(bind: &str, answer: &'static [u8], close_after_each: bool) -> AddrAndAccepted {
     raw_backend_paced(bind, answer, close_after_each, false).await
 }
 
@@ -341,10 +340,7 @@ async fn raw_backend_paced(
     answer: &'static [u8],
     close_after_each: bool,
     trickle: bool,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
+) -> AddrAndAccepted {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
@@ -392,16 +388,35 @@ async fn raw_backend_paced(
     (addr, accepted)
 }
 
+/// lb-http's server over one [`raw_backend_paced`] on loopback: the server's address and
+/// the backend's count of accepted connections.
+async fn behind_raw_backend(
+    answer: &'static [u8],
+    close_after_each: bool,
+    trickle: bool,
+) -> AddrAndAccepted {
+    let (backend, accepted) =
+        raw_backend_paced("127.0.0.1:0", answer, close_after_each, trickle).await;
+    (
+        serve(one_member(&format!("http://{backend}"))).await,
+        accepted,
+    )
+}
+
+/// The whole body of `resp`.
+async fn body_of(resp: hyper::Response<hyper::body::Incoming>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 #[tokio::test]
 async fn backend_connections_are_kept_alive_and_reused() {
-    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, false).await;
-    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    let (lb, accepted) = behind_raw_backend(OK, false, false).await;
     for _ in 0..20 {
         let resp = send(lb).await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(body_of(resp).await, "ok");
     }
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
@@ -414,12 +429,11 @@ async fn backend_connections_are_kept_alive_and_reused() {
 async fn a_backend_closing_kept_alive_connections_costs_no_request() {
     // The backend says nothing about closing, then closes after each response: the pooled
     // connection is dead when the next request comes, which must go out on a new one.
-    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, true).await;
-    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    let (lb, accepted) = behind_raw_backend(OK, true, false).await;
     for i in 0..10 {
         let resp = send(lb).await;
         assert_eq!(resp.status(), 200, "request {i}");
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(body_of(resp).await, "ok");
         // Let the close reach the proxy (or not: both orders must work).
         if i % 2 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -446,10 +460,7 @@ async fn a_response_abandoned_midway_does_not_return_its_connection() {
         .await
         .expect("second request hung");
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.into_body().collect().await.unwrap().to_bytes(),
-        "plain"
-    );
+    assert_eq!(body_of(resp).await, "plain");
 }
 
 #[tokio::test]
@@ -463,7 +474,7 @@ async fn members_named_by_host_name_or_ipv6_literal_are_reached() {
         let lb = serve(one_member(&url)).await;
         let resp = send(lb).await;
         assert_eq!(resp.status(), 200, "{url}");
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(body_of(resp).await, "ok");
     }
 }
 
@@ -532,13 +543,12 @@ async fn backend_responses_are_read_by_their_framing() {
     ];
     for (answer, close, body, conns) in cases {
         let what = String::from_utf8_lossy(answer);
-        let (backend, accepted) = raw_backend("127.0.0.1:0", answer, close).await;
-        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let (lb, accepted) = behind_raw_backend(answer, close, false).await;
         for _ in 0..3 {
             let got = tokio::time::timeout(Duration::from_secs(5), async {
                 let resp = send(lb).await;
                 assert!(resp.status().is_success(), "{what}");
-                resp.into_body().collect().await.unwrap().to_bytes()
+                body_of(resp).await
             })
             .await
             .expect("the response should end");
@@ -552,13 +562,12 @@ async fn backend_responses_are_read_by_their_framing() {
 #[tokio::test]
 async fn a_response_to_head_has_no_body_whatever_its_length_says() {
     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n";
-    let (backend, accepted) = raw_backend("127.0.0.1:0", answer, false).await;
-    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    let (lb, accepted) = behind_raw_backend(answer, false, false).await;
     for _ in 0..3 {
         let resp = tokio::time::timeout(Duration::from_secs(5), async {
             let resp = send_method(lb, "HEAD").await;
             let length = resp.headers().get("content-length").cloned();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let body = body_of(resp).await;
             (length, body)
         })
         .await
@@ -594,8 +603,7 @@ async fn malformed_backend_response_heads_give_502() {
     ];
     for answer in answers {
         let what = String::from_utf8_lossy(&answer[..answer.len().min(80)]).into_owned();
-        let (backend, _) = raw_backend("127.0.0.1:0", answer, true).await;
-        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let (lb, _) = behind_raw_backend(answer, true, false).await;
         let resp = send(lb).await;
         assert_eq!(resp.status(), 502, "{what}");
     }
@@ -611,8 +619,7 @@ async fn a_malformed_or_cut_backend_body_cuts_the_response() {
     ];
     for answer in answers {
         let what = String::from_utf8_lossy(answer);
-        let (backend, _) = raw_backend("127.0.0.1:0", answer, true).await;
-        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let (lb, _) = behind_raw_backend(answer, true, false).await;
         let s = TcpStream::connect(lb).await.unwrap();
         let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
             .await
@@ -640,12 +647,11 @@ async fn a_malformed_or_cut_backend_body_cuts_the_response() {
 async fn a_request_that_may_not_be_repeated_is_not_sent_on_a_closed_connection() {
     // A POST without a body is not repeated on another connection if the first one does
     // not answer: so it must not be sent on a kept-alive connection the backend closed.
-    let (backend, accepted) = raw_backend("127.0.0.1:0", OK, true).await;
-    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    let (lb, accepted) = behind_raw_backend(OK, true, false).await;
     for i in 0..5 {
         let resp = send_method(lb, "POST").await;
         assert_eq!(resp.status(), 200, "request {i}");
-        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(body_of(resp).await, "ok");
         // Time for the backend's close to arrive.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -673,7 +679,7 @@ async fn a_member_that_cannot_be_reached_passes_the_request_on_unchanged() {
     for method in ["GET", "POST", "DELETE"] {
         let resp = send_method(lb, method).await;
         assert_eq!(resp.status(), 200, "{method}");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = body_of(resp).await;
         // Forwarded once: the attempt on the dead member did not leave its fields behind.
         assert_eq!(
             body, r#"x-forwarded-for=["127.0.0.1"] via=["1.1 lb"]"#,
@@ -701,15 +707,14 @@ async fn responses_arriving_a_byte_at_a_time_are_read_whole() {
     ];
     for (answer, want) in cases {
         let what = String::from_utf8_lossy(answer);
-        let (backend, _) = raw_backend_paced("127.0.0.1:0", answer, false, true).await;
-        let lb = serve(one_member(&format!("http://{backend}"))).await;
+        let (lb, _) = behind_raw_backend(answer, false, true).await;
         // Twice: the second request reuses the connection, so the first response must have
         // been read exactly to its end.
         for _ in 0..2 {
             let got = tokio::time::timeout(Duration::from_secs(10), async {
                 let resp = send(lb).await;
                 assert_eq!(resp.status(), 200, "{what}");
-                resp.into_body().collect().await.unwrap().to_bytes()
+                body_of(resp).await
             })
             .await
             .expect("the response should end");
