@@ -31,24 +31,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     // Fields named by Connection (RFC 9110 section 7.6.1), collected before removal. The
     // usual tokens (`keep-alive`, `close`) name nothing else to remove, and `upgrade` is dealt
     // with below: a list is only made for other names.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-    {
-        if ["keep-alive", "close", "upgrade", ""]
-            .iter()
-            .any(|t| token.eq_ignore_ascii_case(t))
-        {
-            continue;
-        }
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-            named.push(name);
-        }
-    }
+    let named: Vec<HeaderName> = connection_names(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
     for name in named {
         headers.remove(&name);
     }
@@ -187,23 +172,171 @@ pub fn add_forwarded_value(
         }
     }
     if which.forwarded {
-        // RFC 7239 section 6: IPv6 addresses are bracketed and the value quoted.
-        let node = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut elem = format!("for={node};proto={proto}");
-        if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-            if h.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-            {
-                elem.push_str(&format!(";host=\"{h}\""));
-            }
-        }
-        if let Ok(v) = HeaderValue::from_str(&elem) {
+        if let Ok(v) = HeaderValue::from_str(&forwarded_element(client, host)) {
             append_list(headers, header::FORWARDED, v);
         }
     }
+}
+
+/// This hop's RFC 7239 `Forwarded` element.
+fn forwarded_element(client: ClientInfo, host: Option<&HeaderValue>) -> String {
+    let proto = if client.tls { "https" } else { "http" };
+    // RFC 7239 section 6: IPv6 addresses are bracketed and the value quoted.
+    let node = match client.addr.ip() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut elem = format!("for={node};proto={proto}");
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        if h.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            elem.push_str(&format!(";host=\"{h}\""));
+        }
+    }
+    elem
+}
+
+/// What a forwarded request head gets besides the client's own fields; see
+/// [`write_request_head`].
+pub(crate) struct HeadRewrite<'a> {
+    /// The `Host` to send.
+    pub(crate) host: &'a HeaderValue,
+    /// The client, for the forwarding fields (none are added without it).
+    pub(crate) client: Option<ClientInfo>,
+    pub(crate) forwarded: ForwardedHeaders,
+    /// The host the client asked for, for `X-Forwarded-Host` and `Forwarded`.
+    pub(crate) front_host: Option<&'a HeaderValue>,
+    /// This hop's `Via` entry.
+    pub(crate) via: Option<&'a HeaderValue>,
+}
+
+/// Fields [`write_request_head`] writes after the client's other fields, each as one line
+/// with this hop's entry appended, or as the client sent them when this hop adds nothing.
+const LISTS: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    header::FORWARDED,
+    header::VIA,
+];
+
+/// Writes the HTTP/1.1 head of a request for the next hop into `w`, straight from the
+/// client's fields: the same fields as [`strip_hop_by_hop`], [`add_forwarded_value`],
+/// [`append_list`] for `Via` and an inserted `Host` give, without copying the header map or
+/// making a value per field. `Host` comes first (RFC 9112 section 3.2), then the client's
+/// fields in their order, then the forwarding fields and `Via`.
+pub(crate) fn write_request_head(
+    w: &mut Vec<u8>,
+    method: &http::Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    rw: &HeadRewrite<'_>,
+) {
+    use std::io::Write as _;
+    w.extend_from_slice(method.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(path_and_query.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    w.extend_from_slice(rw.host.as_bytes());
+    w.extend_from_slice(b"\r\n");
+    let connection = headers.contains_key(header::CONNECTION);
+    let dropped = |name: &HeaderName| {
+        *name == header::HOST
+            || *name == header::CONNECTION
+            || *name == KEEP_ALIVE
+            || *name == PROXY_CONNECTION
+            || *name == header::TE
+            || *name == header::TRANSFER_ENCODING
+            || *name == header::UPGRADE
+            || (connection && named_by_connection(headers, name))
+    };
+    for (name, value) in headers {
+        if dropped(name) || LISTS.contains(name) {
+            continue;
+        }
+        put_field(w, name, value.as_bytes());
+    }
+    let xf = rw.forwarded.x_forwarded;
+    for name in &LISTS {
+        // The client's values, unless Connection named the field.
+        let values = headers.get_all(name).iter().filter(|_| !dropped(name));
+        // This hop's entry, when it adds one.
+        let client = rw.client;
+        let ours = match name.as_str() {
+            "x-forwarded-for" => client.filter(|_| xf).map(|c| Entry::Ip(c.addr.ip())),
+            "x-forwarded-proto" => client
+                .filter(|_| xf)
+                .map(|c| Entry::Bytes(if c.tls { b"https" } else { b"http" })),
+            "x-forwarded-host" => rw
+                .front_host
+                .filter(|_| xf && client.is_some())
+                .map(|h| Entry::Bytes(h.as_bytes())),
+            "forwarded" => client
+                .filter(|_| rw.forwarded.forwarded)
+                .map(|c| Entry::Text(forwarded_element(c, rw.front_host))),
+            _ => rw.via.map(|v| Entry::Bytes(v.as_bytes())),
+        };
+        let Some(ours) = ours else {
+            for v in values {
+                put_field(w, name, v.as_bytes());
+            }
+            continue;
+        };
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        // X-Forwarded-Proto is set, not appended to.
+        if *name != X_FORWARDED_PROTO {
+            for v in values {
+                w.extend_from_slice(v.as_bytes());
+                w.extend_from_slice(b", ");
+            }
+        }
+        match ours {
+            Entry::Bytes(b) => w.extend_from_slice(b),
+            Entry::Ip(ip) => {
+                let _ = write!(w, "{ip}");
+            }
+            Entry::Text(t) => w.extend_from_slice(t.as_bytes()),
+        }
+        w.extend_from_slice(b"\r\n");
+    }
+    w.extend_from_slice(b"\r\n");
+}
+
+/// This hop's entry in a list field.
+enum Entry<'a> {
+    Bytes(&'a [u8]),
+    Ip(IpAddr),
+    Text(String),
+}
+
+fn put_field(w: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    w.extend_from_slice(name.as_str().as_bytes());
+    w.extend_from_slice(b": ");
+    w.extend_from_slice(value);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// True when a `Connection` field of `headers` names `name` (as [`strip_hop_by_hop`] reads
+/// it: `keep-alive`, `close` and `upgrade` name nothing else).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    connection_names(headers).any(|token| token.eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The field names `Connection` lists, without the tokens that name no field to remove.
+fn connection_names(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !["keep-alive", "close", "upgrade", ""]
+                .iter()
+                .any(|t| token.eq_ignore_ascii_case(t))
+        })
 }
 
 #[cfg(test)]
@@ -275,5 +408,130 @@ mod tests {
             "for=\"[::1]\";proto=http;host=\"example.test\""
         );
         assert_eq!(h["via"], "1.0 first, 1.1 lb");
+    }
+
+    mod head {
+        use super::super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const NAMES: [&str; 15] = [
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "via",
+            "x-a",
+            "cookie",
+            "x-secret",
+        ];
+        const CONNECTION: [&str; 7] = [
+            "close",
+            "keep-alive",
+            "X-Secret",
+            "via, x-a",
+            "X-Forwarded-For",
+            "upgrade",
+            "x-forwarded-host,  Forwarded, ",
+        ];
+        const VALUES: [&str; 5] = ["1", "10.0.0.1", "a b", "example.test:8080", "1.0 old"];
+
+        fn fields() -> impl Strategy<Value = Vec<(usize, usize)>> {
+            prop::collection::vec(
+                (0..NAMES.len(), 0..VALUES.len().max(CONNECTION.len())),
+                0..10,
+            )
+        }
+
+        fn by_name<'a>(
+            pairs: impl Iterator<Item = (&'a str, &'a [u8])>,
+        ) -> BTreeMap<String, Vec<Vec<u8>>> {
+            let mut m: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+            for (k, v) in pairs {
+                m.entry(k.to_ascii_lowercase())
+                    .or_default()
+                    .push(v.to_vec());
+            }
+            m
+        }
+
+        proptest! {
+            /// The head written straight from the client's fields carries the same fields
+            /// as the header map rewritten by the public functions, with Host first.
+            #[test]
+            fn written_head_matches_the_rewritten_map(
+                pairs in fields(),
+                client in prop::option::of((any::<bool>(), any::<bool>())),
+                x_forwarded in any::<bool>(),
+                forwarded in any::<bool>(),
+                via in prop::option::of(prop::sample::select(vec!["1.1 lb", "1.0 lb"])),
+                front in prop::option::of(prop::sample::select(vec!["front.test", "[::1]:8080"])),
+                preserve in any::<bool>(),
+            ) {
+                let mut map = HeaderMap::new();
+                for (n, v) in &pairs {
+                    let value = if NAMES[*n] == "connection" {
+                        CONNECTION[v % CONNECTION.len()]
+                    } else {
+                        VALUES[v % VALUES.len()]
+                    };
+                    map.append(
+                        HeaderName::from_static(NAMES[*n]),
+                        HeaderValue::from_static(value),
+                    );
+                }
+                let client = client.map(|(v6, tls)| ClientInfo {
+                    addr: if v6 { "[2001:db8::7]:4000" } else { "192.0.2.9:4000" }.parse().unwrap(),
+                    tls,
+                });
+                let which = ForwardedHeaders { x_forwarded, forwarded };
+                let via = via.map(HeaderValue::from_static);
+                let front = front.map(HeaderValue::from_static);
+                let target = HeaderValue::from_static("backend:9001");
+                let host = match (&front, preserve) {
+                    (Some(f), true) => f,
+                    _ => &target,
+                };
+
+                let mut expected = map.clone();
+                strip_hop_by_hop(&mut expected, false);
+                if let Some(c) = client {
+                    add_forwarded_value(&mut expected, which, c, front.as_ref());
+                }
+                if let Some(v) = &via {
+                    append_list(&mut expected, header::VIA, v.clone());
+                }
+                expected.insert(header::HOST, host.clone());
+
+                let mut w = Vec::new();
+                let rewrite = HeadRewrite {
+                    host,
+                    client,
+                    forwarded: which,
+                    front_host: front.as_ref(),
+                    via: via.as_ref(),
+                };
+                write_request_head(&mut w, &http::Method::GET, "/p?q=1", &map, &rewrite);
+
+                let mut slots = [httparse::EMPTY_HEADER; 64];
+                let mut req = httparse::Request::new(&mut slots);
+                let parsed = req.parse(&w).unwrap();
+                prop_assert_eq!(parsed, httparse::Status::Complete(w.len()));
+                prop_assert_eq!(req.method, Some("GET"));
+                prop_assert_eq!(req.path, Some("/p?q=1"));
+                prop_assert_eq!(req.version, Some(1));
+                prop_assert_eq!(req.headers[0].name, "host");
+                let got = by_name(req.headers.iter().map(|h| (h.name, h.value)));
+                let want = by_name(expected.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

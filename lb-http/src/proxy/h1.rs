@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::{StatusCode, Version, request, response};
+use http::{StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -75,6 +75,13 @@ impl std::fmt::Display for ExchangeError {
     }
 }
 
+/// How a response body is delimited, and whether its connection may be used again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delimiting {
+    framing: Framing,
+    keep_alive: bool,
+}
+
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -105,26 +112,19 @@ impl Direct {
         )
     }
 
-    /// Writes the head of `req` (origin form, HTTP/1.1, its fields as they are).
-    pub(crate) async fn send(&mut self, req: &request::Parts) -> Result<(), ExchangeError> {
-        let w = &mut self.wbuf;
-        w.clear();
-        w.extend_from_slice(req.method.as_str().as_bytes());
-        w.push(b' ');
-        w.extend_from_slice(
-            req.uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        );
-        w.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &req.headers {
-            w.extend_from_slice(name.as_str().as_bytes());
-            w.extend_from_slice(b": ");
-            w.extend_from_slice(value.as_bytes());
-            w.extend_from_slice(b"\r\n");
-        }
-        w.extend_from_slice(b"\r\n");
+    /// The buffer the request head is written into, emptied, for [`Direct::send`].
+    pub(crate) fn head_buf(&mut self) -> &mut Vec<u8> {
+        self.wbuf.clear();
+        &mut self.wbuf
+    }
+
+    /// Takes the request head `from` wrote, to send it on this connection instead.
+    pub(crate) fn take_head(&mut self, from: &mut Direct) {
+        std::mem::swap(&mut self.wbuf, &mut from.wbuf);
+    }
+
+    /// Writes the request head put in [`Direct::head_buf`].
+    pub(crate) async fn send(&mut self) -> Result<(), ExchangeError> {
         self.io
             .write_all(&self.wbuf)
             .await
@@ -132,30 +132,21 @@ impl Direct {
     }
 
     /// Reads the response head, skipping interim responses. `head_only` when the request
-    /// was `HEAD`.
+    /// was `HEAD`. The body follows with [`Direct::into_body`].
     pub(crate) async fn read_head(
-        mut self,
+        &mut self,
         head_only: bool,
-        pool: Arc<Pool>,
-        authority: Authority,
-    ) -> Result<(response::Parts, DirectBody), ExchangeError> {
+    ) -> Result<(response::Parts, Delimiting), ExchangeError> {
         let mut got_any = false;
         loop {
             if let Some((parts, framing, keep_alive)) = self.parse_head(head_only)? {
-                let mut body = DirectBody {
-                    conn: Some(self),
-                    state: match framing {
-                        Framing::Empty => State::Done,
-                        Framing::Length(n) => State::Length(n),
-                        Framing::Chunked => State::ChunkSize,
-                        Framing::Close => State::Close,
+                return Ok((
+                    parts,
+                    Delimiting {
+                        framing,
+                        keep_alive,
                     },
-                    home: (keep_alive && framing != Framing::Close).then_some((pool, authority)),
-                };
-                if body.state == State::Done {
-                    body.release();
-                }
-                return Ok((parts, body));
+                ));
             }
             if self.rbuf.len() >= MAX_HEAD {
                 return Err(ExchangeError::Bad(format!(
@@ -178,6 +169,34 @@ impl Direct {
                 Err(e) => return Err(ExchangeError::Bad(format!("reading the response: {e}"))),
             }
         }
+    }
+
+    /// The body of the response whose head [`Direct::read_head`] read. The connection goes
+    /// back to `pool` when the body ends, if it can carry another request.
+    pub(crate) fn into_body(
+        self,
+        delimiting: Delimiting,
+        pool: Arc<Pool>,
+        authority: Authority,
+    ) -> DirectBody {
+        let Delimiting {
+            framing,
+            keep_alive,
+        } = delimiting;
+        let mut body = DirectBody {
+            conn: Some(self),
+            state: match framing {
+                Framing::Empty => State::Done,
+                Framing::Length(n) => State::Length(n),
+                Framing::Chunked => State::ChunkSize,
+                Framing::Close => State::Close,
+            },
+            home: (keep_alive && framing != Framing::Close).then_some((pool, authority)),
+        };
+        if body.state == State::Done {
+            body.release();
+        }
+        body
     }
 
     /// Parses a complete head at the start of the read buffer and takes it out, skipping

@@ -218,22 +218,37 @@ async fn forward(
     let pool = &proxy.shared.pool;
     let exchange = async {
         if direct {
+            let plan = proxy.plan(&req, &target)?;
             // A request that may not be sent twice only goes on a connection seen open.
             let check = !req.method().is_idempotent();
-            let conn = match pool.get_direct(&authority, check).await {
+            let (mut conn, fresh) = match pool.get_direct(&authority, check).await {
                 Ok(conn) => conn,
                 Err(e) => return Err(NotSent::new(e, req).into()),
             };
-            // The head is rewritten on a copy (its fields, not its extensions), so that the
-            // request can still go back whole if the kept-alive connection turns out closed
-            // and no new one can be opened.
-            let mut copy = Request::new(ProxyBody::default());
-            *copy.method_mut() = req.method().clone();
-            *copy.uri_mut() = req.uri().clone();
-            *copy.version_mut() = req.version();
-            *copy.headers_mut() = req.headers().clone();
-            let (copy, prepared) = proxy.prepare(copy, client, target, false)?;
-            match exchange_direct(pool, &authority, copy.into_parts().0, conn).await {
+            // The head is written from the request's fields, the request left as it is: it
+            // can still go back whole if the kept-alive connection turns out closed and no
+            // new one can be opened.
+            let rewrite = headers::HeadRewrite {
+                host: proxy.host_for(&plan, &target),
+                client,
+                forwarded: config.forwarded,
+                front_host: plan.front_host.as_ref(),
+                via: proxy
+                    .shared
+                    .via
+                    .as_ref()
+                    .map(|v| v.for_version(req.version())),
+            };
+            headers::write_request_head(
+                conn.head_buf(),
+                req.method(),
+                plan.path(&req),
+                req.headers(),
+                &rewrite,
+            );
+            let prepared = proxy.prepared(plan, client, target, None, req.version());
+            let method = req.method();
+            match exchange_direct(pool, &authority, method, (conn, fresh)).await {
                 Ok(resp) => Ok((resp, prepared)),
                 Err(e) if e.is_connect() => Err(NotSent::new(e, req).into()),
                 Err(e) => Err(e.into()),
@@ -295,29 +310,30 @@ async fn exchange_hyper(
     Ok(PooledBody::wrap(resp, pool.clone(), authority.clone(), tx).map(crate::body::pooled))
 }
 
-/// One request without a body, sent and answered on a direct connection, `conn` first. A
-/// kept-alive connection found closed is replaced by a new one when the request was not
-/// written, or when its method is idempotent (RFC 9110 section 9.2.2): a backend may have
-/// closed it just as the request went out.
+/// One request without a body, sent and answered on a direct connection, `conn` first (its
+/// head already written, see [`h1::Direct::head_buf`]). A kept-alive connection found
+/// closed is replaced by a new one when the request was not written, or when its method is
+/// idempotent (RFC 9110 section 9.2.2): a backend may have closed it just as the request
+/// went out.
 async fn exchange_direct(
     pool: &std::sync::Arc<Pool>,
     authority: &Authority,
-    parts: http::request::Parts,
+    method: &Method,
     conn: (h1::Direct, bool),
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let idempotent = parts.method.is_idempotent();
-    let head_only = parts.method == Method::HEAD;
+    let idempotent = method.is_idempotent();
+    let head_only = method == Method::HEAD;
     let (mut conn, mut fresh) = conn;
     loop {
-        let result = match conn.send(&parts).await {
-            Ok(()) => {
-                conn.read_head(head_only, pool.clone(), authority.clone())
-                    .await
-            }
+        let result = match conn.send().await {
+            Ok(()) => conn.read_head(head_only).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok((head, body)) => return Ok(Response::from_parts(head, crate::body::direct(body))),
+            Ok((head, delimiting)) => {
+                let body = conn.into_body(delimiting, pool.clone(), authority.clone());
+                return Ok(Response::from_parts(head, crate::body::direct(body)));
+            }
             Err(h1::ExchangeError::Unsent(e)) if !fresh => {
                 tracing::debug!("kept-alive connection to {authority} refused the request: {e}");
             }
@@ -328,7 +344,9 @@ async fn exchange_direct(
         }
         // One closed connection suggests more (the backend restarted): the next ones are
         // looked at before a request goes out on them.
-        (conn, fresh) = pool.get_direct(authority, true).await?;
+        let (mut next, next_fresh) = pool.get_direct(authority, true).await?;
+        next.take_head(&mut conn);
+        (conn, fresh) = (next, next_fresh);
     }
 }
 
@@ -345,6 +363,70 @@ pub(crate) struct Prepared {
 }
 
 impl Proxy {
+    /// The client's host and the backend URI of `req` for `target`.
+    fn plan(&self, req: &Request<ProxyBody>, target: &Target) -> Result<Plan, ProxyError> {
+        let config = &self.shared.config;
+        // The client's host: the Host field, or the authority of an absolute-form target
+        // (HTTP/2's :authority).
+        let front_host: Option<HeaderValue> = match req.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        // The backend URI: its prefix plus what follows the mount point. With neither a
+        // prefix nor a mount point (the usual case) the client's path goes as it is.
+        let as_sent = target.path.is_empty()
+            && config.mount.is_empty()
+            && req
+                .uri()
+                .path_and_query()
+                .is_some_and(|pq| pq.as_str().starts_with('/'));
+        let new_path = if as_sent {
+            None
+        } else {
+            Some(backend_path(target, config, req.uri())?)
+        };
+        Ok(Plan {
+            front_host,
+            new_path,
+        })
+    }
+
+    /// The `Host` sent to the backend (Apache's `ProxyPreserveHost`).
+    fn host_for<'a>(&self, plan: &'a Plan, target: &'a Target) -> &'a HeaderValue {
+        match (&plan.front_host, self.shared.config.preserve_host) {
+            (Some(front), true) => front,
+            _ => &target.host,
+        }
+    }
+
+    /// What the response side needs, for a request `plan` describes.
+    fn prepared(
+        &self,
+        plan: Plan,
+        client: Option<ClientInfo>,
+        target: Target,
+        tunnel: Option<hyper::upgrade::OnUpgrade>,
+        version: Version,
+    ) -> Prepared {
+        let reverse = match (self.shared.config.reverse, plan.front_host) {
+            (true, Some(front_host)) => Some(Reverse {
+                target,
+                front_host,
+                tls: client.is_some_and(|c| c.tls),
+            }),
+            _ => None,
+        };
+        Prepared {
+            tunnel,
+            tunnelled: false,
+            reverse,
+            version,
+        }
+    }
+
     /// Rewrites `req` for `target`: its URI, hop-by-hop and forwarding fields, `Host`.
     fn prepare(
         &self,
@@ -355,32 +437,21 @@ impl Proxy {
     ) -> Result<(Request<ProxyBody>, Prepared), ProxyError> {
         let config = &self.shared.config;
         let version = req.version();
-        // The client's host: the Host field, or the authority of an absolute-form target
-        // (HTTP/2's :authority).
-        let front_host: Option<HeaderValue> = match req.headers().get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        let plan = self.plan(&req, &target)?;
         let on_upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
-
-        // The backend URI: its prefix plus what follows the mount point. With neither a
-        // prefix nor a mount point (the usual case) the client's path goes as it is.
-        let pq = if target.path.is_empty() && config.mount.is_empty() {
-            match req.uri().path_and_query() {
-                Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
-                _ => backend_path(&target, config, req.uri())?,
-            }
-        } else {
-            backend_path(&target, config, req.uri())?
-        };
-        // Origin form (RFC 9112 section 3.2.1): the connection is to the backend already.
-        let uri = Uri::from(pq);
+        let host = self.host_for(&plan, &target).clone();
 
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
+        // Origin form (RFC 9112 section 3.2.1): the connection is to the backend already.
+        let pq = match &plan.new_path {
+            Some(pq) => pq.clone(),
+            None => parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        parts.uri = Uri::from(pq);
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         // Room for the fields added below, made once: hyper sizes the map for what the
@@ -388,31 +459,31 @@ impl Proxy {
         h.reserve(6);
         headers::strip_hop_by_hop(h, tunnel);
         if let Some(client) = client {
-            headers::add_forwarded_value(h, config.forwarded, client, front_host.as_ref());
+            headers::add_forwarded_value(h, config.forwarded, client, plan.front_host.as_ref());
         }
         if let Some(via) = &self.shared.via {
             headers::append_list(h, header::VIA, via.for_version(version).clone());
         }
-        match (&front_host, config.preserve_host) {
-            (Some(front), true) => h.insert(header::HOST, front.clone()),
-            _ => h.insert(header::HOST, target.host.clone()),
-        };
-
-        let reverse = match (config.reverse, front_host) {
-            (true, Some(front_host)) => Some(Reverse {
-                target,
-                front_host,
-                tls: client.is_some_and(|c| c.tls),
-            }),
-            _ => None,
-        };
-        let prepared = Prepared {
-            tunnel: on_upgrade,
-            tunnelled: false,
-            reverse,
-            version,
-        };
+        h.insert(header::HOST, host);
+        let prepared = self.prepared(plan, client, target, on_upgrade, version);
         Ok((Request::from_parts(parts, body), prepared))
+    }
+}
+
+/// The client's host and the backend URI of a request.
+struct Plan {
+    front_host: Option<HeaderValue>,
+    /// The path and query for the backend, when not the client's own.
+    new_path: Option<PathAndQuery>,
+}
+
+impl Plan {
+    /// The path and query to send for `req`.
+    fn path<'a>(&'a self, req: &'a Request<ProxyBody>) -> &'a str {
+        match &self.new_path {
+            Some(pq) => pq.as_str(),
+            None => req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+        }
     }
 }
 
