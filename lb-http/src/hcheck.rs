@@ -427,16 +427,28 @@ mod tests {
     }
 
     /// A port on loopback nobody listens on (bound, then closed).
-    fn closed_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    /// A port nothing listens on, held bound (without listening) for as long as the socket
+    /// lives: connections to it are refused, and no other test can take it meanwhile.
+    fn closed_port() -> (socket2::Socket, u16) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+        let port = s.local_addr().unwrap().as_socket().unwrap().port();
+        (s, port)
     }
 
     #[tokio::test]
     async fn each_member_keeps_its_own_interval_and_thresholds() {
+        let held = std::sync::Mutex::new(Vec::new());
         let member = |settings: &[(&str, &str)]| {
-            let mut m =
-                crate::member::MemberSpec::new(format!("http://127.0.0.1:{}", closed_port()));
+            let (socket, port) = closed_port();
+            held.lock().unwrap().push(socket);
+            let mut m = crate::member::MemberSpec::new(format!("http://127.0.0.1:{port}"));
             for (k, v) in settings {
                 m.set(k, v).unwrap();
             }
