@@ -28,6 +28,11 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 /// kept and `Connection: upgrade` is (re)set, so the next hop sees the upgrade request or
 /// acceptance.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
+    // Most messages carry none of these: one pass over the names finds that out for less
+    // than the six lookups below.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Fields named by Connection (RFC 9110 section 7.6.1), collected before removal. The
     // usual tokens (`keep-alive`, `close`) name nothing else to remove, and `upgrade` is dealt
     // with below: a list is only made for other names.
@@ -47,6 +52,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// The fields [`strip_hop_by_hop`] always looks at.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+        || *name == header::TE
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
 }
 
 /// True when the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with an
@@ -83,28 +98,24 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
 
 /// Appends `value` to the comma-separated list in `name`, merging repeated lines into one.
 pub fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    if !headers.contains_key(&name) {
-        headers.insert(name, value);
-        return;
-    }
-    let existing: Vec<&[u8]> = headers
-        .get_all(&name)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
+    let mut entry = match headers.entry(name) {
+        header::Entry::Vacant(v) => {
+            v.insert(value);
+            return;
+        }
+        header::Entry::Occupied(o) => o,
+    };
     let mut joined = Vec::new();
-    for part in existing {
-        joined.extend_from_slice(part);
+    for part in entry.iter() {
+        joined.extend_from_slice(part.as_bytes());
         joined.extend_from_slice(b", ");
     }
     joined.extend_from_slice(value.as_bytes());
     match HeaderValue::from_bytes(&joined) {
         Ok(v) => {
-            headers.insert(name, v);
+            entry.insert(v);
         }
-        Err(_) => {
-            headers.append(name, value);
-        }
+        Err(_) => entry.append(value),
     }
 }
 
@@ -243,12 +254,7 @@ pub(crate) fn write_request_head(
     let connection = headers.contains_key(header::CONNECTION);
     let dropped = |name: &HeaderName| {
         *name == header::HOST
-            || *name == header::CONNECTION
-            || *name == KEEP_ALIVE
-            || *name == PROXY_CONNECTION
-            || *name == header::TE
-            || *name == header::TRANSFER_ENCODING
-            || *name == header::UPGRADE
+            || is_hop_by_hop(name)
             || (connection && named_by_connection(headers, name))
     };
     for (name, value) in headers {
