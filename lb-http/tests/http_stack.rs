@@ -722,3 +722,39 @@ async fn responses_arriving_a_byte_at_a_time_are_read_whole() {
         }
     }
 }
+
+/// The proxy's response carries none of the request's extensions (the direct path reuses
+/// the request's extension map for the response, emptied).
+#[tokio::test]
+async fn a_response_carries_none_of_the_request_extensions() {
+    use tower::ServiceExt;
+    #[derive(Clone, Debug, PartialEq)]
+    struct Marker(u32);
+    let (addr, _) = raw_backend(
+        "127.0.0.1:0",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )
+    .await;
+    let proxy = lb_http::proxy::Proxy::new(lb_http::proxy::ProxyConfig::default());
+    for _ in 0..2 {
+        let mut req = http::Request::new(lb_http::body::empty());
+        req.extensions_mut()
+            .insert(lb_http::proxy::Target::from_url(&format!("http://{addr}")).unwrap());
+        req.extensions_mut().insert(Marker(7));
+        req.extensions_mut().insert(lb_http::headers::ClientInfo {
+            addr: "192.0.2.1:5000".parse().unwrap(),
+            tls: false,
+        });
+        let resp = proxy.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.extensions().get::<Marker>().is_none());
+        assert!(
+            resp.extensions()
+                .get::<lb_http::headers::ClientInfo>()
+                .is_none()
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+    }
+}

@@ -207,7 +207,7 @@ where
 async fn forward(
     proxy: Proxy,
     target: Target,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let config = &proxy.shared.config;
     let timeout = target.response_timeout.unwrap_or(config.response_timeout);
@@ -249,7 +249,14 @@ async fn forward(
             let prepared = proxy.prepared(plan, client, target, None, req.version());
             let method = req.method();
             match exchange_direct(pool, &authority, method, (conn, fresh)).await {
-                Ok(resp) => Ok((resp, prepared)),
+                Ok(mut resp) => {
+                    // The request's extension map, emptied, becomes the response's: the
+                    // layers above add theirs without making a map of their own.
+                    let mut extensions = std::mem::take(req.extensions_mut());
+                    extensions.clear();
+                    *resp.extensions_mut() = extensions;
+                    Ok((resp, prepared))
+                }
                 Err(e) if e.is_connect() => Err(NotSent::new(e, req).into()),
                 Err(e) => Err(e.into()),
             }
