@@ -758,3 +758,35 @@ async fn a_response_carries_none_of_the_request_extensions() {
         assert_eq!(body, "ok");
     }
 }
+
+/// Hop-by-hop fields of a backend's response (RFC 9110 section 7.6.1), and the fields its
+/// Connection names, do not reach the client; the rest do, and the connection is reused.
+#[tokio::test]
+async fn hop_by_hop_fields_of_a_response_are_removed() {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, X-Secret\r\n\
+        X-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+        Upgrade: h2c\r\nConnection: x-other\r\nX-Other: 2\r\nX-Kept: yes\r\nClose: kept\r\n\
+        content-length: 2\r\n\r\nok";
+    let (lb, accepted) = behind_raw_backend(ANSWER, false, false).await;
+    for _ in 0..3 {
+        let resp = send(lb).await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+            "x-other",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} reached the client: {h:?}");
+        }
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h["close"], "kept", "close names no field");
+        assert_eq!(h["via"], "1.1 lb");
+        assert_eq!(body_of(resp).await, "ok");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

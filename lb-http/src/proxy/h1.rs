@@ -15,7 +15,10 @@
 //! fields, an invalid or disagreeing `Content-Length`, `Transfer-Encoding` in an HTTP/1.0
 //! response, a head over [`MAX_HEAD`] or [`MAX_HEADERS`] fields, or a malformed chunk is
 //! refused: the client gets 502 (head) or a cut response (body), and the connection is
-//! dropped. Interim `1xx` responses are skipped.
+//! dropped. Interim `1xx` responses are skipped. The head is read in one pass over the
+//! parsed fields: framing and keep-alive come from that pass, not from header map lookups,
+//! and the hop-by-hop fields (and those `Connection` names) are left out of the response's
+//! map, as the proxy would remove them anyway.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
@@ -52,6 +55,9 @@ pub(crate) struct Direct {
     io: TcpStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// Where the kept fields of the response head being parsed are (name and value
+    /// offsets in `rbuf`).
+    fields: Vec<(usize, usize, usize, usize)>,
 }
 
 /// Why an exchange failed.
@@ -97,6 +103,7 @@ impl Direct {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
+            fields: Vec::new(),
         }
     }
 
@@ -205,7 +212,6 @@ impl Direct {
         &mut self,
         head_only: bool,
     ) -> Result<Option<(response::Parts, Framing, bool)>, ExchangeError> {
-        let mut idx = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
         loop {
             if self.rbuf.is_empty() {
                 return Ok(None);
@@ -213,22 +219,30 @@ impl Direct {
             let mut slots =
                 [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut []);
-            let (len, code, minor, count) = match httparse::ParserConfig::default()
+            let (len, code, minor, hop) = match httparse::ParserConfig::default()
                 .parse_response_with_uninit_headers(&mut resp, &self.rbuf, &mut slots)
             {
                 Ok(httparse::Status::Complete(len)) => {
-                    // Where each field is in the buffer, to slice it once frozen.
+                    let hop = Hop::read(resp.headers);
+                    // Where each end-to-end field is in the buffer, to slice it once
+                    // frozen. Hop-by-hop fields are left out here: the proxy would remove
+                    // them from the response anyway.
                     let base = self.rbuf.as_ptr() as usize;
-                    for (slot, h) in idx.iter_mut().zip(resp.headers.iter()) {
+                    self.fields.clear();
+                    for h in resp.headers.iter() {
+                        if hop.drops(h.name.as_bytes()) {
+                            continue;
+                        }
                         let name = h.name.as_ptr() as usize - base;
                         let value = h.value.as_ptr() as usize - base;
-                        *slot = (name, name + h.name.len(), value, value + h.value.len());
+                        self.fields
+                            .push((name, name + h.name.len(), value, value + h.value.len()));
                     }
                     (
                         len,
                         resp.code.unwrap_or(0),
                         resp.version.unwrap_or(1),
-                        resp.headers.len(),
+                        hop.summary(),
                     )
                 }
                 Ok(httparse::Status::Partial) => return Ok(None),
@@ -248,8 +262,9 @@ impl Direct {
                 // 100 Continue, 102, 103: the final response follows.
                 continue;
             }
-            let mut headers = HeaderMap::with_capacity(count + 3);
-            for &(n0, n1, v0, v1) in &idx[..count] {
+            // Room for the fields the proxy and the layers above add (Via, a cookie).
+            let mut headers = HeaderMap::with_capacity(self.fields.len() + 3);
+            for &(n0, n1, v0, v1) in &self.fields {
                 let name = HeaderName::from_bytes(&head[n0..n1])
                     .map_err(|_| ExchangeError::Bad("invalid header name".into()))?;
                 let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
@@ -261,9 +276,13 @@ impl Direct {
             } else {
                 Version::HTTP_11
             };
-            let framing =
-                framing(status, version, &headers, head_only).map_err(ExchangeError::Bad)?;
-            let keep_alive = keeps_alive(version, &headers);
+            let framing = hop
+                .framing(status, version, head_only)
+                .map_err(|e| ExchangeError::Bad(e.into()))?;
+            let keep_alive = match version {
+                Version::HTTP_10 => hop.keep_alive,
+                _ => !hop.close,
+            };
             let mut parts = http::Response::new(()).into_parts().0;
             parts.status = status;
             parts.version = version;
@@ -279,70 +298,161 @@ impl Direct {
     }
 }
 
-/// The body length of a response (RFC 9112 section 6.3).
-fn framing(
-    status: StatusCode,
-    version: Version,
-    headers: &HeaderMap,
-    head_only: bool,
-) -> Result<Framing, String> {
-    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 {
-            return Err("Transfer-Encoding in an HTTP/1.0 response".into());
-        }
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            return Err("both Transfer-Encoding and Content-Length".into());
-        }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::Close,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or("invalid Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("differing Content-Length values".into());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
-    })
+/// What a response head's hop-by-hop and length fields say, read in one pass over the
+/// parsed fields (no header map lookups).
+#[derive(Debug)]
+struct Hop<'a> {
+    /// The fields read.
+    fields: &'a [httparse::Header<'a>],
+    /// Connection lists `close`.
+    close: bool,
+    /// Connection lists `keep-alive`.
+    keep_alive: bool,
+    /// Connection names other fields, to be removed too (rare).
+    names_fields: bool,
+    /// Transfer-Encoding was present; its last value.
+    transfer_encoding: Option<&'a [u8]>,
+    /// Content-Length: none, the one length all its values agree on, or what is wrong.
+    length: Result<Option<u64>, &'static str>,
 }
 
-/// Whether the backend keeps the connection open after this response.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    match version {
-        Version::HTTP_10 => has("keep-alive"),
-        _ => !has("close"),
+/// A [`Hop`] without its borrows, for after the head is taken out of the buffer.
+#[derive(Debug, Clone, Copy)]
+struct HopSummary {
+    close: bool,
+    keep_alive: bool,
+    /// Transfer-Encoding was present, and its last coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    length: Result<Option<u64>, &'static str>,
+}
+
+/// Visible ASCII and tabs only: what `HeaderValue::to_str` accepts.
+fn is_text(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The comma-separated tokens of a list value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+impl<'a> Hop<'a> {
+    fn read(fields: &'a [httparse::Header<'a>]) -> Hop<'a> {
+        let mut hop = Hop {
+            fields,
+            close: false,
+            keep_alive: false,
+            names_fields: false,
+            transfer_encoding: None,
+            length: Ok(None),
+        };
+        for h in fields {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                if !is_text(h.value) {
+                    continue;
+                }
+                for token in tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        hop.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        hop.keep_alive = true;
+                    } else if !(token.is_empty() || token.eq_ignore_ascii_case(b"upgrade")) {
+                        hop.names_fields = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                hop.transfer_encoding = Some(h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                for part in tokens(h.value) {
+                    let n = std::str::from_utf8(part)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok());
+                    hop.length = match (hop.length, n) {
+                        (Err(e), _) => Err(e),
+                        (_, None) => Err("invalid Content-Length"),
+                        (Ok(Some(l)), Some(n)) if l != n => Err("differing Content-Length values"),
+                        (Ok(_), Some(n)) => Ok(Some(n)),
+                    };
+                }
+            }
+        }
+        hop
+    }
+
+    /// True for a field the proxy removes from responses (RFC 9110 section 7.6.1): the
+    /// hop-by-hop fields and those Connection names.
+    fn drops(&self, name: &[u8]) -> bool {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let hop_by_hop = match name.len() {
+            2 => is("te"),
+            7 => is("upgrade"),
+            10 => is("connection") || is("keep-alive"),
+            16 => is("proxy-connection"),
+            17 => is("transfer-encoding"),
+            _ => false,
+        };
+        hop_by_hop
+            || (self.names_fields
+                && self
+                    .fields
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("connection") && is_text(h.value))
+                    .flat_map(|h| tokens(h.value))
+                    .any(|t| {
+                        t.eq_ignore_ascii_case(name)
+                            && !t.eq_ignore_ascii_case(b"close")
+                            && !t.eq_ignore_ascii_case(b"keep-alive")
+                    }))
+    }
+
+    fn summary(&self) -> HopSummary {
+        HopSummary {
+            close: self.close,
+            keep_alive: self.keep_alive,
+            transfer_encoding: self.transfer_encoding.map(|v| {
+                is_text(v)
+                    && v.rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+            }),
+            length: self.length,
+        }
+    }
+}
+
+impl HopSummary {
+    /// The body length of a response (RFC 9112 section 6.3).
+    fn framing(
+        &self,
+        status: StatusCode,
+        version: Version,
+        head_only: bool,
+    ) -> Result<Framing, &'static str> {
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Empty);
+        }
+        if let Some(chunked) = self.transfer_encoding {
+            if version == Version::HTTP_10 {
+                return Err("Transfer-Encoding in an HTTP/1.0 response");
+            }
+            if self.length != Ok(None) {
+                return Err("both Transfer-Encoding and Content-Length");
+            }
+            return Ok(if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            });
+        }
+        Ok(match self.length? {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        })
     }
 }
 
