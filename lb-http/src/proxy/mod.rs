@@ -261,13 +261,18 @@ async fn forward(
                 Err(e) => Err(e.into()),
             }
         } else {
-            let conn = match pool.get(&authority).await {
-                Ok(conn) => conn,
-                Err(e) => return Err(NotSent::new(e, req).into()),
-            };
-            let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
-            let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
-            Ok((resp, prepared))
+            // Boxed: bodies and upgrades are the rare case, and this branch's state would
+            // otherwise make every request's future larger (and costlier to move).
+            Box::pin(async {
+                let conn = match pool.get(&authority).await {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(NotSent::new(e, req).into()),
+                };
+                let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
+                let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
+                Ok((resp, prepared))
+            })
+            .await
         }
     };
     let (resp, prepared) = match tokio::time::timeout(timeout, exchange).await {

@@ -138,7 +138,9 @@ impl Pool {
         if let Some(tx) = self.checkout(authority) {
             return Ok(Conn { tx, fresh: false });
         }
-        let tx = self.connect(authority).await?;
+        // Boxed: connecting is the rare case, and its future would otherwise make every
+        // request's future larger (and costlier to move into its box).
+        let tx = Box::pin(self.connect(authority)).await?;
         Ok(Conn { tx, fresh: true })
     }
 
@@ -202,7 +204,8 @@ impl Pool {
         if let Some(conn) = self.checkout_direct(authority, check) {
             return Ok((conn, false));
         }
-        let stream = self.open_timed(authority).await?;
+        // Boxed, as in `get`.
+        let stream = Box::pin(self.open_timed(authority)).await?;
         Ok((Direct::new(stream), true))
     }
 
