@@ -54,6 +54,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, tunnel: bool) {
     }
 }
 
+/// Joins several `Cookie` fields into one, separated by `; `. An HTTP/2 client may send
+/// each cookie as a field of its own, and RFC 9113 section 8.2.3 asks for them to be joined
+/// before the request goes on over HTTP/1.1, which allows a single `Cookie` field (RFC 6265
+/// section 5.4); many servers read only the first.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, v) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// The fields [`strip_hop_by_hop`] always looks at.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::CONNECTION
@@ -234,9 +254,10 @@ const LISTS: [HeaderName; 5] = [
 
 /// Writes the HTTP/1.1 head of a request for the next hop into `w`, straight from the
 /// client's fields: the same fields as [`strip_hop_by_hop`], [`add_forwarded_value`],
-/// [`append_list`] for `Via` and an inserted `Host` give, without copying the header map or
-/// making a value per field. `Host` comes first (RFC 9112 section 3.2), then the client's
-/// fields in their order, then the forwarding fields and `Via`.
+/// [`append_list`] for `Via`, [`join_cookies`] and an inserted `Host` give, without copying
+/// the header map or making a value per field. `Host` comes first (RFC 9112 section 3.2),
+/// then the client's fields in their order (its cookies on one line), then the forwarding
+/// fields and `Via`.
 pub(crate) fn write_request_head(
     w: &mut Vec<u8>,
     method: &http::Method,
@@ -257,8 +278,24 @@ pub(crate) fn write_request_head(
             || is_hop_by_hop(name)
             || (connection && named_by_connection(headers, name))
     };
+    let mut cookies_written = false;
     for (name, value) in headers {
         if dropped(name) || LISTS.contains(name) {
+            continue;
+        }
+        if *name == header::COOKIE {
+            // All of them on the first one's line.
+            if !cookies_written {
+                cookies_written = true;
+                w.extend_from_slice(b"cookie: ");
+                for (i, v) in headers.get_all(header::COOKIE).iter().enumerate() {
+                    if i > 0 {
+                        w.extend_from_slice(b"; ");
+                    }
+                    w.extend_from_slice(v.as_bytes());
+                }
+                w.extend_from_slice(b"\r\n");
+            }
             continue;
         }
         put_field(w, name, value.as_bytes());
@@ -377,6 +414,17 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = map(&[("cookie", "a=1"), ("x-a", "1"), ("cookie", "b=2; c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]
@@ -508,6 +556,7 @@ mod tests {
 
                 let mut expected = map.clone();
                 strip_hop_by_hop(&mut expected, false);
+                join_cookies(&mut expected);
                 if let Some(c) = client {
                     add_forwarded_value(&mut expected, which, c, front.as_ref());
                 }

@@ -298,19 +298,27 @@ async fn retry_sends_a_small_request_body_again_and_streams_a_large_one_once() {
     assert_eq!(good_seen.lock().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn http2_clients_are_served() {
-    let good = status_backend(200).await;
-    let balancer = one_member(&format!("http://{good}"));
-    let addr = serve(balancer).await;
+/// An HTTP/2 client (prior knowledge, h2c) connected to `addr`.
+async fn h2_client(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<lb_http::body::ProxyBody> {
     let s = TcpStream::connect(addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+    let (tx, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(s),
     )
     .await
     .unwrap();
     tokio::spawn(conn);
+    tx
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let good = status_backend(200).await;
+    let balancer = one_member(&format!("http://{good}"));
+    let addr = serve(balancer).await;
+    let mut tx = h2_client(addr).await;
     for _ in 0..3 {
         let req = hyper::Request::get(format!("http://{addr}/"))
             .body(lb_http::body::empty())
@@ -789,4 +797,34 @@ async fn hop_by_hop_fields_of_a_response_are_removed() {
         assert_eq!(body_of(resp).await, "ok");
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An HTTP/2 client's cookies, sent as separate fields, reach an HTTP/1.1 backend as one
+/// `Cookie` field (RFC 9113 section 8.2.3), on both the direct path (no body) and hyper's
+/// client (a body).
+#[tokio::test]
+async fn http2_cookie_fields_are_joined_for_the_backend() {
+    let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let cookies: Vec<String> = req
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        Ok::<_, Infallible>(hyper::Response::new(lb_http::body::full(cookies.join("|"))))
+    });
+    let backend = hyper_backend(svc).await;
+    let addr = serve(one_member(&format!("http://{backend}"))).await;
+    let mut tx = h2_client(addr).await;
+    for body in ["", "with a body"] {
+        let req = hyper::Request::post(format!("http://{addr}/"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("cookie", "c=3")
+            .body(lb_http::body::full(body))
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_of(resp).await, "a=1; b=2; c=3", "body {body:?}");
+    }
 }

@@ -470,6 +470,7 @@ impl Proxy {
         // client sent, and growing it field by field reallocates it more than once.
         h.reserve(6);
         headers::strip_hop_by_hop(h, tunnel);
+        headers::join_cookies(h);
         if let Some(client) = client {
             headers::add_forwarded_value(h, config.forwarded, client, plan.front_host.as_ref());
         }
