@@ -26,8 +26,9 @@ pub struct ProxyBody(Kind);
 enum Kind {
     /// A body read by hyper.
     Incoming(Incoming),
-    /// A backend's response body on a pooled connection.
-    Pooled(crate::proxy::pool::PooledBody),
+    /// A backend's response body on a pooled connection (hyper's client: bodies and
+    /// upgrades, the rarer case). Boxed so that it does not set the size of every body.
+    Pooled(Box<crate::proxy::pool::PooledBody>),
     /// A backend's response body read straight from its connection.
     Direct(crate::proxy::h1::DirectBody),
     /// A complete body (possibly empty) not yet sent.
@@ -54,7 +55,7 @@ impl Body for ProxyBody {
             Kind::Incoming(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
-            Kind::Pooled(b) => Pin::new(b)
+            Kind::Pooled(b) => Pin::new(b.as_mut())
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
             Kind::Direct(b) => Pin::new(b)
@@ -117,7 +118,7 @@ where
 
 /// A backend's response body on a pooled connection, unboxed.
 pub(crate) fn pooled(body: crate::proxy::pool::PooledBody) -> ProxyBody {
-    ProxyBody(Kind::Pooled(body))
+    ProxyBody(Kind::Pooled(Box::new(body)))
 }
 
 /// A backend's response body read straight from its connection, unboxed.

@@ -98,13 +98,15 @@ enum Framing {
 }
 
 impl Direct {
-    pub(crate) fn new(io: TcpStream) -> Direct {
-        Direct {
+    /// Boxed: the connection moves between the pool and response bodies, and a body type
+    /// holding it inline would make every request and response that much larger to move.
+    pub(crate) fn new(io: TcpStream) -> Box<Direct> {
+        Box::new(Direct {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             fields: Vec::new(),
-        }
+        })
     }
 
     /// True when nothing has arrived on this idle connection: a backend closing an idle
@@ -181,7 +183,7 @@ impl Direct {
     /// The body of the response whose head [`Direct::read_head`] read. The connection goes
     /// back to `pool` when the body ends, if it can carry another request.
     pub(crate) fn into_body(
-        self,
+        self: Box<Self>,
         delimiting: Delimiting,
         pool: Arc<Pool>,
         authority: Authority,
@@ -479,7 +481,7 @@ enum State {
 /// that, the connection is closed.
 #[derive(Debug)]
 pub(crate) struct DirectBody {
-    conn: Option<Direct>,
+    conn: Option<Box<Direct>>,
     state: State,
     /// Where the connection goes back to, when it may be reused.
     home: Option<(Arc<Pool>, Authority)>,

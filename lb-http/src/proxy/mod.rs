@@ -331,7 +331,7 @@ async fn exchange_direct(
     pool: &std::sync::Arc<Pool>,
     authority: &Authority,
     method: &Method,
-    conn: (h1::Direct, bool),
+    conn: (Box<h1::Direct>, bool),
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let idempotent = method.is_idempotent();
     let head_only = method == Method::HEAD;

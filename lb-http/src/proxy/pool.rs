@@ -63,7 +63,7 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Lists {
     hyper: Vec<Idle>,
-    direct: Vec<(Direct, Instant)>,
+    direct: Vec<(Box<Direct>, Instant)>,
 }
 
 impl Inner {
@@ -200,7 +200,7 @@ impl Pool {
         &self,
         authority: &Authority,
         check: bool,
-    ) -> Result<(Direct, bool), ProxyError> {
+    ) -> Result<(Box<Direct>, bool), ProxyError> {
         if let Some(conn) = self.checkout_direct(authority, check) {
             return Ok((conn, false));
         }
@@ -209,7 +209,7 @@ impl Pool {
         Ok((Direct::new(stream), true))
     }
 
-    fn checkout_direct(&self, authority: &Authority, check: bool) -> Option<Direct> {
+    fn checkout_direct(&self, authority: &Authority, check: bool) -> Option<Box<Direct>> {
         let now = Instant::now();
         let mut inner = self.inner.lock().ok()?;
         let list = &mut inner.lists(authority)?.direct;
@@ -227,7 +227,7 @@ impl Pool {
     }
 
     /// Gives back a direct connection whose exchange is complete.
-    pub(crate) fn checkin_direct(&self, authority: Authority, conn: Direct) {
+    pub(crate) fn checkin_direct(&self, authority: Authority, conn: Box<Direct>) {
         self.keep(authority, |lists, since, max_idle| {
             if lists.direct.len() < max_idle {
                 lists.direct.push((conn, since));
