@@ -100,9 +100,11 @@ impl<S> Layer<S> for BalanceLayer {
     fn layer(&self, inner: S) -> Balance<S> {
         Balance {
             inner,
-            balancer: self.balancer.clone(),
-            config: self.config.clone(),
-            members: self.members.clone(),
+            shared: Arc::new(Shared {
+                balancer: self.balancer.clone(),
+                config: self.config.clone(),
+                members: self.members.clone(),
+            }),
         }
     }
 }
@@ -111,6 +113,14 @@ impl<S> Layer<S> for BalanceLayer {
 #[derive(Debug, Clone)]
 pub struct Balance<S> {
     inner: S,
+    /// One reference count per request, on this service's own allocation. The balancer's
+    /// own count is shared by every thread serving it, and bumping it per request would
+    /// move its cache line between cores each time.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     balancer: Balancer,
     config: Arc<BalanceConfig>,
     members: Arc<Members>,
@@ -119,7 +129,7 @@ pub struct Balance<S> {
 impl<S> Balance<S> {
     /// The balancer.
     pub fn balancer(&self) -> &Balancer {
-        &self.balancer
+        &self.shared.balancer
     }
 }
 
@@ -141,18 +151,13 @@ where
 
     fn call(&mut self, req: Request<ProxyBody>) -> ResponseFuture {
         let inner = self.inner.clone();
-        let balancer = self.balancer.clone();
-        let config = self.config.clone();
-        let members = self.members.clone();
-        ResponseFuture::new(Box::pin(run(inner, balancer, config, members, req)))
+        ResponseFuture::new(Box::pin(run(inner, self.shared.clone(), req)))
     }
 }
 
 async fn run<S>(
     inner: S,
-    balancer: Balancer,
-    config: Arc<BalanceConfig>,
-    members: Arc<Members>,
+    shared: Arc<Shared>,
     req: Request<ProxyBody>,
 ) -> Result<Response<LeaseBody<ProxyBody>>, BoxError>
 where
@@ -162,6 +167,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let Shared {
+        balancer,
+        config,
+        members,
+    } = &*shared;
     // Taken out rather than cloned: nothing after this layer reads it, and every attempt
     // below copies the request's extensions.
     let mut req = req;
