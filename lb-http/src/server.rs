@@ -91,6 +91,10 @@ where
     } else {
         builder.http1_only()
     };
+    // Sockets accepted on Linux inherit TCP_NODELAY from their listener: set once there, it
+    // saves a system call per connection. Elsewhere, or if it cannot be set, each accepted
+    // socket gets it.
+    let inherited_nodelay = nodelay_is_inherited(&listener);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -106,7 +110,9 @@ where
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
+        if !inherited_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let io = TokioIo::new(Guarded::new(stream, config.guard));
         let svc = service.clone();
         let hyper_svc = hyper::service::service_fn(move |req| handle(svc.clone(), peer, req));
@@ -134,6 +140,14 @@ where
     }
 }
 
+/// Sets TCP_NODELAY on `listener`; true when the sockets it accepts will have it too.
+fn nodelay_is_inherited(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
 async fn handle<S, B>(
     svc: S,
     peer: SocketAddr,
@@ -157,4 +171,25 @@ where
             error_response(&e)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `serve` relies on to skip a system call per connection: on Linux an accepted
+    /// socket has TCP_NODELAY when its listener had it.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inherited = nodelay_is_inherited(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        assert!(socket2::SockRef::from(&listener).tcp_nodelay().unwrap());
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if inherited {
+            assert!(accepted.nodelay().unwrap());
+        }
+    }
 }

@@ -183,6 +183,8 @@ fn reuseport_listener(addr: SocketAddr, freebind: bool) -> std::io::Result<std::
             s.set_freebind_v4(true)?;
         }
     }
+    // Accepted sockets inherit it (Linux), even those queued before a worker serves.
+    s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     s.set_nonblocking(true)?;
