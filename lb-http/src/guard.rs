@@ -363,6 +363,16 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// [`feed`](Self::feed)s bytes read while collecting a head; with no head left
+    /// partly held, no head deadline runs any more.
+    fn take_in(mut self: Pin<&mut Self>, data: &[u8]) {
+        self.as_mut().feed(data);
+        let this = self.project();
+        if this.head.is_empty() {
+            *this.armed = Armed::None;
+        }
+    }
+
     /// Runs `data` through the state machine, moving passable bytes to `out` and head bytes
     /// to `head`.
     fn feed(self: Pin<&mut Self>, mut data: &[u8]) {
@@ -528,11 +538,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                 let mut own = ReadBuf::new(&mut scratch);
                 if let Poll::Ready(Ok(())) = self.as_mut().project().inner.poll_read(cx, &mut own) {
                     if !own.filled().is_empty() {
-                        self.as_mut().feed(own.filled());
-                        let this = self.as_mut().project();
-                        if this.head.is_empty() {
-                            *this.armed = Armed::None;
-                        }
+                        self.as_mut().take_in(own.filled());
                         continue;
                     }
                 }
@@ -555,12 +561,8 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                     if self.as_mut().accept_in_place(new) {
                         return Poll::Ready(Ok(()));
                     }
-                    self.as_mut().feed(new);
+                    self.as_mut().take_in(new);
                     buf.set_filled(start);
-                    let this = self.as_mut().project();
-                    if this.head.is_empty() {
-                        *this.armed = Armed::None;
-                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {

@@ -140,12 +140,13 @@ where
     }
 }
 
-/// Sets TCP_NODELAY on `listener`; true when the sockets it accepts will have it too.
+/// Sets TCP_NODELAY on `listener`; true when the sockets it accepts will have it too (Linux
+/// copies it to them).
 fn nodelay_is_inherited(listener: &TcpListener) -> bool {
-    cfg!(target_os = "linux")
-        && socket2::SockRef::from(listener)
-            .set_tcp_nodelay(true)
-            .is_ok()
+    let set = socket2::SockRef::from(listener)
+        .set_tcp_nodelay(true)
+        .is_ok();
+    set && cfg!(target_os = "linux")
 }
 
 async fn handle<S, B>(

@@ -172,8 +172,7 @@ where
         config,
         members,
     } = &*shared;
-    // Taken out rather than cloned: nothing after this layer reads it, and every attempt
-    // below copies the request's extensions.
+    // Taken out rather than cloned: nothing after this layer reads it.
     let mut req = req;
     let route = req.extensions_mut().remove::<Route>();
     let tried = req.extensions().get::<Tried>().cloned();

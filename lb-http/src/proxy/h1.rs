@@ -61,24 +61,17 @@ pub(crate) struct Direct {
 }
 
 /// Why an exchange failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum ExchangeError {
     /// The request head could not be written whole: the backend cannot have acted on it.
+    #[error("writing the request: {0}")]
     Unsent(std::io::Error),
     /// The connection ended or failed before any byte of a response.
+    #[error("no response: {0}")]
     NoResponse(String),
     /// What came back is not a usable response.
+    #[error("{0}")]
     Bad(String),
-}
-
-impl std::fmt::Display for ExchangeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExchangeError::Unsent(e) => write!(f, "writing the request: {e}"),
-            ExchangeError::NoResponse(e) => write!(f, "no response: {e}"),
-            ExchangeError::Bad(e) => f.write_str(e),
-        }
-    }
 }
 
 /// How a response body is delimited, and whether its connection may be used again.
