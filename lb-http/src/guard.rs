@@ -111,6 +111,7 @@ pin_project_lite::pin_project! {
         deadline: Instant,
         armed: Armed,
         refused: u64,
+        plain_close: bool,
     }
 }
 
@@ -128,7 +129,17 @@ impl<T> Guarded<T> {
             deadline: Instant::now() + config.idle_timeout,
             armed: Armed::Idle,
             refused: 0,
+            plain_close: false,
         }
+    }
+
+    /// For an `inner` that is a plain socket, closed as soon as hyper is done with it: the
+    /// shutdown hyper makes at the end of an HTTP/1 connection is then skipped, since the
+    /// close sends the same FIN (one system call less per connection). In a tunnel the
+    /// shutdown is a half-close the other side may be waiting for, and it still goes through.
+    pub(crate) fn plain_close(mut self) -> Self {
+        self.plain_close = true;
+        self
     }
 
     /// How many heads the guard refused on this connection.
@@ -630,7 +641,11 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if *this.plain_close && *this.mode != Mode::Passthrough {
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -741,6 +756,46 @@ mod tests {
 
         fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// The end of an HTTP/1 connection on a plain socket: hyper's shutdown is skipped (the
+    /// close that follows sends the FIN). In a tunnel the half-close reaches the client.
+    #[tokio::test]
+    async fn a_plain_socket_is_shut_down_only_in_a_tunnel() {
+        use futures_util::FutureExt as _;
+        let get = &b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"[..];
+        let upgrade =
+            &b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"[..];
+        for (head, tunnel) in [(get, false), (upgrade, true)] {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut g = Box::pin(Guarded::new(server, GuardConfig::default()).plain_close());
+            client.write_all(head).await.unwrap();
+            let mut buf = vec![0u8; 256];
+            let n = g.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], head);
+            g.write_all(b"answer").await.unwrap();
+            g.shutdown().await.unwrap();
+            let mut got = [0u8; 6];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"answer");
+            let mut byte = [0u8; 1];
+            let eof = client.read(&mut byte).now_or_never();
+            if tunnel {
+                assert_eq!(
+                    eof.map(Result::unwrap),
+                    Some(0),
+                    "the half-close goes through"
+                );
+            } else {
+                assert!(eof.is_none(), "no shutdown before the close");
+                drop(g);
+                assert_eq!(
+                    client.read(&mut byte).await.unwrap(),
+                    0,
+                    "the close ends it"
+                );
+            }
         }
     }
 

@@ -113,7 +113,7 @@ where
         if !inherited_nodelay {
             let _ = stream.set_nodelay(true);
         }
-        let io = TokioIo::new(Guarded::new(stream, config.guard));
+        let io = TokioIo::new(Guarded::new(stream, config.guard).plain_close());
         let svc = service.clone();
         let hyper_svc = hyper::service::service_fn(move |req| handle(svc.clone(), peer, req));
         let conn = builder
