@@ -19,6 +19,7 @@ mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
 
+use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -198,40 +199,86 @@ where
 }
 
 /// Sends `req` to `target` on a pooled connection and waits for the response head within
-/// the response timeout.
+/// the response timeout, which starts at the first poll.
+///
+/// Plain functions returning futures, not `async fn`s: an `async fn` keeps its arguments
+/// twice in its state (rust-lang/rust#62958), and each copy of a request there is 288 bytes
+/// in a future that is boxed for every request. Under about 1 KiB, that box comes from the
+/// allocator's per-thread cache.
+fn forward(
+    proxy: Proxy,
+    target: Target,
+    req: Request<ProxyBody>,
+) -> impl Future<Output = Result<Response<ProxyBody>, BoxError>> + Send + 'static {
+    use futures_util::FutureExt as _;
+    let timeout = target
+        .response_timeout
+        .unwrap_or(proxy.shared.config.response_timeout);
+    let exchange = exchange(proxy, target, req);
+    // `lazy` starts the clock at the first poll; the exchange is moved out of its state into
+    // the timed future's, which `flatten` keeps in the same place.
+    futures_util::future::lazy(move |_| tokio::time::timeout(timeout, exchange))
+        .flatten()
+        .map(move |timed| match timed {
+            Ok(Ok((resp, prepared, proxy))) => Ok(finish_response(
+                resp,
+                &prepared,
+                &proxy.shared.config,
+                proxy.shared.via.as_ref(),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ProxyError::ResponseTimeout(timeout).into()),
+        })
+}
+
+/// The exchange [`forward`] times.
 ///
 /// The connection is had before the request is rewritten: when none can be opened, the
 /// request comes back untouched in a [`NotSent`] error, for another backend. Without a body
 /// to stream or a protocol to switch to, the exchange is done directly on the connection, in
 /// this task; otherwise through hyper's client.
-async fn forward(
+fn exchange(
     proxy: Proxy,
     target: Target,
     mut req: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, BoxError> {
-    let config = &proxy.shared.config;
-    let timeout = target.response_timeout.unwrap_or(config.response_timeout);
-    let authority = target.authority.clone();
+) -> impl Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>> + Send + 'static
+{
     let tunnel = headers::wants_upgrade(req.version(), req.headers());
     let direct = !tunnel && req.body().is_end_stream() && req.method() != Method::CONNECT;
     let client = req.extensions().get::<ClientInfo>().copied();
-    let pool = &proxy.shared.pool;
-    let exchange = async {
-        if direct {
-            let plan = proxy.plan(&req, &target)?;
-            // A request that may not be sent twice only goes on a connection seen open.
-            let check = !req.method().is_idempotent();
-            let (mut conn, fresh) = match pool.get_direct(&authority, check).await {
-                Ok(conn) => conn,
-                Err(e) => return Err(NotSent::new(e, req).into()),
-            };
-            // The head is written from the request's fields, the request left as it is: it
-            // can still go back whole if the kept-alive connection turns out closed and no
-            // new one can be opened.
+    async move {
+        let authority = target.authority.clone();
+        if !direct {
+            // Boxed: bodies and upgrades are the rare case, and this branch's state would
+            // otherwise make every request's future larger (and costlier to move).
+            return Box::pin(async move {
+                let pool = &proxy.shared.pool;
+                let conn = match pool.get(&authority).await {
+                    Ok(conn) => conn,
+                    Err(e) => return Err(NotSent::new(e, req).into()),
+                };
+                let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
+                let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
+                Ok((resp, prepared, proxy))
+            })
+            .await;
+        }
+        let pool = &proxy.shared.pool;
+        let plan = proxy.plan(&req, &target)?;
+        // A request that may not be sent twice only goes on a connection seen open.
+        let check = !req.method().is_idempotent();
+        let (mut conn, fresh) = match pool.get_direct(&authority, check).await {
+            Ok(conn) => conn,
+            Err(e) => return Err(NotSent::new(e, req).into()),
+        };
+        // The head is written from the request's fields, the request left as it is: it can
+        // still go back whole if the kept-alive connection turns out closed and no new one
+        // can be opened.
+        {
             let rewrite = headers::HeadRewrite {
                 host: proxy.host_for(&plan, &target),
                 client,
-                forwarded: config.forwarded,
+                forwarded: proxy.shared.config.forwarded,
                 front_host: plan.front_host.as_ref(),
                 via: proxy
                     .shared
@@ -246,46 +293,21 @@ async fn forward(
                 req.headers(),
                 &rewrite,
             );
-            let prepared = proxy.prepared(plan, client, target, None, req.version());
-            let method = req.method();
-            match exchange_direct(pool, &authority, method, (conn, fresh)).await {
-                Ok(mut resp) => {
-                    // The request's extension map, emptied, becomes the response's: the
-                    // layers above add theirs without making a map of their own.
-                    let mut extensions = std::mem::take(req.extensions_mut());
-                    extensions.clear();
-                    *resp.extensions_mut() = extensions;
-                    Ok((resp, prepared))
-                }
-                Err(e) if e.is_connect() => Err(NotSent::new(e, req).into()),
-                Err(e) => Err(e.into()),
-            }
-        } else {
-            // Boxed: bodies and upgrades are the rare case, and this branch's state would
-            // otherwise make every request's future larger (and costlier to move).
-            Box::pin(async {
-                let conn = match pool.get(&authority).await {
-                    Ok(conn) => conn,
-                    Err(e) => return Err(NotSent::new(e, req).into()),
-                };
-                let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
-                let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
-                Ok((resp, prepared))
-            })
-            .await
         }
-    };
-    let (resp, prepared) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(ProxyError::ResponseTimeout(timeout).into()),
-    };
-    Ok(finish_response(
-        resp,
-        &prepared,
-        config,
-        proxy.shared.via.as_ref(),
-    ))
+        match exchange_direct(pool, &authority, req.method(), (conn, fresh)).await {
+            Ok(mut resp) => {
+                // The request's extension map, emptied, becomes the response's: the layers
+                // above add theirs without making a map of their own.
+                let mut extensions = std::mem::take(req.extensions_mut());
+                extensions.clear();
+                *resp.extensions_mut() = extensions;
+                let prepared = proxy.prepared(plan, client, target, None, req.version());
+                Ok((resp, prepared, proxy))
+            }
+            Err(e) if e.is_connect() => Err(NotSent::new(e, req).into()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// One request sent through hyper's client on `conn`. A request that a kept-alive
@@ -337,22 +359,28 @@ async fn exchange_direct(
     let head_only = method == Method::HEAD;
     let (mut conn, mut fresh) = conn;
     loop {
-        let result = match conn.send().await {
-            Ok(()) => conn.read_head(head_only).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok((head, delimiting)) => {
-                let body = conn.into_body(delimiting, pool.clone(), authority.clone());
-                return Ok(Response::from_parts(head, crate::body::direct(body)));
+        // In a block of its own: the result is not kept in this future's state while a new
+        // connection is awaited below.
+        {
+            let result = match conn.send().await {
+                Ok(()) => conn.read_head(head_only).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok((head, delimiting)) => {
+                    let body = conn.into_body(delimiting, pool.clone(), authority.clone());
+                    return Ok(Response::from_parts(head, crate::body::direct(body)));
+                }
+                Err(h1::ExchangeError::Unsent(e)) if !fresh => {
+                    tracing::debug!(
+                        "kept-alive connection to {authority} refused the request: {e}"
+                    );
+                }
+                Err(h1::ExchangeError::NoResponse(e)) if !fresh && idempotent => {
+                    tracing::debug!("kept-alive connection to {authority} gave no response: {e}");
+                }
+                Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
             }
-            Err(h1::ExchangeError::Unsent(e)) if !fresh => {
-                tracing::debug!("kept-alive connection to {authority} refused the request: {e}");
-            }
-            Err(h1::ExchangeError::NoResponse(e)) if !fresh && idempotent => {
-                tracing::debug!("kept-alive connection to {authority} gave no response: {e}");
-            }
-            Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
         }
         // One closed connection suggests more (the backend restarted): the next ones are
         // looked at before a request goes out on them.
