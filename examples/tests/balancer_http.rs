@@ -912,3 +912,35 @@ async fn haproxy_inserted_cookie() {
         );
     }
 }
+
+/// A client that shuts its sending side down after its request still gets the response, as
+/// with HAProxy; with `--abortonclose` the request is given up instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_is_answered_unless_abortonclose() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let url = a.url();
+    for (abort, ms) in [(false, 200), (true, 3000)] {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--member", &url];
+        if abort {
+            args.push("--abortonclose");
+        }
+        let p = Proxy::start(&args);
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let req = format!("GET /slow?ms={ms} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the connection is closed")
+            .unwrap();
+        let out = String::from_utf8_lossy(&out);
+        if abort {
+            assert!(out.is_empty(), "{out}");
+        } else {
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            assert!(out.ends_with("\r\n\r\na"), "{out}");
+        }
+    }
+}

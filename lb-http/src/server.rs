@@ -29,6 +29,11 @@ pub struct ServerConfig {
     pub http2: bool,
     /// How long a graceful shutdown waits for connections in flight (default 30 s).
     pub drain_timeout: Duration,
+    /// Give up an HTTP/1 request in progress when the client's end of the connection
+    /// closes (HAProxy's `option abortonclose`; default false). By default, as in HAProxy,
+    /// a client may shut its sending side down after a request and still get the
+    /// response; a client that went away is noticed when the response is written to it.
+    pub abort_on_close: bool,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +42,7 @@ impl Default for ServerConfig {
             guard: GuardConfig::default(),
             http2: true,
             drain_timeout: Duration::from_secs(30),
+            abort_on_close: false,
         }
     }
 }
@@ -79,6 +85,11 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        // Besides serving half-closed clients, this spares hyper's check for the client's
+        // end while a request is in flight: a read that finds nothing, but first reserves
+        // a new 8 KiB buffer because the request still holds the old one (an allocation
+        // per request).
+        .half_close(!config.abort_on_close)
         .writev(false)
         .max_buf_size(config.guard.max_head.max(8192))
         .max_headers(config.guard.max_headers);

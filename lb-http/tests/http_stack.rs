@@ -828,3 +828,71 @@ async fn http2_cookie_fields_are_joined_for_the_backend() {
         assert_eq!(body_of(resp).await, "a=1; b=2; c=3", "body {body:?}");
     }
 }
+
+/// HAProxy's default (without `option abortonclose`): a client that shuts its sending side
+/// down after its request still gets the response. With `abort_on_close` the request is given
+/// up when the client's end closes, and the connection closes without a response.
+#[tokio::test]
+async fn a_client_that_half_closes_gets_its_response_unless_abort_on_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for abort in [false, true] {
+        let (arrived_tx, mut arrived) = mpsc::channel::<()>(4);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let svc = hyper::service::service_fn(move |_req| {
+            let arrived_tx = arrived_tx.clone();
+            let mut released = released.clone();
+            async move {
+                let _ = arrived_tx.send(()).await;
+                let _ = released.wait_for(|r| *r).await;
+                Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"answered"),
+                )))
+            }
+        });
+        let backend = hyper_backend(svc).await;
+        let router = SharedRouter::new(Router::new(vec![Site::new(
+            "/",
+            one_member(&format!("http://{backend}")),
+            SiteConfig::default(),
+        )]));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let config = lb_http::server::ServerConfig {
+            abort_on_close: abort,
+            ..Default::default()
+        };
+        tokio::spawn(lb_http::server::serve(
+            l,
+            router,
+            config,
+            std::future::pending(),
+        ));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        arrived.recv().await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        if abort {
+            // The backend never answers: only the client's close can end this.
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+                .await
+                .expect("the connection is closed")
+                .unwrap();
+            assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        } else {
+            // Time for the client's FIN to reach the proxy before the backend answers.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            release.send(true).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+                .await
+                .expect("the response and the close")
+                .unwrap();
+            let out = String::from_utf8_lossy(&out);
+            assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+            assert!(out.ends_with("answered"), "{out}");
+        }
+        drop(release);
+    }
+}

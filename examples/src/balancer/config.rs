@@ -229,6 +229,8 @@ pub(crate) struct Config {
     pub(crate) file: Option<PathBuf>,
     /// Client-side limits: head deadline, idle timeout, header count and size.
     pub(crate) limits: GuardConfig,
+    /// Give up a request when its client closes (HAProxy's `option abortonclose`).
+    pub(crate) abort_on_close: bool,
 }
 
 /// Sets one client-side limit (`head_timeout`, `idle_timeout` in seconds; `max_headers`;
@@ -261,6 +263,7 @@ struct FileToml {
     idle_timeout: Option<Spanned<u64>>,
     max_headers: Option<Spanned<u64>>,
     max_head_size: Option<Spanned<u64>>,
+    abort_on_close: Option<bool>,
     #[serde(default)]
     balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
@@ -390,6 +393,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         balancers,
         file: Some(path.to_path_buf()),
         limits,
+        abort_on_close: file.abort_on_close.unwrap_or(false),
     })
 }
 
@@ -432,6 +436,10 @@ mod tests {
         assert_eq!(c.balancers[0].name, "app");
         assert_eq!(c.balancers[0].failonstatus, vec![500, 503]);
         assert_eq!(c.balancers[0].members.len(), 2);
+        assert!(!c.abort_on_close);
+        let p =
+            write("abort_on_close = true\n[[balancer]]\nmembers = [\"http://127.0.0.1:9001\"]\n");
+        assert!(load_file(&p).unwrap().abort_on_close);
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub(crate) async fn config() -> Result<Config, ConfigError> {
         balancers: vec![b],
         file: None,
         limits: Default::default(),
+        abort_on_close: false,
     })
 }
 

@@ -209,6 +209,7 @@ pub(crate) fn run(config: Config, workers: usize, ha: Option<HaPlan>) -> Result<
     }
     let server_config = ServerConfig {
         guard: config.limits,
+        abort_on_close: config.abort_on_close,
         ..Default::default()
     };
     let (plan_tx, plan_rx) = watch::channel(Arc::new(plan));

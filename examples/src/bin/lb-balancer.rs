@@ -114,6 +114,11 @@ struct Cli {
     /// Largest request head in bytes (default 65536) -> 431.
     #[arg(long)]
     maxheadsize: Option<u64>,
+    /// Give up a request when its client closes the connection (HAProxy's `option
+    /// abortonclose`). Without it a client may shut its sending side down after a request
+    /// and still get the response.
+    #[arg(long)]
+    abortonclose: bool,
     #[command(flatten)]
     ha: lb_ha::HaArgs,
 }
@@ -173,6 +178,7 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
         balancers: vec![b],
         file: None,
         limits,
+        abort_on_close: cli.abortonclose,
     })
 }
 
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
                 c.manager = cli.manager;
             }
             c.manager_remote |= cli.manager_remote;
+            c.abort_on_close |= cli.abortonclose;
             c
         } else {
             let mut c = from_cli(&cli).map_err(config::ConfigError)?;
