@@ -38,6 +38,7 @@ pub mod listener;
 mod proxy;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod sockopt;
 pub mod xff;
 
 pub use error::{Error, Result};

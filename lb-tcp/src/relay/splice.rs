@@ -7,8 +7,8 @@
 //! `fcntl(F_SETPIPE_SZ)`; the kernel rounds it up to a power of two pages and caps it at
 //! `/proc/sys/fs/pipe-max-size` (we silently keep the default when the call is refused).
 //!
-//! This is the only module of lb-tcp with `unsafe` code: three libc calls, each wrapped in
-//! a safe function that takes borrowed file descriptors.
+//! With `sockopt`, one of the two modules of lb-tcp with `unsafe` code: three libc calls,
+//! each wrapped in a safe function that takes borrowed file descriptors.
 #![allow(unsafe_code)]
 
 use std::io;
