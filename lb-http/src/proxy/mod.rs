@@ -210,25 +210,55 @@ fn forward(
     target: Target,
     req: Request<ProxyBody>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, BoxError>> + Send + 'static {
-    use futures_util::FutureExt as _;
     let timeout = target
         .response_timeout
         .unwrap_or(proxy.shared.config.response_timeout);
-    let exchange = exchange(proxy, target, req);
-    // `lazy` starts the clock at the first poll; the exchange is moved out of its state into
-    // the timed future's, which `flatten` keeps in the same place.
-    futures_util::future::lazy(move |_| tokio::time::timeout(timeout, exchange))
-        .flatten()
-        .map(move |timed| match timed {
-            Ok(Ok((resp, prepared, proxy))) => Ok(finish_response(
-                resp,
-                &prepared,
-                &proxy.shared.config,
-                proxy.shared.via.as_ref(),
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ProxyError::ResponseTimeout(timeout).into()),
-        })
+    Timed {
+        exchange: exchange(proxy, target, req),
+        timer: None,
+        timeout,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An exchange under the response timeout, finished into the client's response. Not
+    /// `tokio::time::timeout`, whose timer starts when it is made (and needs the runtime
+    /// then): this one's starts at the first poll, and the exchange is never moved.
+    struct Timed<F> {
+        #[pin]
+        exchange: F,
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+        timeout: Duration,
+    }
+}
+
+impl<F> Future for Timed<F>
+where
+    F: Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>>,
+{
+    type Output = Result<Response<ProxyBody>, BoxError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep(*this.timeout)));
+        }
+        if let Poll::Ready(done) = this.exchange.poll(cx) {
+            return Poll::Ready(done.map(|(resp, prepared, proxy)| {
+                finish_response(
+                    resp,
+                    &prepared,
+                    &proxy.shared.config,
+                    proxy.shared.via.as_ref(),
+                )
+            }));
+        }
+        if let Some(timer) = this.timer.as_pin_mut() {
+            std::task::ready!(timer.poll(cx));
+        }
+        Poll::Ready(Err(ProxyError::ResponseTimeout(*this.timeout).into()))
+    }
 }
 
 /// The exchange [`forward`] times.
