@@ -64,6 +64,15 @@ impl Lease {
         self.member.state().record_failure(failure);
     }
 
+    /// Whether the balancer's scheduler reads latency samples (it is [`PeakEwma`]). When
+    /// it does not, a caller can skip timing its requests; samples recorded anyway still
+    /// show in [`BackendStats::latency_ewma`](crate::BackendStats::latency_ewma).
+    ///
+    /// [`PeakEwma`]: crate::scheduler::PeakEwma
+    pub fn wants_latency(&self) -> bool {
+        self.member.state().shared.latency_wanted()
+    }
+
     /// Records a latency sample (time to first byte or request time) for peak EWMA.
     pub fn observe_latency(&self, rtt: Duration) {
         let state = self.member.state();

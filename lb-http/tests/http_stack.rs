@@ -896,3 +896,40 @@ async fn a_client_that_half_closes_gets_its_response_unless_abort_on_close() {
         drop(release);
     }
 }
+
+/// With the latency scheduler (`ewma`) requests are timed and the slow member is avoided;
+/// the others do not time requests, and still spread them.
+#[tokio::test]
+async fn the_ewma_scheduler_learns_which_member_is_slow() {
+    let backend = |delay_ms: u64| {
+        hyper_backend(hyper::service::service_fn(move |_req| async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+                Bytes::from(delay_ms.to_string()),
+            )))
+        }))
+    };
+    let (fast, slow) = (backend(0).await, backend(30).await);
+    for (method, fast_at_least) in [("ewma", 35), ("roundrobin", 20)] {
+        let lb = Balancer::builder()
+            .backends([fast, slow].map(|a| member(&format!("http://{a}"))))
+            .scheduler(method.parse::<lb_core::scheduler::AnyScheduler>().unwrap())
+            .build()
+            .unwrap();
+        let addr = serve(lb).await;
+        let mut to_fast = 0;
+        for _ in 0..40 {
+            if body_of(send(addr).await).await == "0" {
+                to_fast += 1;
+            }
+        }
+        if method == "ewma" {
+            assert!(
+                to_fast >= fast_at_least,
+                "{method}: {to_fast} of 40 to the fast member"
+            );
+        } else {
+            assert_eq!(to_fast, fast_at_least, "{method}: {to_fast} of 40");
+        }
+    }
+}

@@ -221,6 +221,7 @@ impl<S: Scheduler> BalancerBuilder<S> {
             write.config.clone(),
         );
         shared.set_states(ejection_peers(&write.members));
+        shared.set_latency_wanted(write.scheduler.uses_latency());
         Ok(Balancer {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -397,6 +398,9 @@ impl<S: Scheduler> Balancer<S> {
     fn publish(&self, w: &Write<S>) {
         let snap = Snapshot::build(w.members.clone(), w.scheduler.clone(), w.config.clone());
         self.inner.shared.set_states(ejection_peers(&w.members));
+        self.inner
+            .shared
+            .set_latency_wanted(w.scheduler.uses_latency());
         self.inner.snapshot.store(Arc::new(snap));
     }
 

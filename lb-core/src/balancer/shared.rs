@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     /// Live state of every current member, for "is this the last usable one?".
     states: ArcSwap<Vec<Arc<BackendState>>>,
     ewma_decay_ms: std::sync::atomic::AtomicU64,
+    /// The scheduler reads the latency EWMA (see [`crate::Scheduler::uses_latency`]).
+    latency_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -35,6 +37,7 @@ impl Shared {
             passive: ArcSwap::from_pointee(passive),
             states: ArcSwap::from_pointee(Vec::new()),
             ewma_decay_ms: (ewma_decay.as_millis() as u64).into(),
+            latency_wanted: false.into(),
         }
     }
 
@@ -64,6 +67,16 @@ impl Shared {
             self.ewma_decay_ms
                 .load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+
+    pub(crate) fn latency_wanted(&self) -> bool {
+        self.latency_wanted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_latency_wanted(&self, wanted: bool) {
+        self.latency_wanted
+            .store(wanted, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn set_ewma_decay(&self, decay: Duration) {

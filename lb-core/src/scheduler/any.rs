@@ -84,6 +84,12 @@ macro_rules! any_scheduler {
                     _ => None,
                 }
             }
+
+            fn uses_latency(&self) -> bool {
+                match self {
+                    $(AnyScheduler::$variant(s) => s.uses_latency(),)*
+                }
+            }
         }
     };
 }

@@ -120,4 +120,12 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
         candidates: &Candidates<'_>,
         ctx: &PickContext<'_>,
     ) -> Option<usize>;
+
+    /// Whether picks read the members' latency EWMA ([`PeakEwma`] does). When the
+    /// scheduler does not, callers may skip timing requests for
+    /// [`Lease::observe_latency`](crate::Lease::observe_latency): see
+    /// [`Lease::wants_latency`](crate::Lease::wants_latency).
+    fn uses_latency(&self) -> bool {
+        false
+    }
 }

@@ -100,6 +100,10 @@ impl Scheduler for PeakEwma {
 
     fn prepare(&self, _members: &[Arc<Member>]) {}
 
+    fn uses_latency(&self) -> bool {
+        true
+    }
+
     fn pick(&self, _state: &(), c: &Candidates<'_>, _ctx: &PickContext<'_>) -> Option<usize> {
         let n = c.len();
         if n < 2 {
@@ -185,6 +189,24 @@ mod tests {
         let counts = count_picks(&lb, 3000);
         assert_eq!(counts[slow], 0, "{counts:?}");
         assert!(counts.iter().all(|&c| c == 0 || c > 1200), "{counts:?}");
+    }
+
+    /// Leases say whether the scheduler reads latency, and follow a change of scheduler.
+    #[test]
+    fn leases_want_latency_only_under_peak_ewma() {
+        use crate::scheduler::{AnyScheduler, RoundRobin};
+        let lb = balancer(AnyScheduler::from(RoundRobin::new()), &[1, 1]);
+        assert!(!lb.pick(&PickContext::new()).unwrap().wants_latency());
+        lb.set_scheduler(AnyScheduler::from(PeakEwma::seed_from_u64(4)));
+        assert!(lb.pick(&PickContext::new()).unwrap().wants_latency());
+        lb.set_scheduler(AnyScheduler::from(RoundRobin::new()));
+        assert!(!lb.pick(&PickContext::new()).unwrap().wants_latency());
+        assert!(
+            balancer(PeakEwma::seed_from_u64(5), &[1])
+                .pick(&PickContext::new())
+                .unwrap()
+                .wants_latency()
+        );
     }
 
     #[test]

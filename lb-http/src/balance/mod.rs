@@ -10,6 +10,8 @@
 //!
 //! The [`Lease`](lb_core::Lease) is held until the response body ends (or is dropped), so `bybusyness` and
 //! least-connection schedulers count streaming responses; bytes both ways are counted on it.
+//! The time to the response head is recorded on it for a scheduler that reads latency
+//! (`ewma`, see [`Lease::wants_latency`](lb_core::Lease::wants_latency)).
 //!
 //! Failover (Apache `maxattempts`): when the connection to a member cannot be opened the
 //! member is put in error for its `retry` time and, if the request has no body (so it can be
@@ -253,7 +255,9 @@ where
                 t.push(id);
             }
             let lease = Arc::new(lease);
-            let started = tokio::time::Instant::now();
+            // Timed only for a scheduler that reads latency (ewma): two clock readings and a
+            // shared cache line written per request otherwise.
+            let started = lease.wants_latency().then(tokio::time::Instant::now);
             let result = match inner.ready().await {
                 Ok(svc) => {
                     // The request is made ready and handed over in a block of its own, so
@@ -288,7 +292,9 @@ where
             };
             match result {
                 Ok(mut resp) => {
-                    lease.observe_latency(started.elapsed());
+                    if let Some(started) = started {
+                        lease.observe_latency(started.elapsed());
+                    }
                     let status = resp.status().as_u16();
                     if config.failonstatus.contains(&status) {
                         lease.failure(Failure::Status(status));
