@@ -362,12 +362,16 @@ async fn control_loop(
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| ConfigError(format!("cannot watch SIGHUP: {e}")))?;
         let listen = config.listen;
+        let client_side = (config.limits, config.abort_on_close);
         let plan_rx = plan_rx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let fresh = config::load_file(&path).and_then(|c| {
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
+                    }
+                    if (c.limits, c.abort_on_close) != client_side {
+                        eprintln!("lb-balancer: reload: head_timeout, idle_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");
                     }
                     let running = plan_rx.borrow().clone();
                     build_plan(&c, Some(&running)).map_err(ConfigError)
