@@ -944,3 +944,77 @@ async fn a_half_closed_client_is_answered_unless_abortonclose() {
         }
     }
 }
+
+/// A member's `max` counts the requests of every worker thread: with two workers and
+/// `max=1`, the backend never sees two requests at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_max_holds_across_worker_threads() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    let (n, p) = (now.clone(), peak.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (n, p) = (n.clone(), p.clone());
+            let svc = hyper::service::service_fn(move |_req| {
+                let (n, p) = (n.clone(), p.clone());
+                async move {
+                    p.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"done")),
+                    ))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    let member = format!("http://{backend},max=1");
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--member",
+        &member,
+    ]);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = p.addr;
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut out = Vec::new();
+                tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                String::from_utf8_lossy(&out).into_owned()
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for t in tasks {
+        let out = t.await.unwrap();
+        if out.starts_with("HTTP/1.1 200") {
+            answered += 1;
+        } else {
+            assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        }
+    }
+    assert!(answered >= 1);
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "requests at once on a max=1 member"
+    );
+}

@@ -271,8 +271,13 @@ pub struct MemberHttp {
 }
 
 impl MemberHttp {
-    /// Parses a backend's labels.
+    /// Parses a backend's labels. Its `max` gets a semaphore of its own: see
+    /// [`Members::shared`] for limits that hold across the threads serving a balancer.
     pub fn of(backend: &Backend) -> Result<MemberHttp> {
+        MemberHttp::parse(backend, None)
+    }
+
+    fn parse(backend: &Backend, slots: Option<(&Slots, BackendId)>) -> Result<MemberHttp> {
         let labels = backend.labels();
         let mut target = match labels.get(LABEL_URL) {
             Some(url) => Target::from_url(url)?,
@@ -297,16 +302,41 @@ impl MemberHttp {
                 .map(Duration::from_secs)
         };
         target.response_timeout = secs(LABEL_TIMEOUT);
-        let slots = labels
+        let max = labels
             .get(LABEL_MAX)
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .map(|n| Arc::new(Semaphore::new(n)));
+            .filter(|n| *n > 0);
+        let slots = max.map(|n| match slots {
+            Some((shared, id)) => shared.get(id, n),
+            None => Arc::new(Semaphore::new(n)),
+        });
         Ok(MemberHttp {
             target,
             retry: secs(LABEL_RETRY).unwrap_or(Duration::from_secs(60)),
             slots,
         })
+    }
+}
+
+/// The `max` semaphores of one balancer's members, one per member whatever the number of
+/// threads (each with its own [`Members`]) serving the balancer. A member whose `max`
+/// changes gets a new one; requests holding a slot of the old one finish on it.
+#[derive(Debug, Default)]
+pub(crate) struct Slots(Mutex<HashMap<BackendId, (usize, Arc<Semaphore>), Fnvs>>);
+
+type Fnvs = BuildHasherDefault<Fnv>;
+
+impl Slots {
+    fn get(&self, id: BackendId, max: usize) -> Arc<Semaphore> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&id) {
+            Some((n, sem)) if *n == max => sem.clone(),
+            _ => {
+                let sem = Arc::new(Semaphore::new(max));
+                map.insert(id, (max, sem.clone()));
+                sem
+            }
+        }
     }
 }
 
@@ -320,9 +350,11 @@ pub struct Members {
     /// Serializes those replacements, so that threads meeting a new member at once make one
     /// entry, and one `max` semaphore, between them.
     write: Mutex<()>,
+    /// Where the `max` semaphores come from: this cache's own, or a balancer's.
+    slots: Arc<Slots>,
 }
 
-type Map = HashMap<BackendId, (Arc<MemberHttp>, u64), BuildHasherDefault<Fnv>>;
+type Map = HashMap<BackendId, (Arc<MemberHttp>, u64), Fnvs>;
 
 /// FNV-1a: this hash only tells whether a member's settings changed since its entry was
 /// made (it runs on every request; SipHash showed in profiles), not a table keyed by input
@@ -363,6 +395,17 @@ fn label_hash(b: &Backend) -> u64 {
 }
 
 impl Members {
+    /// A cache whose members' `max` limits are those of `balancer`, shared with every other
+    /// cache made this way for it: each worker thread of a server keeps its own cache (no
+    /// state passed between cores per request), while a member's `max` still counts the
+    /// requests of all of them.
+    pub fn shared(balancer: &lb_core::Balancer) -> Members {
+        Members {
+            slots: balancer.attached(Slots::default),
+            ..Members::default()
+        }
+    }
+
     /// The HTTP view of member `id` whose configuration is `backend`.
     pub fn get(&self, id: BackendId, backend: &Backend) -> Result<Arc<MemberHttp>> {
         let hash = label_hash(backend);
@@ -379,7 +422,7 @@ impl Members {
         if let Some(m) = current(&map) {
             return Ok(m);
         }
-        let m = Arc::new(MemberHttp::of(backend)?);
+        let m = Arc::new(MemberHttp::parse(backend, Some((&self.slots, id)))?);
         let mut next = Map::clone(&map);
         next.insert(id, (m.clone(), hash));
         self.map.store(Arc::new(next));

@@ -77,6 +77,8 @@ struct Inner<S: Scheduler> {
     snapshot: ArcSwap<Snapshot<S>>,
     write: Mutex<Write<S>>,
     shared: Arc<Shared>,
+    /// What layers above keep per balancer ([`Balancer::attached`]).
+    attached: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 #[derive(Debug)]
@@ -227,6 +229,7 @@ impl<S: Scheduler> BalancerBuilder<S> {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 write: Mutex::new(write),
                 shared,
+                attached: Mutex::default(),
             }),
         })
     }
@@ -493,6 +496,24 @@ impl<S: Scheduler> Balancer<S> {
     pub fn set_ignore_errors(&self, id: BackendId, ignore: bool) -> Result<()> {
         self.state(id)?.set_ignore_errors(ignore);
         Ok(())
+    }
+
+    /// A value of type `T` kept with this balancer, made by `init` the first time it is asked
+    /// for: every clone of the balancer, so every thread serving it, gets the same one. For
+    /// what the layers above keep per balancer rather than per thread, such as lb-http's
+    /// per-member concurrency limits.
+    pub fn attached<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
+        let mut list = self
+            .inner
+            .attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = list.iter().find_map(|v| v.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(init());
+        list.push(made.clone());
+        made
     }
 
     /// Replaces the scheduler; new picks use it at once.

@@ -383,3 +383,39 @@ fn added_backends_start_in_the_configured_health_and_emergency_is_no_peer() {
     Lease::new(lb.get(one).unwrap(), false).failure(Failure::Connect);
     assert!(lb.get(one).unwrap().state().in_error_for().is_none());
 }
+
+#[test]
+fn attached_values_are_shared_by_every_clone_and_made_once() {
+    let lb = Balancer::builder()
+        .backend(Backend::new(Address::Socket(
+            "127.0.0.1:1".parse().unwrap(),
+        )))
+        .build()
+        .unwrap();
+    let clone = lb.clone();
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let a = lb.attached(|| {
+        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::sync::Mutex::new(7u32)
+    });
+    let b = std::thread::scope(|s| {
+        s.spawn(|| clone.attached(|| std::sync::Mutex::new(0u32)))
+            .join()
+            .unwrap()
+    });
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(*b.lock().unwrap(), 7);
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Another type has its own value; another balancer its own values.
+    assert_eq!(*lb.attached(|| String::from("other")), "other");
+    let fresh = Balancer::builder()
+        .backend(Backend::new(Address::Socket(
+            "127.0.0.1:2".parse().unwrap(),
+        )))
+        .build()
+        .unwrap();
+    assert!(!Arc::ptr_eq(
+        &a,
+        &fresh.attached(|| std::sync::Mutex::new(0u32))
+    ));
+}

@@ -90,9 +90,9 @@ impl BalanceLayer {
     /// A layer over `balancer`.
     pub fn new(balancer: Balancer, config: BalanceConfig) -> Self {
         BalanceLayer {
+            members: Arc::new(Members::shared(&balancer)),
             balancer,
             config: Arc::new(config),
-            members: Arc::default(),
         }
     }
 }
