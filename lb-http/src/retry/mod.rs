@@ -40,6 +40,11 @@ pub struct RetryConfig {
     /// Retries may add at most this fraction of requests (default 0.2).
     pub budget_percent: f32,
     /// ... plus this many retries per second (default 10).
+    ///
+    /// The budget belongs to the [`RetryLayer`], so to each stack built from it: a server
+    /// with a stack per worker thread, as lb-balancer has, keeps one budget per worker. The
+    /// fraction holds overall; this floor is per worker. (One budget for all workers
+    /// would be an atomic counter written by every core on every request.)
     pub budget_min_per_sec: u32,
     /// Bodies up to this size (by `Content-Length`) are read before the first try so the
     /// request can be retried (default 64 KiB; 0: only requests without a body are).
