@@ -10,6 +10,8 @@
 //! * `IP_FREEBIND` / `IPV6_FREEBIND` on request: bind an address that is not (yet) on this
 //!   host, as an HA pair does with its virtual IP.
 //! * the accept backlog.
+//! * `TCP_DEFER_ACCEPT` on request, for protocols whose client speaks first
+//!   ([`ListenerConfig::with_defer_accept`]).
 //!
 //! Accepted sockets get `TCP_NODELAY` and keepalive by [`SocketOptions::apply`] (on Linux
 //! through the listening socket, whose options accepted sockets inherit); the same
@@ -79,6 +81,9 @@ pub struct ListenerConfig {
     pub socket: SocketOptions,
     /// Expect a PROXY protocol header from these peers; refuse anyone else.
     pub accept_proxy: Option<TrustedSources>,
+    /// Hand a connection to `accept` only once its first bytes arrived, or after about this
+    /// long (`TCP_DEFER_ACCEPT`; Linux; default off).
+    pub defer_accept: Option<Duration>,
 }
 
 impl ListenerConfig {
@@ -92,6 +97,7 @@ impl ListenerConfig {
             freebind: false,
             socket: SocketOptions::default(),
             accept_proxy: None,
+            defer_accept: None,
         }
     }
 
@@ -129,6 +135,14 @@ impl ListenerConfig {
     /// Expects PROXY protocol headers from these peers only.
     pub fn with_accept_proxy(mut self, trusted: TrustedSources) -> Self {
         self.accept_proxy = Some(trusted);
+        self
+    }
+    /// Accepts a connection once its first bytes arrived, or after about `wait`
+    /// (HAProxy's `defer-accept`, nginx's `deferred`): for protocols whose client speaks
+    /// first, such as HTTP, every accepted socket then has something to read. See
+    /// [`crate::sockopt::set_defer_accept`].
+    pub fn with_defer_accept(mut self, wait: Duration) -> Self {
+        self.defer_accept = Some(wait);
         self
     }
 
@@ -176,6 +190,9 @@ impl ListenerConfig {
         // its listener: set once here, they cost no system calls per connection.
         #[cfg(target_os = "linux")]
         self.socket.apply_to(SockRef::from(&socket)).map_err(fail)?;
+        if let Some(wait) = self.defer_accept {
+            crate::sockopt::set_defer_accept(&socket, wait).map_err(fail)?;
+        }
         socket.set_nonblocking(true).map_err(fail)?;
         socket.bind(&addr.into()).map_err(fail)?;
         let backlog = i32::try_from(self.backlog).unwrap_or(i32::MAX);
@@ -281,6 +298,22 @@ mod tests {
             .with_freebind(true)
             .bind()
             .unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn defer_accept_is_set_when_asked_for() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let plain = ListenerConfig::new(addr).bind_std().unwrap();
+        assert_eq!(
+            crate::sockopt::defer_accept(&plain).unwrap(),
+            Duration::ZERO
+        );
+        let deferred = ListenerConfig::new(addr)
+            .with_defer_accept(Duration::from_secs(5))
+            .bind_std()
+            .unwrap();
+        assert!(crate::sockopt::defer_accept(&deferred).unwrap() >= Duration::from_secs(5));
     }
 
     #[tokio::test]

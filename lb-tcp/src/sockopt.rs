@@ -40,10 +40,7 @@ pub fn set_defer_accept(socket: &impl AsFd, wait: Duration) -> io::Result<()> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         let _ = (socket, wait);
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TCP_DEFER_ACCEPT is only supported on Linux",
-        ))
+        Err(unsupported())
     }
 }
 
@@ -74,11 +71,16 @@ pub fn defer_accept(socket: &impl AsFd) -> io::Result<Duration> {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         let _ = socket;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "TCP_DEFER_ACCEPT is only supported on Linux",
-        ))
+        Err(unsupported())
     }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "TCP_DEFER_ACCEPT is only supported on Linux",
+    )
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -165,39 +165,26 @@ fn spawn_health(
     handles
 }
 
-/// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`); with
-/// `freebind`, `addr` need not be on the host yet (a virtual IP).
 /// How long a connection may wait in the kernel for its first bytes before it is accepted.
 const DEFER_ACCEPT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn reuseport_listener(addr: SocketAddr, freebind: bool) -> std::io::Result<std::net::TcpListener> {
-    let domain = if addr.is_ipv6() {
-        socket2::Domain::IPV6
-    } else {
-        socket2::Domain::IPV4
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    if freebind {
-        if addr.is_ipv6() {
-            s.set_freebind_v6(true)?;
-        } else {
-            s.set_freebind_v4(true)?;
-        }
-    }
-    // Accepted sockets inherit it (Linux), even those queued before a worker serves.
-    s.set_tcp_nodelay(true)?;
-    // HTTP clients speak first: a connection is accepted once its request has arrived (as
-    // Apache does by default), which saves a read that finds nothing and a wake-up. A client
-    // that connects and waits is accepted after this anyway. Not fatal where unsupported.
-    if let Err(e) = lb_tcp::sockopt::set_defer_accept(&s, DEFER_ACCEPT) {
-        tracing::debug!("TCP_DEFER_ACCEPT not set on {addr}: {e}");
-    }
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
+/// A listener on `addr` that other workers can bind too (`SO_REUSEPORT`); with
+/// `freebind`, `addr` need not be on the host yet (a virtual IP). Accepted sockets inherit
+/// TCP_NODELAY from it (Linux), even those queued before a worker serves. HTTP clients
+/// speak first: a connection is accepted once its request has arrived (as Apache does by
+/// default), which saves a read that finds nothing and a wake-up; a client that connects
+/// and waits is accepted after [`DEFER_ACCEPT`] anyway.
+fn reuseport_listener(addr: SocketAddr, freebind: bool) -> lb_tcp::Result<std::net::TcpListener> {
+    let mut options = lb_tcp::SocketOptions::default();
+    options.keepalive = None;
+    lb_tcp::ListenerConfig::new(addr)
+        .with_reuse_port(true)
+        .with_freebind(freebind)
+        // As the kernel's default: `[::]` takes IPv4 clients too.
+        .with_v6_only(false)
+        .with_socket_options(options)
+        .with_defer_accept(DEFER_ACCEPT)
+        .bind_std()
 }
 
 /// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM; with `ha`, as
@@ -206,15 +193,13 @@ pub(crate) fn run(config: Config, workers: usize, ha: Option<HaPlan>) -> Result<
     let plan = build_plan(&config, None).map_err(ConfigError)?;
     let freebind = ha.is_some();
     // The first listener fixes the port (the configured one may be 0); the others join it.
-    let first = reuseport_listener(config.listen, freebind)
-        .map_err(|e| ConfigError(format!("listen {}: {e}", config.listen)))?;
+    let first =
+        reuseport_listener(config.listen, freebind).map_err(|e| ConfigError(e.to_string()))?;
     let local = first.local_addr().map_err(|e| ConfigError(e.to_string()))?;
     let mut listeners = vec![first];
     for _ in 1..workers.max(1) {
-        listeners.push(
-            reuseport_listener(local, freebind)
-                .map_err(|e| ConfigError(format!("listen {local}: {e}")))?,
-        );
+        listeners
+            .push(reuseport_listener(local, freebind).map_err(|e| ConfigError(e.to_string()))?);
     }
     let server_config = ServerConfig {
         guard: config.limits,
