@@ -344,8 +344,7 @@ impl Slots {
 /// change.
 #[derive(Debug, Default)]
 pub struct Members {
-    /// Read on every request without a lock: the workers taking a read lock's count on each
-    /// request passed its cache line between cores. Replaced whole when an entry changes.
+    /// Read on every request without taking a lock; replaced whole when an entry changes.
     map: ArcSwap<Map>,
     /// Serializes those replacements, so that threads meeting a new member at once make one
     /// entry, and one `max` semaphore, between them.
