@@ -20,6 +20,7 @@
 //! aside: what follows is not HTTP/1 framing (HTTP/2 has its own, handled by hyper).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -169,16 +170,18 @@ enum Verdict {
 
 /// Checks a complete head (`buf` ends with the blank line).
 fn judge(buf: &[u8], max_headers: usize) -> Verdict {
-    let mut on_stack = [httparse::EMPTY_HEADER; 128];
+    // Uninitialised slots: filling 128 empty headers (4 KiB) for every request cost more
+    // than parsing a short head.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut on_heap = Vec::new();
-    let headers: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= on_stack.len() {
         &mut on_stack[..max_headers]
     } else {
-        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
+        on_heap.resize_with(max_headers, MaybeUninit::uninit);
         &mut on_heap
     };
-    let mut req = httparse::Request::new(headers);
-    match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(_)) => {}
         // Too many headers, bad tokens...: hyper refuses these itself with 431 or 400.
         _ => return Verdict::Passthrough,
