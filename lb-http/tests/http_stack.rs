@@ -767,6 +767,41 @@ async fn a_response_carries_none_of_the_request_extensions() {
     }
 }
 
+/// A request's header map is kept for a later response's fields on the same thread: none of
+/// its fields may show in either response, only the backend's.
+#[tokio::test]
+async fn a_response_carries_none_of_the_request_fields() {
+    use tower::ServiceExt;
+    let (addr, _) = raw_backend(
+        "127.0.0.1:0",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-backend: 1\r\n\r\nok",
+        false,
+    )
+    .await;
+    let proxy = lb_http::proxy::Proxy::new(lb_http::proxy::ProxyConfig::default());
+    for i in 0..3 {
+        let mut req = http::Request::get("/")
+            .header("host", "t")
+            .header("authorization", format!("Bearer client-{i}"))
+            .header("cookie", format!("session={i}"))
+            .body(lb_http::body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(lb_http::proxy::Target::from_url(&format!("http://{addr}")).unwrap());
+        let resp = proxy.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-length", "x-backend", "via"],
+            "round {i}: {:?}",
+            resp.headers()
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+    }
+}
+
 /// Hop-by-hop fields of a backend's response (RFC 9110 section 7.6.1), and the fields its
 /// Connection names, do not reach the client; the rest do, and the connection is reused.
 #[tokio::test]

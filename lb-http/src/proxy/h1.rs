@@ -20,6 +20,7 @@
 //! and the hop-by-hop fields (and those `Connection` names) are left out of the response's
 //! map, as the proxy would remove them anyway.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -48,6 +49,31 @@ const MAX_TRAILERS: usize = 16 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 /// Most room made for one read of body data: large bodies are read in large pieces.
 const MAX_BODY_READ: usize = 64 * 1024;
+
+thread_local! {
+    /// A header map left by a request this thread forwarded, emptied, for the next response
+    /// head it reads. hyper's server keeps a response's map, once written, for the next
+    /// request it parses: with this one, header maps go round without a new allocation per
+    /// response (the largest one a request made, served from glibc's bins).
+    static SPARE_MAP: Cell<Option<HeaderMap>> = const { Cell::new(None) };
+}
+
+/// Keeps `map`'s allocation for the next response head parsed on this thread.
+pub(crate) fn recycle_map(mut map: HeaderMap) {
+    map.clear();
+    SPARE_MAP.set(Some(map));
+}
+
+/// An empty header map with room for `fields`, the spare one if this thread has it.
+fn spare_map(fields: usize) -> HeaderMap {
+    match SPARE_MAP.take() {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
 
 /// A backend connection used directly, with its buffers (kept across requests).
 #[derive(Debug)]
@@ -258,7 +284,7 @@ impl Direct {
                 continue;
             }
             // Room for the fields the proxy and the layers above add (Via, a cookie).
-            let mut headers = HeaderMap::with_capacity(self.fields.len() + 3);
+            let mut headers = spare_map(self.fields.len() + 3);
             for &(n0, n1, v0, v1) in &self.fields {
                 let name = HeaderName::from_bytes(&head[n0..n1])
                     .map_err(|_| ExchangeError::Bad("invalid header name".into()))?;

@@ -331,6 +331,8 @@ fn exchange(
                 let mut extensions = std::mem::take(req.extensions_mut());
                 extensions.clear();
                 *resp.extensions_mut() = extensions;
+                // Its header map, for the next response read on this thread.
+                h1::recycle_map(std::mem::take(req.headers_mut()));
                 let prepared = proxy.prepared(plan, client, target, None, req.version());
                 Ok((resp, prepared, proxy))
             }
