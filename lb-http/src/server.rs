@@ -2,6 +2,7 @@
 //! automatic protocol detection), each connection behind a [`Guarded`] I/O object, upgrades
 //! allowed, errors turned into short responses, graceful shutdown.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tower::ServiceExt;
 use crate::BoxError;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::BalanceError;
+use crate::ext::Served;
 use crate::guard::{GuardConfig, Guarded};
 use crate::headers::ClientInfo;
 
@@ -181,18 +183,48 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    if req.extensions().is_empty()
+        && let Some(spare) = SPARE_EXTENSIONS.with_borrow_mut(Vec::pop)
+    {
+        *req.extensions_mut() = spare;
+    }
     req.extensions_mut().insert(ClientInfo {
         addr: peer,
         tls: false,
     });
     Ok(match svc.oneshot(req).await {
-        Ok(resp) => resp.map(boxed),
+        Ok(mut resp) => {
+            // Which member served it was for the layers. hyper drops what else the map
+            // holds after reading its own (a reason phrase, a header case map): a map with
+            // nothing else is kept, empty, for a later request, and one with anything is
+            // left as it is.
+            let extensions = resp.extensions_mut();
+            extensions.remove::<Served>();
+            if extensions.is_empty() {
+                SPARE_EXTENSIONS.with_borrow_mut(|spare| {
+                    if spare.len() < MAX_SPARE_EXTENSIONS {
+                        spare.push(std::mem::take(extensions));
+                    }
+                });
+            }
+            resp.map(boxed)
+        }
         Err(e) => {
             let e: BoxError = e.into();
             tracing::debug!("request from {peer} failed: {e}");
             error_response(&e)
         }
     })
+}
+
+/// Most empty extension maps kept per thread. Requests take them as they arrive and
+/// responses give them back as they end, in any order: one kept map would mostly be missed.
+const MAX_SPARE_EXTENSIONS: usize = 64;
+
+thread_local! {
+    /// Empty extension maps (with their tables) left by responses, for the next requests on
+    /// this thread: each request's map was two allocations otherwise.
+    static SPARE_EXTENSIONS: RefCell<Vec<http::Extensions>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -968,3 +968,53 @@ async fn the_ewma_scheduler_learns_which_member_is_slow() {
         }
     }
 }
+
+/// `serve` keeps the empty extension maps of responses for later requests; a response whose
+/// map holds something hyper reads (a custom reason phrase) keeps it, every time.
+#[tokio::test]
+async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+        let mut resp = http::Response::new(lb_http::body::full("ok"));
+        if req.uri().path() == "/fine" {
+            resp.extensions_mut()
+                .insert(hyper::ext::ReasonPhrase::from_static(b"Fine Indeed"));
+        }
+        Ok::<_, Infallible>(resp)
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(lb_http::server::serve(
+        l,
+        svc,
+        Default::default(),
+        std::future::pending(),
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for (path, line) in [
+        ("/", "HTTP/1.1 200 OK\r\n"),
+        ("/fine", "HTTP/1.1 200 Fine Indeed\r\n"),
+        ("/", "HTTP/1.1 200 OK\r\n"),
+        ("/fine", "HTTP/1.1 200 Fine Indeed\r\n"),
+    ] {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("no response in 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with(line), "{path}: {text}");
+    }
+}
