@@ -184,7 +184,10 @@ where
     B::Error: Into<BoxError>,
 {
     if req.extensions().is_empty()
-        && let Some(spare) = SPARE_EXTENSIONS.with_borrow_mut(Vec::pop)
+        && let Some(spare) = SPARE_EXTENSIONS
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
     {
         *req.extensions_mut() = spare;
     }
@@ -201,7 +204,9 @@ where
             let extensions = resp.extensions_mut();
             extensions.remove::<Served>();
             if extensions.is_empty() {
-                SPARE_EXTENSIONS.with_borrow_mut(|spare| {
+                // Not kept once the thread's locals are being destroyed.
+                let _ = SPARE_EXTENSIONS.try_with(|spare| {
+                    let mut spare = spare.borrow_mut();
                     if spare.len() < MAX_SPARE_EXTENSIONS {
                         spare.push(std::mem::take(extensions));
                     }

@@ -61,12 +61,13 @@ thread_local! {
 /// Keeps `map`'s allocation for the next response head parsed on this thread.
 pub(crate) fn recycle_map(mut map: HeaderMap) {
     map.clear();
-    SPARE_MAP.set(Some(map));
+    // Not kept once the thread's locals are being destroyed.
+    let _ = SPARE_MAP.try_with(|spare| spare.set(Some(map)));
 }
 
 /// An empty header map with room for `fields`, the spare one if this thread has it.
 fn spare_map(fields: usize) -> HeaderMap {
-    match SPARE_MAP.take() {
+    match SPARE_MAP.try_with(Cell::take).ok().flatten() {
         Some(mut map) => {
             map.reserve(fields);
             map
