@@ -565,6 +565,21 @@ async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarde
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("HTTP/1.1 400"), "{out}");
     assert_eq!(a.hits(), 1, "a refused request reached the backend");
+    // Neither after a request asking for an upgrade that the backend did not grant, nor
+    // after a head whose lines end in a bare LF (as hyper accepts them).
+    for first in [
+        &b"GET /first HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"[..],
+        b"POST /first HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello",
+    ] {
+        let mut sent = first.to_vec();
+        sent.extend_from_slice(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        );
+        let out = raw(p.addr, &sent).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("HTTP/1.1 400"), "{out}");
+    }
+    assert_eq!(a.hits(), 3, "a refused request reached the backend");
     // Oversized head: 431.
     let big = format!(
         "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -582,7 +597,36 @@ async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarde
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
-    assert_eq!(a.hits(), 1);
+    assert_eq!(a.hits(), 3);
+    // A head size limit below hyper's own floor (8 KiB) holds too, whether the head
+    // arrives whole or in pieces.
+    let small = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &a.url(),
+        "--maxheadsize",
+        "1024",
+    ]);
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
+    assert!(
+        raw(small.addr, head.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    let mut s = tokio::net::TcpStream::connect(small.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(&head.as_bytes()[..1500]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&head.as_bytes()[1500..]).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert_eq!(a.hits(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,14 +16,26 @@
 //! client gets `408 Request Timeout` and the connection is closed (slowloris). A connection
 //! idle between requests for [`GuardConfig::idle_timeout`] is closed silently.
 //!
-//! After an HTTP/2 preface, a `CONNECT`, or a request asking for an upgrade the guard steps
-//! aside: what follows is not HTTP/1 framing (HTTP/2 has its own, handled by hyper).
+//! A head ends where hyper's parser (httparse) finds its end: lines may end with CRLF or a
+//! bare LF. A head over [`GuardConfig::max_head`] bytes, whole or still arriving, is
+//! answered with `431` and the connection closed; heads hyper cannot parse are left to it
+//! (400 or 431, then it closes), and nothing after them is read.
+//!
+//! After an HTTP/2 preface the guard steps aside: HTTP/2 has its own framing, handled by
+//! hyper. After a request asking to switch protocols (`Upgrade`, `CONNECT`), what the client
+//! sends is held until the answer is known, when the guard is told it (as `serve` does):
+//! after a switch the bytes pass untouched; otherwise they are the next requests, checked
+//! as any. Used on its own, without being told, the guard steps aside after such a request.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -35,6 +47,42 @@ const POISON: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n\r\nrequest head timeout\n";
 
+/// What a connection's guard and the code answering its requests share: whether a request
+/// that asked to switch protocols (`Upgrade`, `CONNECT`) was answered with the switch. Until
+/// it is known, the guard holds back what the client sent after that request: the bytes are
+/// either the next request heads, to be checked as any, or the new protocol's.
+#[derive(Debug, Default)]
+pub(crate) struct Switch {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+const SWITCH_IDLE: u8 = 0;
+const SWITCH_AWAITED: u8 = 1;
+const SWITCH_DONE: u8 = 2;
+const SWITCH_DECLINED: u8 = 3;
+
+impl Switch {
+    /// True while a request asking to switch protocols waits for its answer.
+    pub(crate) fn awaited(&self) -> bool {
+        self.state.load(Ordering::Acquire) == SWITCH_AWAITED
+    }
+
+    /// The answer to the request that asked to switch: `switched` when the connection now
+    /// carries the other protocol.
+    pub(crate) fn settle(&self, switched: bool) {
+        let to = if switched {
+            SWITCH_DONE
+        } else {
+            SWITCH_DECLINED
+        };
+        let _ =
+            self.state
+                .compare_exchange(SWITCH_AWAITED, to, Ordering::AcqRel, Ordering::Acquire);
+        self.waker.wake();
+    }
+}
+
 /// Limits the guard enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardConfig {
@@ -42,8 +90,8 @@ pub struct GuardConfig {
     pub head_timeout: Duration,
     /// A connection with no request in progress is closed after this time (default 60 s).
     pub idle_timeout: Duration,
-    /// Largest head the guard holds back; a larger one is passed on for hyper to refuse with
-    /// 431 (default 64 KiB; keep it equal to hyper's `max_buf_size`).
+    /// Largest request head; a larger one gets 431 and the connection is closed (default
+    /// 64 KiB).
     pub max_head: usize,
     /// Most header fields a head may have; more are passed on for hyper to refuse with 431.
     pub max_headers: usize,
@@ -69,9 +117,12 @@ enum Mode {
     Body(u64),
     /// Inside a chunked body.
     Chunked(Chunk),
-    /// Not HTTP/1 framing any more (HTTP/2, upgrade, CONNECT) or the stream went astray:
+    /// Not HTTP/1 framing any more (HTTP/2, a switched protocol) or the stream went astray:
     /// bytes pass untouched and hyper judges them.
     Passthrough,
+    /// A request asking to switch protocols was passed on; what follows is held back until
+    /// its answer is known (see [`Switch`]).
+    AwaitSwitch,
     /// A refused head was replaced; nothing more is read from the client.
     Closed,
 }
@@ -113,6 +164,11 @@ pin_project_lite::pin_project! {
         armed: Armed,
         refused: u64,
         plain_close: bool,
+        // Told whether a protocol switch happened; without it, a request asking for one
+        // ends the checks on the connection.
+        switch: Option<Arc<Switch>>,
+        // A request asking to switch has a body still passing: the wait starts after it.
+        switch_after_body: bool,
     }
 }
 
@@ -131,7 +187,17 @@ impl<T> Guarded<T> {
             armed: Armed::Idle,
             refused: 0,
             plain_close: false,
+            switch: None,
+            switch_after_body: false,
         }
+    }
+
+    /// Learns from `switch` whether a request asking to switch protocols was answered with
+    /// the switch, and until then holds back what follows it; the checks go on after a
+    /// refused switch. Without it, such a request ends the checks on the connection.
+    pub(crate) fn with_switch(mut self, switch: Arc<Switch>) -> Self {
+        self.switch = Some(switch);
+        self
     }
 
     /// For an `inner` that is a plain socket, closed as soon as hyper is done with it: the
@@ -163,13 +229,28 @@ enum Armed {
 /// What to do with a complete head.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
-    Forward { next: Mode },
+    /// Pass it on, then follow `next`; `switch` when it asks to switch protocols, by hyper's
+    /// rule: an `Upgrade` field in HTTP/1.1, or `CONNECT` without one.
+    Forward { next: Mode, switch: bool },
+    /// A smuggling shape: never passed on.
     Refuse,
-    Passthrough,
 }
 
-/// Checks a complete head (`buf` ends with the blank line).
-fn judge(buf: &[u8], max_headers: usize) -> Verdict {
+/// What the bytes held so far are.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    /// Not a whole head yet.
+    Partial,
+    /// A whole head of this many bytes.
+    Complete(usize, Verdict),
+    /// Not a valid head (bad tokens, too many fields): hyper answers it with 400 or 431 and
+    /// closes the connection.
+    Invalid,
+}
+
+/// Parses the head at the start of `buf` as hyper does (httparse, default settings: lines
+/// may end with a bare LF) and checks it.
+fn judge(buf: &[u8], max_headers: usize) -> Judged {
     // Uninitialised slots: filling 128 empty headers (4 KiB) for every request cost more
     // than parsing a short head.
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -181,11 +262,11 @@ fn judge(buf: &[u8], max_headers: usize) -> Verdict {
         &mut on_heap
     };
     let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, slots) {
-        Ok(httparse::Status::Complete(_)) => {}
-        // Too many headers, bad tokens...: hyper refuses these itself with 431 or 400.
-        _ => return Verdict::Passthrough,
-    }
+    let len = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Judged::Partial,
+        Err(_) => return Judged::Invalid,
+    };
     let http10 = req.version == Some(0);
     let mut cl: Option<u64> = None;
     let mut cl_seen = false;
@@ -204,10 +285,10 @@ fn judge(buf: &[u8], max_headers: usize) -> Verdict {
                 })
                 .flatten()
             else {
-                return Verdict::Refuse;
+                return Judged::Complete(len, Verdict::Refuse);
             };
             if cl.is_some_and(|prev| prev != n) {
-                return Verdict::Refuse;
+                return Judged::Complete(len, Verdict::Refuse);
             }
             cl = Some(n);
             cl_seen = true;
@@ -220,15 +301,15 @@ fn judge(buf: &[u8], max_headers: usize) -> Verdict {
         }
     }
     if te_seen && (cl_seen || http10 || !te_last_chunked) {
-        return Verdict::Refuse;
+        return Judged::Complete(len, Verdict::Refuse);
     }
-    if upgrade
-        || req
-            .method
-            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
-    {
-        return Verdict::Passthrough;
-    }
+    // hyper's rule (its h1 `Server::parse`): CONNECT asks to switch, and an `Upgrade` field
+    // does in HTTP/1.1 and does not in HTTP/1.0, whatever the method.
+    let switch = if upgrade {
+        !http10
+    } else {
+        req.method == Some("CONNECT")
+    };
     let next = if te_seen {
         Mode::Chunked(Chunk::Size {
             size: 0,
@@ -241,7 +322,34 @@ fn judge(buf: &[u8], max_headers: usize) -> Verdict {
             _ => Mode::Head,
         }
     };
-    Verdict::Forward { next }
+    Judged::Complete(len, Verdict::Forward { next, switch })
+}
+
+/// True when `buf` has an empty line: a head ends with one (CRLF or a bare LF).
+fn has_blank_line(buf: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|b| *b == b'\n') {
+        let at = from + p + 1;
+        match buf.get(at) {
+            Some(b'\n') => return true,
+            Some(b'\r') if buf.get(at + 1) == Some(&b'\n') => return true,
+            _ => {}
+        }
+        from = at;
+    }
+    false
+}
+
+/// In place of a head over the size limit: a head with one field more than hyper accepts,
+/// which hyper answers with `431 Request Header Fields Too Large` before closing. (hyper's
+/// own size limit cannot be set below 8 KiB.)
+fn too_large(max_headers: usize) -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+    for _ in 0..=max_headers {
+        head.extend_from_slice(b"x:\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// Advances chunked framing over `data`; returns how many bytes belong to the body and the
@@ -344,10 +452,6 @@ fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
     (i, Some(Mode::Chunked(state)))
 }
 
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
 impl<T> Guarded<T> {
     /// True when `data`, just read with nothing held, is exactly one complete request head
     /// that the guard forwards: the state moves past it as `feed` would move it, without
@@ -363,11 +467,17 @@ impl<T> Guarded<T> {
         {
             return false;
         }
-        if find_head_end(data) != Some(data.len()) {
+        if !(data.ends_with(b"\n\n") || data.ends_with(b"\n\r\n")) {
             return false;
         }
         match judge(data, this.config.max_headers) {
-            Verdict::Forward { next } => {
+            Judged::Complete(
+                len,
+                Verdict::Forward {
+                    next,
+                    switch: false,
+                },
+            ) if len == data.len() => {
                 *this.first_head = false;
                 *this.mode = next;
                 *this.armed = Armed::None;
@@ -392,10 +502,18 @@ impl<T> Guarded<T> {
     fn feed(self: Pin<&mut Self>, mut data: &[u8]) {
         let this = self.project();
         while !data.is_empty() {
+            if *this.mode == Mode::Head && *this.switch_after_body {
+                *this.switch_after_body = false;
+                *this.mode = Mode::AwaitSwitch;
+            }
             match *this.mode {
                 Mode::Closed => return,
                 Mode::Passthrough => {
                     this.out.extend_from_slice(data);
+                    return;
+                }
+                Mode::AwaitSwitch => {
+                    this.head.extend_from_slice(data);
                     return;
                 }
                 Mode::Body(n) => {
@@ -434,26 +552,59 @@ impl<T> Guarded<T> {
                         *this.mode = Mode::Passthrough;
                         return;
                     }
-                    // Search from a little before the new bytes for the end of the head.
-                    let from = before.saturating_sub(3);
-                    let Some(end) = find_head_end(&this.head[from..]).map(|e| e + from) else {
-                        if this.head.len() > this.config.max_head {
+                    // A head is parsed once an empty line has arrived (looked for from a
+                    // little before the new bytes), where hyper would find its end.
+                    let from = before.saturating_sub(2);
+                    let judged = if has_blank_line(&this.head[from..]) {
+                        judge(this.head, this.config.max_headers)
+                    } else {
+                        Judged::Partial
+                    };
+                    let (end, verdict) = match judged {
+                        Judged::Complete(end, verdict)
+                            if end <= this.config.max_head && end > before =>
+                        {
+                            (end, verdict)
+                        }
+                        Judged::Partial if this.head.len() <= this.config.max_head => return,
+                        Judged::Invalid => {
+                            // hyper answers it (400, 431) and closes; nothing more is read.
                             this.out.extend_from_slice(this.head);
                             this.head.clear();
-                            *this.mode = Mode::Passthrough;
+                            *this.mode = Mode::Closed;
+                            return;
                         }
-                        return;
+                        _ => {
+                            tracing::debug!(
+                                "request head over {} bytes: 431",
+                                this.config.max_head
+                            );
+                            this.out
+                                .extend_from_slice(&too_large(this.config.max_headers));
+                            this.head.clear();
+                            *this.mode = Mode::Closed;
+                            return;
+                        }
                     };
                     *this.first_head = false;
                     let rest_start = end - before;
-                    match judge(&this.head[..end], this.config.max_headers) {
-                        Verdict::Forward { next } => {
+                    match verdict {
+                        Verdict::Forward { next, switch } => {
                             this.out.extend_from_slice(&this.head[..end]);
                             *this.mode = next;
-                        }
-                        Verdict::Passthrough => {
-                            this.out.extend_from_slice(&this.head[..end]);
-                            *this.mode = Mode::Passthrough;
+                            if switch {
+                                match this.switch {
+                                    Some(sw) => {
+                                        sw.state.store(SWITCH_AWAITED, Ordering::Release);
+                                        if next == Mode::Head {
+                                            *this.mode = Mode::AwaitSwitch;
+                                        } else {
+                                            *this.switch_after_body = true;
+                                        }
+                                    }
+                                    None => *this.mode = Mode::Passthrough,
+                                }
+                            }
                         }
                         Verdict::Refuse => {
                             tracing::debug!("refusing a request head with a smuggling shape");
@@ -468,6 +619,53 @@ impl<T> Guarded<T> {
                     data = &data[rest_start..];
                 }
             }
+        }
+    }
+}
+
+impl<T: AsyncRead> Guarded<T> {
+    /// While a request asking to switch protocols waits for its answer: ready with true once
+    /// the answer is known (the mode has moved on), with false when the client's input ended
+    /// first (for the reader to see); until then, what the client sends is held, up to the
+    /// head size limit.
+    fn poll_switch(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            let this = self.as_mut().project();
+            let Some(switch) = this.switch.as_ref() else {
+                *this.mode = Mode::Passthrough;
+                return Poll::Ready(Ok(true));
+            };
+            switch.waker.register(cx.waker());
+            match switch.state.load(Ordering::Acquire) {
+                SWITCH_DONE => {
+                    // The other protocol's bytes: passed on as they are, from now on.
+                    *this.mode = Mode::Passthrough;
+                    let held = std::mem::take(this.head);
+                    this.out.extend_from_slice(&held);
+                    return Poll::Ready(Ok(true));
+                }
+                SWITCH_DECLINED => {
+                    // Still HTTP/1: what was held is the next requests, checked as any.
+                    switch.state.store(SWITCH_IDLE, Ordering::Release);
+                    *this.mode = Mode::Head;
+                    *this.armed = Armed::None;
+                    let held = std::mem::take(this.head);
+                    self.as_mut().take_in(&held);
+                    return Poll::Ready(Ok(true));
+                }
+                _ => {}
+            }
+            if this.head.len() >= this.config.max_head {
+                return Poll::Pending;
+            }
+            let mut scratch = [0u8; SCRATCH];
+            let mut own = ReadBuf::new(&mut scratch);
+            ready!(this.inner.poll_read(cx, &mut own))?;
+            if own.filled().is_empty() {
+                // The end of the client's input; what was held still follows the answer.
+                return Poll::Ready(Ok(false));
+            }
+            this.head.extend_from_slice(own.filled());
         }
     }
 }
@@ -488,9 +686,20 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                     return Poll::Ready(Ok(()));
                 }
             }
+            if self.mode == Mode::Head && self.switch_after_body {
+                let this = self.as_mut().project();
+                *this.switch_after_body = false;
+                *this.mode = Mode::AwaitSwitch;
+            }
             match self.mode {
                 Mode::Closed => return Poll::Ready(Ok(())),
                 Mode::Passthrough => return self.project().inner.poll_read(cx, buf),
+                Mode::AwaitSwitch => {
+                    if !ready!(self.as_mut().poll_switch(cx))? {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
                 _ => {}
             }
             // Fast path: inside a body, read straight into the caller's buffer.
@@ -834,31 +1043,143 @@ mod tests {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n",
         ];
         for head in refuse {
             assert_eq!(
                 judge(head, 100),
-                Verdict::Refuse,
+                Judged::Complete(head.len(), Verdict::Refuse),
                 "{}",
                 String::from_utf8_lossy(head)
             );
         }
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(
-            judge(
-                b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
-                100
+            judge(same, 100),
+            Judged::Complete(
+                same.len(),
+                Verdict::Forward {
+                    next: Mode::Body(3),
+                    switch: false
+                }
+            )
+        );
+        // Which requests ask to switch protocols, by hyper's rule.
+        for (head, switch) in [
+            (
+                &b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+                true,
             ),
-            Verdict::Forward {
-                next: Mode::Body(3)
+            (b"GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", false),
+            (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+        ] {
+            assert_eq!(
+                judge(head, 100),
+                Judged::Complete(
+                    head.len(),
+                    Verdict::Forward {
+                        next: Mode::Head,
+                        switch
+                    }
+                ),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // The end of a head is where httparse (so hyper) finds it, bare LFs included.
+        let lf = b"GET / HTTP/1.1\nHost: a\n\nGET /next";
+        assert!(matches!(judge(lf, 100), Judged::Complete(24, _)));
+        assert_eq!(
+            judge(b"GET / HTTP/1.1\r\nHost: a\r\n", 100),
+            Judged::Partial
+        );
+        assert_eq!(judge(b"G\x01T / HTTP/1.1\r\n\r\n", 100), Judged::Invalid);
+        assert_eq!(judge(&too_large(3), 3), Judged::Invalid);
+    }
+
+    #[tokio::test]
+    async fn heads_ending_in_bare_lf_are_checked_as_hyper_reads_them() {
+        let input = b"POST /a HTTP/1.1\nHost: x\nContent-Length: 5\n\nhelloPOST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let mut want = b"POST /a HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello".to_vec();
+        want.extend_from_slice(POISON);
+        assert_eq!(run(input).await, want);
+        // And one whole in a read goes through at once, not held for a CRLF that never comes.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut g = Box::pin(Guarded::new(server, GuardConfig::default()));
+        let get = b"GET /lf HTTP/1.1\nHost: x\n\n";
+        client.write_all(get).await.unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], get);
+    }
+
+    #[tokio::test]
+    async fn heads_over_the_size_limit_get_431_whole_or_in_pieces() {
+        let config = GuardConfig {
+            max_head: 1024,
+            ..GuardConfig::default()
+        };
+        let big = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(3000));
+        let smuggled =
+            b"POST /s HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for pieces in [1, 3] {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut g = Box::pin(Guarded::new(server, config));
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            for piece in big.as_bytes().chunks(big.len().div_ceil(pieces)) {
+                client.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+                if let Some(n) = futures_util::FutureExt::now_or_never(g.read(&mut buf)) {
+                    out.extend_from_slice(&buf[..n.unwrap()]);
+                }
             }
-        );
-        assert_eq!(
-            judge(
-                b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-                100
-            ),
-            Verdict::Passthrough
-        );
+            client.write_all(smuggled).await.unwrap();
+            client.shutdown().await.unwrap();
+            g.read_to_end(&mut out).await.unwrap();
+            assert_eq!(out, too_large(config.max_headers), "{pieces} pieces");
+        }
+    }
+
+    /// After a request asking to switch protocols, what the client sends is held until the
+    /// answer is known: checked as requests when the switch was refused, passed as it is
+    /// when it happened.
+    #[tokio::test]
+    async fn what_follows_a_switch_request_waits_for_the_answer() {
+        let upgrade =
+            &b"GET /ws HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"[..];
+        let smuggled = &b"POST /s HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..];
+        for switched in [false, true] {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let switch = Arc::new(Switch::default());
+            let mut g =
+                Box::pin(Guarded::new(server, GuardConfig::default()).with_switch(switch.clone()));
+            client.write_all(upgrade).await.unwrap();
+            client.write_all(smuggled).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = g.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], upgrade);
+            assert!(switch.awaited());
+            let early = futures_util::FutureExt::now_or_never(g.read(&mut buf));
+            assert!(
+                early.is_none(),
+                "bytes after the switch request went on unanswered"
+            );
+            switch.settle(switched);
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            g.read_to_end(&mut rest).await.unwrap();
+            if switched {
+                assert_eq!(
+                    rest, smuggled,
+                    "the other protocol's bytes pass as they are"
+                );
+            } else {
+                assert_eq!(rest, POISON, "checked as a request");
+                assert!(!switch.awaited());
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

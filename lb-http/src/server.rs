@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -19,7 +20,7 @@ use crate::BoxError;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::BalanceError;
 use crate::ext::Served;
-use crate::guard::{GuardConfig, Guarded};
+use crate::guard::{GuardConfig, Guarded, Switch};
 use crate::headers::ClientInfo;
 
 /// Limits on client connections.
@@ -136,9 +137,19 @@ where
         if !inherited_nodelay {
             let _ = stream.set_nodelay(true);
         }
-        let io = TokioIo::new(Guarded::new(stream, config.guard).plain_close());
+        let switch = Arc::new(Switch::default());
+        let io = TokioIo::new(
+            Guarded::new(stream, config.guard)
+                .plain_close()
+                .with_switch(switch.clone()),
+        );
         let svc = service.clone();
-        let hyper_svc = hyper::service::service_fn(move |req| handle(svc.clone(), peer, req));
+        let hyper_svc = hyper::service::service_fn(move |req| {
+            // Only a request asking to switch protocols is told about: the guard is holding
+            // what follows it until it knows whether the switch happened.
+            let switch = switch.awaited().then(|| switch.clone());
+            handle(svc.clone(), peer, switch, req)
+        });
         let conn = builder
             .serve_connection_with_upgrades(io, hyper_svc)
             .into_owned();
@@ -175,6 +186,7 @@ fn nodelay_is_inherited(listener: &TcpListener) -> bool {
 async fn handle<S, B>(
     svc: S,
     peer: SocketAddr,
+    switch: Option<Arc<Switch>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
@@ -191,11 +203,21 @@ where
     {
         *req.extensions_mut() = spare;
     }
+    // The request the guard waits on is the one hyper will switch protocols for, if the
+    // answer says so: a 101, or a 2xx to CONNECT (its other requests, pipelined before it,
+    // have no `OnUpgrade`).
+    let switch = switch
+        .filter(|_| {
+            req.extensions()
+                .get::<hyper::upgrade::OnUpgrade>()
+                .is_some()
+        })
+        .map(|s| (s, req.method() == http::Method::CONNECT));
     req.extensions_mut().insert(ClientInfo {
         addr: peer,
         tls: false,
     });
-    Ok(match svc.oneshot(req).await {
+    let resp = match svc.oneshot(req).await {
         Ok(mut resp) => {
             // Which member served it was for the layers. hyper drops what else the map
             // holds after reading its own (a reason phrase, a header case map): a map with
@@ -219,7 +241,16 @@ where
             tracing::debug!("request from {peer} failed: {e}");
             error_response(&e)
         }
-    })
+    };
+    if let Some((switch, connect)) = switch {
+        let status = resp.status();
+        switch.settle(if connect {
+            status.is_success()
+        } else {
+            status == StatusCode::SWITCHING_PROTOCOLS
+        });
+    }
+    Ok(resp)
 }
 
 /// Most empty extension maps kept per thread. Requests take them as they arrive and
