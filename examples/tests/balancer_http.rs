@@ -859,6 +859,14 @@ async fn ipv6_listener_and_member() {
     assert_eq!(s, 200);
     assert!(body.starts_with("a6"));
     assert!(body.contains("x-forwarded-for: ::1"), "{body}");
+    // An IPv4 client of a dual-stack listener is named by its IPv4 address, not as
+    // ::ffff:a.b.c.d.
+    let dual = Proxy::start(&["--listen", "[::]:0", "--member", &url]);
+    let v4 = format!("http://127.0.0.1:{}/headers", dual.addr.port());
+    let (s, _, body) = get(&c, &v4, None).await;
+    assert_eq!(s, 200);
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    assert!(!body.contains("ffff"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

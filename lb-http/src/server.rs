@@ -137,6 +137,9 @@ where
         if !inherited_nodelay {
             let _ = stream.set_nodelay(true);
         }
+        // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d; it is named by
+        // its IPv4 address (in X-Forwarded-For, Forwarded, and to the hashing schedulers).
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let switch = Arc::new(Switch::default());
         let io = TokioIo::new(
             Guarded::new(stream, config.guard)
