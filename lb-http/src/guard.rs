@@ -31,7 +31,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -47,13 +47,20 @@ const POISON: &[u8] = b"\x01 / HTTP/1.1\r\n\r\n";
 
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 21\r\n\r\nrequest head timeout\n";
 
-/// What a connection's guard and the code answering its requests share: whether a request
-/// that asked to switch protocols (`Upgrade`, `CONNECT`) was answered with the switch. Until
-/// it is known, the guard holds back what the client sent after that request: the bytes are
-/// either the next request heads, to be checked as any, or the new protocol's.
+/// What a connection's guard and the code answering its requests share:
+/// - whether a request that asked to switch protocols (`Upgrade`, `CONNECT`) was answered
+///   with the switch. Until it is known, the guard holds back what the client sent after
+///   that request: the bytes are either the next request heads, to be checked as any, or
+///   the new protocol's;
+/// - how many requests are in flight (until their response body ends), when they are
+///   counted: the idle timeout is for a connection with none. They are counted on HTTP/2
+///   connections, and on HTTP/1 ones when hyper reads from the client while a request is in
+///   flight (`abort_on_close`).
 #[derive(Debug, Default)]
-pub(crate) struct Switch {
-    state: AtomicU8,
+pub(crate) struct Shared {
+    switch: AtomicU8,
+    counting: AtomicBool,
+    in_flight: AtomicUsize,
     waker: AtomicWaker,
 }
 
@@ -62,10 +69,18 @@ const SWITCH_AWAITED: u8 = 1;
 const SWITCH_DONE: u8 = 2;
 const SWITCH_DECLINED: u8 = 3;
 
-impl Switch {
+impl Shared {
+    /// `count`: count the requests in flight from the start (see above).
+    pub(crate) fn new(count: bool) -> Shared {
+        Shared {
+            counting: AtomicBool::new(count),
+            ..Shared::default()
+        }
+    }
+
     /// True while a request asking to switch protocols waits for its answer.
-    pub(crate) fn awaited(&self) -> bool {
-        self.state.load(Ordering::Acquire) == SWITCH_AWAITED
+    pub(crate) fn switch_awaited(&self) -> bool {
+        self.switch.load(Ordering::Acquire) == SWITCH_AWAITED
     }
 
     /// The answer to the request that asked to switch: `switched` when the connection now
@@ -77,9 +92,37 @@ impl Switch {
             SWITCH_DECLINED
         };
         let _ =
-            self.state
+            self.switch
                 .compare_exchange(SWITCH_AWAITED, to, Ordering::AcqRel, Ordering::Acquire);
         self.waker.wake();
+    }
+
+    /// True when requests are to be counted with [`Shared::begin`].
+    pub(crate) fn counting(&self) -> bool {
+        self.counting.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned value is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+}
+
+/// A request in flight on a connection (see [`Shared::begin`]).
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The guard may be waiting with no idle timer running.
+            self.0.waker.wake();
+        }
     }
 }
 
@@ -121,8 +164,11 @@ enum Mode {
     /// bytes pass untouched and hyper judges them.
     Passthrough,
     /// A request asking to switch protocols was passed on; what follows is held back until
-    /// its answer is known (see [`Switch`]).
+    /// its answer is known (see [`Shared`]).
     AwaitSwitch,
+    /// HTTP/2: bytes pass untouched; the connection is closed after the idle timeout with
+    /// no request in flight (when told about them, see [`Shared`]) and nothing read.
+    Http2,
     /// A refused head was replaced; nothing more is read from the client.
     Closed,
 }
@@ -164,9 +210,9 @@ pin_project_lite::pin_project! {
         armed: Armed,
         refused: u64,
         plain_close: bool,
-        // Told whether a protocol switch happened; without it, a request asking for one
-        // ends the checks on the connection.
-        switch: Option<Arc<Switch>>,
+        // Told whether a protocol switch happened and whether requests are in flight;
+        // without it, a request asking for a switch ends the checks on the connection.
+        shared: Option<Arc<Shared>>,
         // A request asking to switch has a body still passing: the wait starts after it.
         switch_after_body: bool,
     }
@@ -187,16 +233,17 @@ impl<T> Guarded<T> {
             armed: Armed::Idle,
             refused: 0,
             plain_close: false,
-            switch: None,
+            shared: None,
             switch_after_body: false,
         }
     }
 
-    /// Learns from `switch` whether a request asking to switch protocols was answered with
+    /// Learns from `shared` whether a request asking to switch protocols was answered with
     /// the switch, and until then holds back what follows it; the checks go on after a
-    /// refused switch. Without it, such a request ends the checks on the connection.
-    pub(crate) fn with_switch(mut self, switch: Arc<Switch>) -> Self {
-        self.switch = Some(switch);
+    /// refused switch. Without it, such a request ends the checks on the connection. Also
+    /// learns from it whether requests are in flight (see [`Shared`]).
+    pub(crate) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.shared = Some(shared);
         self
     }
 
@@ -487,6 +534,43 @@ impl<T> Guarded<T> {
         }
     }
 
+    /// Ready when the `want` deadline (head or idle) has passed. An idle deadline does not
+    /// run while requests are in flight, when they are counted (see [`Shared`]).
+    fn poll_timeout(self: Pin<&mut Self>, cx: &mut Context<'_>, want: Armed) -> Poll<()> {
+        let this = self.project();
+        if want == Armed::Idle
+            && let Some(shared) = this.shared.as_ref()
+            && shared.counting()
+        {
+            shared.waker.register(cx.waker());
+            if shared.busy() {
+                // Armed afresh once the last one ends (its end wakes this reader).
+                *this.armed = Armed::None;
+                return Poll::Pending;
+            }
+        }
+        if *this.armed != want {
+            let wait = match want {
+                Armed::Head => this.config.head_timeout,
+                _ => this.config.idle_timeout,
+            };
+            *this.deadline = Instant::now() + wait;
+            *this.armed = want;
+        }
+        // The timer may run early (it is only moved when it would be late) and is re-armed
+        // when it fires before the deadline: one timer update per timeout period rather than
+        // one per request.
+        if this.timer.deadline() > *this.deadline {
+            this.timer.as_mut().reset(*this.deadline);
+        }
+        ready!(this.timer.as_mut().poll(cx));
+        if Instant::now() < *this.deadline {
+            this.timer.as_mut().reset(*this.deadline);
+            ready!(this.timer.as_mut().poll(cx));
+        }
+        Poll::Ready(())
+    }
+
     /// [`feed`](Self::feed)s bytes read while collecting a head; with no head left
     /// partly held, no head deadline runs any more.
     fn take_in(mut self: Pin<&mut Self>, data: &[u8]) {
@@ -508,7 +592,7 @@ impl<T> Guarded<T> {
             }
             match *this.mode {
                 Mode::Closed => return,
-                Mode::Passthrough => {
+                Mode::Passthrough | Mode::Http2 => {
                     this.out.extend_from_slice(data);
                     return;
                 }
@@ -529,9 +613,15 @@ impl<T> Guarded<T> {
                 }
                 Mode::Chunked(state) => {
                     let (used, next) = scan_chunked(state, data);
+                    let Some(next) = next else {
+                        // Malformed: hyper sees it and answers 400; nothing more is read.
+                        this.out.extend_from_slice(data);
+                        *this.mode = Mode::Closed;
+                        return;
+                    };
                     this.out.extend_from_slice(&data[..used]);
                     data = &data[used..];
-                    *this.mode = next.unwrap_or(Mode::Passthrough);
+                    *this.mode = next;
                 }
                 Mode::Head => {
                     // Blank lines before a request line are allowed (RFC 9112 section 2.2).
@@ -549,7 +639,10 @@ impl<T> Guarded<T> {
                     if *this.first_head && this.head.starts_with(b"PRI * HTTP/2.0") {
                         this.out.extend_from_slice(this.head);
                         this.head.clear();
-                        *this.mode = Mode::Passthrough;
+                        *this.mode = Mode::Http2;
+                        if let Some(shared) = this.shared {
+                            shared.counting.store(true, Ordering::Relaxed);
+                        }
                         return;
                     }
                     // A head is parsed once an empty line has arrived (looked for from a
@@ -593,9 +686,9 @@ impl<T> Guarded<T> {
                             this.out.extend_from_slice(&this.head[..end]);
                             *this.mode = next;
                             if switch {
-                                match this.switch {
+                                match this.shared {
                                     Some(sw) => {
-                                        sw.state.store(SWITCH_AWAITED, Ordering::Release);
+                                        sw.switch.store(SWITCH_AWAITED, Ordering::Release);
                                         if next == Mode::Head {
                                             *this.mode = Mode::AwaitSwitch;
                                         } else {
@@ -631,12 +724,12 @@ impl<T: AsyncRead> Guarded<T> {
     fn poll_switch(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         loop {
             let this = self.as_mut().project();
-            let Some(switch) = this.switch.as_ref() else {
+            let Some(switch) = this.shared.as_ref() else {
                 *this.mode = Mode::Passthrough;
                 return Poll::Ready(Ok(true));
             };
             switch.waker.register(cx.waker());
-            match switch.state.load(Ordering::Acquire) {
+            match switch.switch.load(Ordering::Acquire) {
                 SWITCH_DONE => {
                     // The other protocol's bytes: passed on as they are, from now on.
                     *this.mode = Mode::Passthrough;
@@ -646,7 +739,7 @@ impl<T: AsyncRead> Guarded<T> {
                 }
                 SWITCH_DECLINED => {
                     // Still HTTP/1: what was held is the next requests, checked as any.
-                    switch.state.store(SWITCH_IDLE, Ordering::Release);
+                    switch.switch.store(SWITCH_IDLE, Ordering::Release);
                     *this.mode = Mode::Head;
                     *this.armed = Armed::None;
                     let held = std::mem::take(this.head);
@@ -700,6 +793,24 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                     }
                     continue;
                 }
+                Mode::Http2 => {
+                    let start = buf.filled().len();
+                    let this = self.as_mut().project();
+                    match this.inner.poll_read(cx, buf) {
+                        Poll::Ready(read) => {
+                            if buf.filled().len() > start {
+                                *this.armed = Armed::None;
+                            }
+                            return Poll::Ready(read);
+                        }
+                        Poll::Pending => {
+                            ready!(self.as_mut().poll_timeout(cx, Armed::Idle));
+                            // Idle too long: hyper sees the end of input and closes.
+                            *self.as_mut().project().mode = Mode::Closed;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                }
                 _ => {}
             }
             // Fast path: inside a body, read straight into the caller's buffer.
@@ -724,10 +835,11 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                             },
                         )
                     }
-                    Mode::Chunked(state) => {
-                        let (used, next) = scan_chunked(state, &buf.filled()[start..end]);
-                        (used, next.unwrap_or(Mode::Passthrough))
-                    }
+                    Mode::Chunked(state) => match scan_chunked(state, &buf.filled()[start..end]) {
+                        (used, Some(next)) => (used, next),
+                        // Malformed: hyper sees it and answers 400; nothing more is read.
+                        (_, None) => (end - start, Mode::Closed),
+                    },
                     _ => (end - start, *this.mode),
                 };
                 *this.mode = next;
@@ -789,35 +901,13 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    let mut this = self.as_mut().project();
-                    let want = if this.head.is_empty() {
+                    let want = if self.head.is_empty() {
                         Armed::Idle
                     } else {
                         Armed::Head
                     };
-                    if *this.armed != want {
-                        let wait = match want {
-                            Armed::Head => this.config.head_timeout,
-                            _ => this.config.idle_timeout,
-                        };
-                        *this.deadline = Instant::now() + wait;
-                        *this.armed = want;
-                    }
-                    // The timer may run early (it is only moved when it would be late) and
-                    // is re-armed when it fires before the deadline: one timer update per
-                    // timeout period rather than one per request.
-                    if this.timer.deadline() > *this.deadline {
-                        this.timer.as_mut().reset(*this.deadline);
-                    }
-                    if this.timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    if Instant::now() < *this.deadline {
-                        this.timer.as_mut().reset(*this.deadline);
-                        if this.timer.as_mut().poll(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
+                    ready!(self.as_mut().poll_timeout(cx, want));
+                    let mut this = self.as_mut().project();
                     *this.mode = Mode::Closed;
                     if !this.head.is_empty() {
                         tracing::debug!("request head timeout: answering 408");
@@ -854,7 +944,7 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.plain_close && *this.mode != Mode::Passthrough {
+        if *this.plain_close && !matches!(*this.mode, Mode::Passthrough | Mode::Http2) {
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_shutdown(cx)
@@ -1152,15 +1242,15 @@ mod tests {
         let smuggled = &b"POST /s HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..];
         for switched in [false, true] {
             let (mut client, server) = tokio::io::duplex(1 << 16);
-            let switch = Arc::new(Switch::default());
+            let switch = Arc::new(Shared::default());
             let mut g =
-                Box::pin(Guarded::new(server, GuardConfig::default()).with_switch(switch.clone()));
+                Box::pin(Guarded::new(server, GuardConfig::default()).with_shared(switch.clone()));
             client.write_all(upgrade).await.unwrap();
             client.write_all(smuggled).await.unwrap();
             let mut buf = vec![0u8; 4096];
             let n = g.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], upgrade);
-            assert!(switch.awaited());
+            assert!(switch.switch_awaited());
             let early = futures_util::FutureExt::now_or_never(g.read(&mut buf));
             assert!(
                 early.is_none(),
@@ -1177,7 +1267,7 @@ mod tests {
                 );
             } else {
                 assert_eq!(rest, POISON, "checked as a request");
-                assert!(!switch.awaited());
+                assert!(!switch.switch_awaited());
             }
         }
     }

@@ -20,7 +20,7 @@ use crate::BoxError;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::BalanceError;
 use crate::ext::Served;
-use crate::guard::{GuardConfig, Guarded, Switch};
+use crate::guard::{GuardConfig, Guarded, InFlight, Shared};
 use crate::headers::ClientInfo;
 
 /// Limits on client connections.
@@ -140,18 +140,20 @@ where
         // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d; it is named by
         // its IPv4 address (in X-Forwarded-For, Forwarded, and to the hashing schedulers).
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let switch = Arc::new(Switch::default());
+        // With abort_on_close hyper reads from the client while a request is in flight, so
+        // the guard must know which are, not to take that wait for an idle connection.
+        let shared = Arc::new(Shared::new(config.abort_on_close));
         let io = TokioIo::new(
             Guarded::new(stream, config.guard)
                 .plain_close()
-                .with_switch(switch.clone()),
+                .with_shared(shared.clone()),
         );
         let svc = service.clone();
         let hyper_svc = hyper::service::service_fn(move |req| {
-            // Only a request asking to switch protocols is told about: the guard is holding
-            // what follows it until it knows whether the switch happened.
-            let switch = switch.awaited().then(|| switch.clone());
-            handle(svc.clone(), peer, switch, req)
+            // Most requests need none of it: only counted ones (HTTP/2, abort_on_close) and
+            // one asking to switch protocols, which the guard waits on.
+            let shared = (shared.counting() || shared.switch_awaited()).then(|| shared.clone());
+            handle(svc.clone(), peer, shared, req)
         });
         let conn = builder
             .serve_connection_with_upgrades(io, hyper_svc)
@@ -189,7 +191,7 @@ fn nodelay_is_inherited(listener: &TcpListener) -> bool {
 async fn handle<S, B>(
     svc: S,
     peer: SocketAddr,
-    switch: Option<Arc<Switch>>,
+    shared: Option<Arc<Shared>>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
@@ -209,7 +211,9 @@ where
     // The request the guard waits on is the one hyper will switch protocols for, if the
     // answer says so: a 101, or a 2xx to CONNECT (its other requests, pipelined before it,
     // have no `OnUpgrade`).
-    let switch = switch
+    let in_flight = shared.as_ref().filter(|s| s.counting()).map(Shared::begin);
+    let switch = shared
+        .filter(|s| s.switch_awaited())
         .filter(|_| {
             req.extensions()
                 .get::<hyper::upgrade::OnUpgrade>()
@@ -253,7 +257,42 @@ where
             status == StatusCode::SWITCHING_PROTOCOLS
         });
     }
-    Ok(resp)
+    Ok(match in_flight {
+        // In flight until the response body ends.
+        Some(in_flight) => resp.map(|body| {
+            boxed(Counted {
+                body,
+                _in_flight: in_flight,
+            })
+        }),
+        None => resp,
+    })
+}
+
+/// A response body that keeps its request counted as in flight (see [`Shared`]).
+struct Counted {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Most empty extension maps kept per thread. Requests take them as they arrive and

@@ -1018,3 +1018,104 @@ async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
         assert!(text.starts_with(line), "{path}: {text}");
     }
 }
+
+/// lb-http's server on loopback over a backend that answers after `delay`, with a 1 s idle
+/// timeout.
+async fn serve_slow_with_idle_1s(delay: Duration, abort_on_close: bool) -> std::net::SocketAddr {
+    let svc = hyper::service::service_fn(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(
+            Bytes::from_static(b"late"),
+        )))
+    });
+    let backend = hyper_backend(svc).await;
+    let router = SharedRouter::new(Router::new(vec![Site::new(
+        "/",
+        one_member(&format!("http://{backend}")),
+        SiteConfig::default(),
+    )]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut config = lb_http::server::ServerConfig {
+        abort_on_close,
+        ..Default::default()
+    };
+    config.guard.idle_timeout = Duration::from_secs(1);
+    tokio::spawn(lb_http::server::serve(
+        l,
+        router,
+        config,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// The idle timeout is for a connection with no request in flight: a request slower than
+/// it is answered, with `abort_on_close` (where hyper watches the client meanwhile) too.
+#[tokio::test]
+async fn a_request_slower_than_the_idle_timeout_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for abort_on_close in [false, true] {
+        let addr = serve_slow_with_idle_1s(Duration::from_millis(1800), abort_on_close).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"late") {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("no response in 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "abort_on_close {abort_on_close}: closed after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        // Then idle: closed after the idle timeout.
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an idle connection stays open")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
+
+/// An HTTP/2 connection is closed after the idle timeout with no stream in flight, and not
+/// while a request slower than it is waited for.
+#[tokio::test]
+async fn http2_connections_are_closed_when_idle_not_while_busy() {
+    let addr = serve_slow_with_idle_1s(Duration::from_millis(1800), false).await;
+    let mut tx = h2_client(addr).await;
+    let req = hyper::Request::get(format!("http://{addr}/"))
+        .body(lb_http::body::empty())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .expect("no response in 10 s")
+        .expect("the connection was closed while the request was in flight");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_of(resp).await, "late");
+    let mut closed = false;
+    for _ in 0..200 {
+        if tx.is_closed() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "an idle HTTP/2 connection stays open");
+    // A client that stops after part of the preface is not kept either.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("a stalled preface keeps the connection open")
+        .unwrap();
+}
