@@ -973,7 +973,7 @@ async fn the_ewma_scheduler_learns_which_member_is_slow() {
 /// map holds something hyper reads (a custom reason phrase) keeps it, every time.
 #[tokio::test]
 async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
         let mut resp = http::Response::new(lb_http::body::full("ok"));
         if req.uri().path() == "/fine" {
@@ -1000,20 +1000,7 @@ async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
         s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.ends_with(b"ok") {
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-                .await
-                .expect("no response in 10 s")
-                .unwrap();
-            assert!(
-                n > 0,
-                "connection closed after {:?}",
-                String::from_utf8_lossy(&got)
-            );
-            got.extend_from_slice(&buf[..n]);
-        }
+        let got = read_until(&mut s, b"ok").await;
         let text = String::from_utf8_lossy(&got);
         assert!(text.starts_with(line), "{path}: {text}");
     }
@@ -1061,22 +1048,13 @@ async fn a_request_slower_than_the_idle_timeout_is_answered() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !got.ends_with(b"late") {
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-                .await
-                .expect("no response in 10 s")
-                .unwrap();
-            assert!(
-                n > 0,
-                "abort_on_close {abort_on_close}: closed after {:?}",
-                String::from_utf8_lossy(&got)
-            );
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(got.starts_with(b"HTTP/1.1 200"));
+        let got = read_until(&mut s, b"late").await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "abort_on_close {abort_on_close}"
+        );
         // Then idle: closed after the idle timeout.
+        let mut buf = [0u8; 64];
         let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
             .await
             .expect("an idle connection stays open")
@@ -1118,4 +1096,21 @@ async fn http2_connections_are_closed_when_idle_not_while_busy() {
         .await
         .expect("a stalled preface keeps the connection open")
         .unwrap();
+}
+
+/// Reads from `s` until what was read ends with `end`; fails on a close or after 10 s
+/// without bytes.
+async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(end) {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("no response in 10 s")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
 }
