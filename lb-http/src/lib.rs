@@ -75,6 +75,7 @@ pub mod guard;
 pub mod hcheck;
 pub mod headers;
 pub mod member;
+mod path;
 pub mod proxy;
 pub mod retry;
 pub mod router;

@@ -3,7 +3,8 @@
 //!
 //! [`Site::new`] builds the stack the design describes for one balancer:
 //! `sticky -> retry -> balance (passive health, failover) -> proxy`. A [`Router`] sends each
-//! request to the site with the longest matching prefix; [`SharedRouter`] lets the whole
+//! request to the site with the longest matching prefix, once the dot segments of its path
+//! are removed (a path climbing above the root gets 400); [`SharedRouter`] lets the whole
 //! routing table be replaced at run time (SIGHUP reload) without touching connections in
 //! flight: requests already routed finish on the old sites.
 
@@ -20,6 +21,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use crate::BoxError;
 use crate::balance::{BalanceConfig, BalanceLayer};
 use crate::body::{ProxyBody, boxed, full};
+use crate::path::{AboveRoot, remove_dot_segments};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::retry::{RetryConfig, RetryLayer};
 use crate::sticky::{StickyConfig, StickyLayer};
@@ -173,17 +175,59 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let router = self.current.load();
-        let req = req.map(boxed);
+        let mut req = req.map(boxed);
+        // Routed, and forwarded, without its dot segments: `/x/../admin` is `/admin`, and
+        // `/../secret` does not climb out of a member's prefix.
+        if normalize_path(&mut req).is_err() {
+            return answer(
+                req,
+                StatusCode::BAD_REQUEST,
+                "the path climbs above the root\n",
+            );
+        }
         match router.sites.iter().find(|s| s.matches(req.uri().path())) {
             Some(site) => site.call(req),
-            None => Either::Right(
-                BoxCloneSyncService::new(tower::service_fn(|_req: Request<ProxyBody>| async {
-                    let mut r = Response::new(full("no balancer is mounted on this path\n"));
-                    *r.status_mut() = StatusCode::NOT_FOUND;
-                    Ok::<_, BoxError>(r)
-                }))
-                .oneshot(req),
+            None => answer(
+                req,
+                StatusCode::NOT_FOUND,
+                "no balancer is mounted on this path\n",
             ),
         }
     }
+}
+
+/// Removes the dot segments of `req`'s path (see [`crate::path`]), keeping its query and,
+/// in absolute form, its scheme and authority.
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), AboveRoot> {
+    let uri = req.uri();
+    let std::borrow::Cow::Owned(path) = remove_dot_segments(uri.path())? else {
+        return Ok(());
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    // Made only of the request's own characters, so valid; kept as it was otherwise.
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    Ok(())
+}
+
+/// The router's own answer to `req`.
+fn answer(req: Request<ProxyBody>, status: StatusCode, text: &'static str) -> SiteFuture {
+    Either::Right(
+        BoxCloneSyncService::new(tower::service_fn(
+            move |_req: Request<ProxyBody>| async move {
+                let mut r = Response::new(full(text));
+                *r.status_mut() = status;
+                Ok::<_, BoxError>(r)
+            },
+        ))
+        .oneshot(req),
+    )
 }

@@ -1114,3 +1114,81 @@ async fn read_until(s: &mut TcpStream, end: &[u8]) -> Vec<u8> {
     }
     got
 }
+
+/// A backend answering every request with its request target, and the name it is given.
+async fn target_echo_backend(name: &'static str) -> std::net::SocketAddr {
+    hyper_backend(hyper::service::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| async move {
+            let text = format!("{name} {} {}", req.method(), req.uri());
+            Ok::<_, Infallible>(hyper::Response::new(lb_http::body::full(text)))
+        },
+    ))
+    .await
+}
+
+/// lb-http's server on loopback with the sites `(mount, member url)`, one member each.
+async fn serve_sites(sites: &[(&str, String)]) -> std::net::SocketAddr {
+    let sites = sites
+        .iter()
+        .map(|(mount, url)| Site::new(mount, one_member(url), SiteConfig::default()))
+        .collect();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(lb_http::server::serve(
+        l,
+        SharedRouter::new(Router::new(sites)),
+        Default::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// [`send_request`] for `GET target`, as written (no dot segment removed on the client
+/// side), within 10 s: the status and the body.
+async fn get_as_is(lb: std::net::SocketAddr, target: &str) -> (u16, String) {
+    let req = hyper::Request::get(target)
+        .header("host", "t")
+        .body(lb_http::body::empty())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let resp = send_request(lb, req).await;
+        let status = resp.status().as_u16();
+        (
+            status,
+            String::from_utf8_lossy(&body_of(resp).await).into_owned(),
+        )
+    })
+    .await
+    .expect("no response in 10 s")
+}
+
+#[tokio::test]
+async fn dot_segments_neither_escape_a_member_prefix_nor_pick_another_balancer() {
+    let public = target_echo_backend("public").await;
+    let internal = target_echo_backend("internal").await;
+    let lb = serve_sites(&[
+        ("/", format!("http://{public}/public")),
+        ("/admin", format!("http://{internal}/internal")),
+    ])
+    .await;
+    for (target, want) in [
+        ("/x/../admin/y", "internal GET /internal/y"),
+        (
+            "/admin/./y/../z?a=/../b",
+            "internal GET /internal/z?a=/../b",
+        ),
+        ("/admin/..", "public GET /public/"),
+        ("/a/%2e%2E/b/.", "public GET /public/b/"),
+        ("/plain", "public GET /public/plain"),
+    ] {
+        assert_eq!(
+            get_as_is(lb, target).await,
+            (200, want.to_string()),
+            "{target}"
+        );
+    }
+    for target in ["/../secret", "/admin/../../etc", "/%2e%2e/x"] {
+        let (status, body) = get_as_is(lb, target).await;
+        assert_eq!(status, 400, "{target}: {body}");
+    }
+}

@@ -447,10 +447,15 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
-        // The backend URI: its prefix plus what follows the mount point. With neither a
-        // prefix nor a mount point (the usual case) the client's path goes as it is.
+        // The backend URI: its prefix plus what follows the mount point, without dot
+        // segments (the router removed them already; this proxy may be used without one).
+        // With neither a prefix nor a mount point nor dot segments (the usual case) the
+        // client's path goes as it is.
+        let path = crate::path::remove_dot_segments(req.uri().path())
+            .map_err(|_| ProxyError::Request("the path climbs above the root".to_string()))?;
         let as_sent = target.path.is_empty()
             && config.mount.is_empty()
+            && matches!(path, std::borrow::Cow::Borrowed(_))
             && req
                 .uri()
                 .path_and_query()
@@ -458,7 +463,7 @@ impl Proxy {
         let new_path = if as_sent {
             None
         } else {
-            Some(backend_path(target, config, req.uri())?)
+            Some(backend_path(target, config, &path, req.uri().query())?)
         };
         Ok(Plan {
             front_host,
@@ -560,13 +565,14 @@ impl Plan {
     }
 }
 
-/// The target's path prefix followed by what follows the mount point in `uri`, and its query.
+/// The target's path prefix followed by what follows the mount point in `path` (without
+/// dot segments), and `query`.
 fn backend_path(
     target: &Target,
     config: &ProxyConfig,
-    uri: &Uri,
+    path: &str,
+    query: Option<&str>,
 ) -> Result<PathAndQuery, ProxyError> {
-    let path = uri.path();
     let rest = path.strip_prefix(config.mount.as_str()).unwrap_or(path);
     let mut pq = String::with_capacity(target.path.len() + path.len() + 16);
     pq.push_str(&target.path);
@@ -574,7 +580,7 @@ fn backend_path(
         pq.push('/');
     }
     pq.push_str(rest);
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         pq.push('?');
         pq.push_str(q);
     }
