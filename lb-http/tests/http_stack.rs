@@ -1192,3 +1192,44 @@ async fn dot_segments_neither_escape_a_member_prefix_nor_pick_another_balancer()
         assert_eq!(status, 400, "{target}: {body}");
     }
 }
+
+/// A backend answering every request with the `Set-Cookie` field `cookie`, if any.
+async fn cookie_backend(cookie: Option<&'static str>) -> std::net::SocketAddr {
+    hyper_backend(hyper::service::service_fn(
+        move |_req: hyper::Request<hyper::body::Incoming>| async move {
+            let mut resp = hyper::Response::new(lb_http::body::full("ok"));
+            if let Some(c) = cookie {
+                resp.headers_mut()
+                    .insert("set-cookie", hyper::header::HeaderValue::from_static(c));
+            }
+            Ok::<_, Infallible>(resp)
+        },
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn apache_sticky_sessions_keep_the_application_session_cookie() {
+    let sticky = || SiteConfig {
+        sticky: Some(lb_http::sticky::StickyConfig::apache(
+            "JSESSIONID|jsessionid",
+        )),
+        ..Default::default()
+    };
+    let app = cookie_backend(Some("JSESSIONID=abc123.a; Path=/")).await;
+    let lb = serve_with(one_member(&format!("http://{app},route=a")), sticky()).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), send(lb))
+        .await
+        .expect("no response in 10 s");
+    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["JSESSIONID=abc123.a; Path=/"]);
+
+    // An application that sets no session cookie still gets the route one (ROUTEID recipe).
+    let plain = cookie_backend(Some("other=1")).await;
+    let lb = serve_with(one_member(&format!("http://{plain},route=b")), sticky()).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), send(lb))
+        .await
+        .expect("no response in 10 s");
+    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["other=1", "JSESSIONID=.b; Path=/"]);
+}

@@ -6,7 +6,8 @@
 //! (`NAME=anything.route`). The route is what follows the first `.` of the value. When the
 //! member that served the request has a route and it differs from the request's (Apache's
 //! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` -- the `ROUTEID` recipe
-//! from Apache's documentation, with no extra configuration.
+//! from Apache's documentation, with no extra configuration -- unless the response sets
+//! `NAME` itself: the application's session cookie wins.
 //!
 //! **HAProxy** (`cookie NAME insert [indirect] [nocache] [httponly] [secure] [maxage N]`): the
 //! cookie value is the route itself; it is inserted when the client's route differs from the
@@ -254,6 +255,12 @@ fn on_response<B>(
     if requested == Some(route) {
         return;
     }
+    // Apache mode: the cookie is the application's session cookie. When the application
+    // sets it, its value is the session (and carries the route already); lb's `.route`
+    // would replace it in the client and lose the session.
+    if config.insert.is_none() && sets_cookie(resp.headers(), &config.cookie) {
+        return;
+    }
     if let Some(v) = cookies.get(config, route) {
         resp.headers_mut().append(header::SET_COOKIE, v);
         if config.insert.as_ref().is_some_and(|i| i.nocache) {
@@ -261,6 +268,16 @@ fn on_response<B>(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         }
     }
+}
+
+/// Whether a `Set-Cookie` field of `headers` sets the cookie `name`.
+fn sets_cookie(headers: &http::HeaderMap, name: &str) -> bool {
+    headers.get_all(header::SET_COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .is_some_and(|n| n.trim_ascii() == name.as_bytes())
+    })
 }
 
 /// Removes cookie `name` from the `Cookie` fields.
