@@ -1233,3 +1233,31 @@ async fn apache_sticky_sessions_keep_the_application_session_cookie() {
     let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
     assert_eq!(cookies, ["other=1", "JSESSIONID=.b; Path=/"]);
 }
+
+#[tokio::test]
+async fn a_status_retry_with_no_other_member_answers_the_backend_response() {
+    let backend = hyper_backend(hyper::service::service_fn(
+        |_req: hyper::Request<hyper::body::Incoming>| async {
+            let mut resp = hyper::Response::new(lb_http::body::full("backend trouble"));
+            *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            resp.headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from_static("7"));
+            Ok::<_, Infallible>(resp)
+        },
+    ))
+    .await;
+    let config = SiteConfig {
+        retry: Some(lb_http::retry::RetryConfig {
+            statuses: vec![500],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let lb = serve_with(one_member(&format!("http://{backend}")), config).await;
+    let resp = tokio::time::timeout(Duration::from_secs(10), send(lb))
+        .await
+        .expect("no response in 10 s");
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    assert_eq!(body_of(resp).await, "backend trouble");
+}

@@ -9,7 +9,9 @@
 //! (RFC 9110 section 9.2.2). A request body is read whole before the first try when its
 //! `Content-Length` is at most [`RetryConfig::max_replay_body`] (64 KiB by default; HAProxy
 //! likewise retries only requests that fit its buffer), so it can be sent again; larger or
-//! chunked bodies stream through and their requests are not retried.
+//! chunked bodies stream through and their requests are not retried. When a retry cannot
+//! be made (no other usable member) or fails, the client gets the response that was to be
+//! replaced, as the backend sent it, not an error of lb's.
 
 mod future;
 
@@ -154,6 +156,9 @@ where
             let (mut parts, _) = req.into_parts();
             parts.extensions.insert(tried);
             let mut retries = 0;
+            // The response a retry was made to replace: the client gets it, unchanged, when
+            // the retry fails (no other usable member, or that member failed too).
+            let mut last: Option<Response<RB>> = None;
             loop {
                 let (mut p, ()) = Request::new(()).into_parts();
                 p.method = parts.method.clone();
@@ -166,7 +171,16 @@ where
                 } else {
                     crate::body::full(replay.clone())
                 };
-                let resp = inner.clone().oneshot(Request::from_parts(p, body)).await?;
+                let resp = match inner.clone().oneshot(Request::from_parts(p, body)).await {
+                    Ok(resp) => resp,
+                    Err(e) => match last {
+                        Some(resp) => {
+                            tracing::debug!("retry failed ({e}); answering the earlier response");
+                            return Ok(resp);
+                        }
+                        None => return Err(e),
+                    },
+                };
                 let again = config.statuses.contains(&resp.status().as_u16())
                     && retries < config.max_retries
                     && budget.withdraw();
@@ -175,6 +189,7 @@ where
                 }
                 tracing::debug!("retrying after status {}", resp.status());
                 retries += 1;
+                last = Some(resp);
             }
         }))
     }
