@@ -1261,3 +1261,42 @@ async fn a_status_retry_with_no_other_member_answers_the_backend_response() {
     assert_eq!(resp.headers()["retry-after"], "7");
     assert_eq!(body_of(resp).await, "backend trouble");
 }
+
+#[tokio::test]
+async fn a_request_with_a_body_fails_over_when_its_member_cannot_be_reached() {
+    // A port with nothing listening.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (alive, seen) = echo_backend(200).await;
+    let lb = serve(first_of([dead, alive])).await;
+    let post = |body: lb_http::body::ProxyBody| async move {
+        let req = hyper::Request::post("/")
+            .header("host", "t")
+            .body(body)
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let resp = send_request(lb, req).await;
+            let status = resp.status().as_u16();
+            (
+                status,
+                String::from_utf8_lossy(&body_of(resp).await).into_owned(),
+            )
+        })
+        .await
+        .expect("no response in 10 s")
+    };
+    assert_eq!(
+        post(lb_http::body::full("hello")).await,
+        (200, "POST hello".into())
+    );
+    // Streamed, of unknown length (chunked).
+    let chunks = futures_util::stream::iter(
+        ["one ", "two"].map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c)))),
+    );
+    let streamed = lb_http::body::boxed(StreamBody::new(chunks));
+    assert_eq!(post(streamed).await, (200, "POST one two".into()));
+    assert_eq!(*seen.lock().unwrap(), ["hello", "one two"]);
+}

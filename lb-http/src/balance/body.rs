@@ -72,17 +72,23 @@ pin_project_lite::pin_project! {
     pub struct CountBody<B> {
         #[pin]
         inner: B,
-        lease: Option<Arc<Lease>>,
+        lease: Arc<LeaseSlot>,
     }
 }
+
+/// The lease a [`CountBody`] counts on, replaced when a request that was not sent goes to
+/// another member with its body.
+pub(crate) type LeaseSlot = arc_swap::ArcSwapOption<Lease>;
 
 impl<B> CountBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, lease: Arc<Lease>) -> Self {
-        CountBody {
-            inner,
-            lease: Some(lease),
-        }
+        CountBody::counting_on(inner, Arc::new(LeaseSlot::from(Some(lease))))
+    }
+
+    /// Wraps `inner`, counting on whichever lease `slot` holds.
+    pub(crate) fn counting_on(inner: B, slot: Arc<LeaseSlot>) -> Self {
+        CountBody { inner, lease: slot }
     }
 }
 
@@ -98,12 +104,12 @@ impl<B: Body<Data = Bytes>> Body for CountBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(data), Some(lease)) = (f.data_ref(), this.lease.as_ref()) {
+                if let (Some(data), Some(lease)) = (f.data_ref(), &*this.lease.load()) {
                     lease.add_bytes_out(data.len() as u64);
                 }
             }
             _ => {
-                this.lease.take();
+                this.lease.store(None);
             }
         }
         Poll::Ready(frame)

@@ -14,9 +14,9 @@
 //! (`ewma`, see [`Lease::wants_latency`](lb_core::Lease::wants_latency)).
 //!
 //! Failover (Apache `maxattempts`): when the connection to a member cannot be opened the
-//! member is put in error for its `retry` time and, if the request has no body (so it can be
-//! sent again), the next member is tried. The request is not copied for that: the inner
-//! service gives it back in a [`NotSent`] error, as
+//! member is put in error for its `retry` time and the next member is tried, whatever the
+//! request's method and body: none of it was sent, its body not even read. The request is
+//! not copied for that: the inner service gives it back in a [`NotSent`] error, as
 //! [`Proxy`](crate::proxy::Proxy) does; an inner service that does not is not retried on
 //! another member. Passive health: a response whose status is in
 //! `failonstatus`, or a response timeout with `failontimeout`, puts the member in error for
@@ -179,8 +179,16 @@ where
     let client = req.extensions().get::<ClientInfo>().map(|c| c.addr);
     let key = shared.config.key.as_ref().and_then(|k| k.extract(&req));
     let replayable = req.body().is_end_stream();
+    // A body's bytes are counted on the lease of the member it goes to: wrapped once, the
+    // lease it counts on set for each attempt. An empty body (most requests) has no bytes
+    // to count: it goes as it is.
+    let counted = (!replayable).then(|| Arc::new(body::LeaseSlot::empty()));
+    if let Some(slot) = &counted {
+        let slot = slot.clone();
+        req = req.map(|body| crate::body::boxed(CountBody::counting_on(body, slot)));
+    }
     // The request goes to each attempt as it is, not copied: a proxy that could not
-    // connect gives it back (`NotSent`) for the next member.
+    // connect gives it back (`NotSent`), body untouched, for the next member.
     let mut req = Some(req);
     async move {
         let Shared {
@@ -267,12 +275,8 @@ where
                             unreachable!("checked above")
                         };
                         this.extensions_mut().insert(member.target.clone());
-                        // An empty body (most requests) has no bytes to count: it goes as
-                        // it is.
-                        if !replayable {
-                            let counted = lease.clone();
-                            this =
-                                this.map(|body| crate::body::boxed(CountBody::new(body, counted)));
+                        if let Some(slot) = &counted {
+                            slot.store(Some(lease.clone()));
                         }
                         svc.call(this)
                     };
@@ -310,14 +314,14 @@ where
                     return Ok(resp.map(|b| LeaseBody::new(b, lease, permit)));
                 }
                 Err(e) => {
-                    // A request given back unsent is kept for the next member when it can
-                    // be sent again; the error goes on as the plain `ProxyError`.
+                    // A request given back unsent is kept for the next member, whatever its
+                    // method and body: no byte of it left (the proxy gives it back only
+                    // when no connection could be opened, before the body is read). The
+                    // error goes on as the plain `ProxyError`.
                     let e = match e.downcast::<NotSent>() {
                         Ok(not_sent) => {
                             let (error, back) = not_sent.into_parts();
-                            if replayable {
-                                req = back;
-                            }
+                            req = back;
                             BoxError::from(error)
                         }
                         Err(e) => e,
@@ -332,7 +336,7 @@ where
                     if connect {
                         lease.failure(Failure::Connect);
                         put_in_error("connect failed");
-                        if replayable {
+                        if req.is_some() {
                             last_err = Some(e);
                             continue;
                         }
