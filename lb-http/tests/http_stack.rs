@@ -1300,3 +1300,58 @@ async fn a_request_with_a_body_fails_over_when_its_member_cannot_be_reached() {
     assert_eq!(post(streamed).await, (200, "POST one two".into()));
     assert_eq!(*seen.lock().unwrap(), ["hello", "one two"]);
 }
+
+/// Reads one response with a `Content-Length` from `s` within 10 s: its head (lower case)
+/// and body.
+async fn read_response(s: &mut TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + len {
+                    let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]);
+                    return (head, body.into_owned());
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no response in 10 s")
+}
+
+#[tokio::test]
+async fn http_1_0_clients_asking_for_keep_alive_keep_their_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = target_echo_backend("b").await;
+    let lb = serve(one_member(&format!("http://{backend}"))).await;
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    assert_eq!(body, "b GET /a");
+    // Without keep-alive: answered on the same connection, which then closes.
+    s.write_all(b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert_eq!(body, "b GET /b");
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut rest))
+        .await
+        .expect("connection still open after 10 s");
+    assert_eq!(n.unwrap_or(0), 0);
+}

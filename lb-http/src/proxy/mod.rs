@@ -690,7 +690,15 @@ pub(crate) fn finish_response(
             }
         }
     }
-    parts.version = prepared.version;
+    // The client's version, whatever the backend's; but HTTP/1.1 for an HTTP/1.0 client:
+    // hyper's server writes `HTTP/1.0` to it anyway, and decides its keep-alive only for a
+    // response left at 1.1 (adding `Connection: keep-alive` when the client asked for it).
+    // A response marked 1.0 closes the connection, since its own `Connection` field, a
+    // hop-by-hop one, is removed above.
+    parts.version = match prepared.version {
+        Version::HTTP_09 | Version::HTTP_10 => Version::HTTP_11,
+        v => v,
+    };
     Response::from_parts(parts, body)
 }
 
