@@ -19,7 +19,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use lb_core::health::{CheckError, HealthCheck, Monitor, MonitorConfig, MonitorHandle};
 use lb_core::{Backend, Balancer};
-use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
 use crate::member::LABEL_HC;
@@ -174,7 +173,8 @@ impl HttpCheck {
 
     async fn run(&self) -> std::result::Result<(), CheckError> {
         let authority = self.target.authority.as_str();
-        let stream = TcpStream::connect(authority)
+        // As the proxy connects: a URL without a port means the scheme's (80).
+        let stream = crate::proxy::pool::open(&self.target.authority)
             .await
             .map_err(|e| CheckError::Connect(format!("{authority}: {e}")))?;
         let method = match self.spec.method {
@@ -519,6 +519,48 @@ mod tests {
         );
         assert_eq!(checks.monitors(), 3);
         assert_eq!(health(2), lb_core::Health::Up);
+    }
+
+    #[tokio::test]
+    async fn a_member_url_without_a_port_is_checked_on_port_80() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An address of loopback of this test's own, so that port 80 is free there.
+        let listener = match tokio::net::TcpListener::bind("127.0.0.95:80").await {
+            Ok(l) => l,
+            Err(e) => {
+                println!("skipped: cannot listen on 127.0.0.95:80: {e}");
+                return;
+            }
+        };
+        let server = tokio::spawn(async move {
+            let mut hosts = Vec::new();
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                hosts.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .filter(|l| l.to_ascii_lowercase().starts_with("host:"))
+                        .map(str::to_string),
+                );
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+            hosts
+        });
+        let target = Target::from_url("http://127.0.0.95").unwrap();
+        for method in [HcMethod::Tcp, HcMethod::Get] {
+            let check = HttpCheck::new(HttpCheckSpec::new(method), target.clone());
+            let result = tokio::time::timeout(Duration::from_secs(10), check.run()).await;
+            assert!(matches!(result, Ok(Ok(()))), "{method:?}: {result:?}");
+        }
+        let hosts = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server saw two connections within 10 s")
+            .unwrap();
+        assert_eq!(hosts, ["host: 127.0.0.95"]);
     }
 
     #[tokio::test]

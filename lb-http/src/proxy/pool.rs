@@ -264,8 +264,9 @@ impl Pool {
 }
 
 /// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
-/// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs).
-async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
+/// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs). Without a
+/// port, the `http` one (80): members are `http://`.
+pub(crate) async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
     let host = authority.host();
     let host = host
         .strip_prefix('[')
