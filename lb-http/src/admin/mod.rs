@@ -322,8 +322,8 @@ impl Manager {
             (
                 "lb_member_usable",
                 "gauge",
-                "1 when the member takes new requests.",
-                |m| if m.status == "Ok" { 1.0 } else { 0.0 },
+                "1 when the member takes new requests (a hot standby as a standby).",
+                |m| if usable(m) { 1.0 } else { 0.0 },
             ),
             (
                 "lb_member_loadfactor",
@@ -575,6 +575,16 @@ fn apply_flags(
     Ok(())
 }
 
+/// Whether the scheduler may give `m` new requests: not disabled, stopped or draining, not
+/// in error, passing its health checks (lb-core's
+/// [`BackendStats::is_usable`](lb_core::stats::BackendStats::is_usable)). Ignoring errors
+/// changes nothing here; a hot standby counts, as it is usable as a standby (it takes
+/// requests when the other members of its set are not usable).
+fn usable(m: &MemberView) -> bool {
+    let f = &m.flags;
+    !(f.disabled || f.stopped || f.drain) && m.error_for.is_none() && m.health.starts_with("up")
+}
+
 fn member_view(m: &lb_core::Member) -> MemberView {
     let s = m.state();
     let b = m.backend();
@@ -761,6 +771,46 @@ mod tests {
         m.apply(&add).unwrap();
         assert_eq!(b.members().len(), 2);
         assert!(m.metrics().contains("lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\"} 0"));
+    }
+
+    #[test]
+    fn members_taking_requests_are_usable_in_the_metrics() {
+        let members = [
+            ("http://127.0.0.1:11", 1),
+            ("http://127.0.0.1:12,status=+I", 1),
+            ("http://127.0.0.1:13,status=+H", 1),
+            ("http://127.0.0.1:14,status=+D", 0),
+            ("http://127.0.0.1:15,status=+N", 0),
+            ("http://127.0.0.1:16,status=+S", 0),
+            ("http://127.0.0.1:17", 0),
+            ("http://127.0.0.1:18", 0),
+        ];
+        let specs = members.map(|(url, _)| url.parse::<MemberSpec>().unwrap());
+        let b = Balancer::builder()
+            .backends(specs.iter().map(|s| s.to_backend().unwrap()))
+            .build()
+            .unwrap();
+        let ids: Vec<_> = b.members().iter().map(|m| m.id()).collect();
+        for (spec, id) in specs.iter().zip(&ids) {
+            spec.status.set_on(&b, *id).unwrap();
+        }
+        // The last but one in error, the last one failing its health checks.
+        b.set_error_for(ids[6], std::time::Duration::from_secs(60))
+            .unwrap();
+        b.set_health(ids[7], Health::Down).unwrap();
+        let b2 = b.clone();
+        let m = Manager::new(
+            Arc::new(move || vec![("web".to_string(), b2.clone())]),
+            ManagerConfig::default(),
+        );
+        let metrics = m.metrics();
+        for (url, usable) in members {
+            let url = url.split(',').next().unwrap();
+            let line = format!(
+                "lb_member_usable{{balancer=\"web\",member=\"{url}\",route=\"\"}} {usable}\n"
+            );
+            assert!(metrics.contains(&line), "{line}in\n{metrics}");
+        }
     }
 
     #[tokio::test]
