@@ -4,7 +4,7 @@
 //! [`Site::new`] builds the stack the design describes for one balancer:
 //! `sticky -> retry -> balance (passive health, failover) -> proxy`. A [`Router`] sends each
 //! request to the site with the longest matching prefix, once the dot segments of its path
-//! are removed (a path climbing above the root gets 400); [`SharedRouter`] lets the whole
+//! are removed (a path climbing above the root gets 400; `CONNECT` gets 405); [`SharedRouter`] lets the whole
 //! routing table be replaced at run time (SIGHUP reload) without touching connections in
 //! flight: requests already routed finish on the old sites.
 
@@ -176,6 +176,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let router = self.current.load();
         let mut req = req.map(boxed);
+        // A reverse proxy opens no tunnels to other hosts (nginx answers 405 too).
+        if req.method() == http::Method::CONNECT {
+            return not_allowed(req);
+        }
         // Routed, and forwarded, without its dot segments: `/x/../admin` is `/admin`, and
         // `/../secret` does not climb out of a member's prefix.
         if normalize_path(&mut req).is_err() {
@@ -216,6 +220,24 @@ fn normalize_path<B>(req: &mut Request<B>) -> Result<(), AboveRoot> {
         }
     }
     Ok(())
+}
+
+/// 405 to a method no member is sent, with the methods that are (RFC 9110 section 15.5.6).
+fn not_allowed(req: Request<ProxyBody>) -> SiteFuture {
+    Either::Right(
+        BoxCloneSyncService::new(tower::service_fn(|_req: Request<ProxyBody>| async {
+            let mut r = Response::new(full("CONNECT is not supported by this reverse proxy\n"));
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static(
+                    "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH",
+                ),
+            );
+            Ok::<_, BoxError>(r)
+        }))
+        .oneshot(req),
+    )
 }
 
 /// The router's own answer to `req`.

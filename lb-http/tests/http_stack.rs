@@ -1355,3 +1355,25 @@ async fn http_1_0_clients_asking_for_keep_alive_keep_their_connection() {
         .expect("connection still open after 10 s");
     assert_eq!(n.unwrap_or(0), 0);
 }
+
+#[tokio::test]
+async fn options_asterisk_is_forwarded_as_is_and_connect_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let backend = target_echo_backend("b").await;
+    // A member with a path prefix: `*` is not a path to put under it.
+    let lb = serve_sites(&[("/", format!("http://{backend}/public"))]).await;
+    let mut s = TcpStream::connect(lb).await.unwrap();
+    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "b OPTIONS *");
+    s.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    assert!(head.contains("\r\nallow: get, "), "{head}");
+    assert_eq!(body, "CONNECT is not supported by this reverse proxy\n");
+}

@@ -14,6 +14,7 @@
 //! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
 //! HTTP/1.1), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
 //! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
+//! `CONNECT` is not forwarded (the router answers it 405); `OPTIONS *` goes as it is.
 
 mod future;
 pub(crate) mod h1;
@@ -438,6 +439,10 @@ impl Proxy {
     /// The client's host and the backend URI of `req` for `target`.
     fn plan(&self, req: &Request<ProxyBody>, target: &Target) -> Result<Plan, ProxyError> {
         let config = &self.shared.config;
+        // Its target is a host to tunnel to, not a resource of a member's.
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::Request("CONNECT is not forwarded".to_string()));
+        }
         // The client's host: the Host field, or the authority of an absolute-form target
         // (HTTP/2's :authority).
         let front_host: Option<HeaderValue> = match req.headers().get(header::HOST) {
@@ -453,13 +458,16 @@ impl Proxy {
         // client's path goes as it is.
         let path = crate::path::remove_dot_segments(req.uri().path())
             .map_err(|_| ProxyError::Request("the path climbs above the root".to_string()))?;
-        let as_sent = target.path.is_empty()
-            && config.mount.is_empty()
-            && matches!(path, std::borrow::Cow::Borrowed(_))
-            && req
-                .uri()
-                .path_and_query()
-                .is_some_and(|pq| pq.as_str().starts_with('/'));
+        // `OPTIONS *` (asterisk form) is about the server, not a path: it goes as it is.
+        let asterisk = req.uri().path_and_query().is_some_and(|pq| pq == "*");
+        let as_sent = asterisk
+            || (target.path.is_empty()
+                && config.mount.is_empty()
+                && matches!(path, std::borrow::Cow::Borrowed(_))
+                && req
+                    .uri()
+                    .path_and_query()
+                    .is_some_and(|pq| pq.as_str().starts_with('/')));
         let new_path = if as_sent {
             None
         } else {
