@@ -541,12 +541,15 @@ async fn websocket_upgrade_is_tunnelled() {
 async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarded() {
     let a = Backend::start("a").await;
     let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
-    let shapes: [&[u8]; 5] = [
+    let shapes: [&[u8]; 7] = [
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: x\r\nHost x\r\n\r\n",
+        // RFC 9112 section 3.2: two Host fields, or none in HTTP/1.1.
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        b"GET /x HTTP/1.1\r\n\r\n",
     ];
     for shape in shapes {
         let out = raw(p.addr, shape).await;

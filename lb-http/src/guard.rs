@@ -320,6 +320,7 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
     let mut te_seen = false;
     let mut te_last_chunked = false;
     let mut upgrade = false;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = h.value.trim_ascii();
@@ -345,9 +346,16 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
             te_last_chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
+        } else if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
     }
     if te_seen && (cl_seen || http10 || !te_last_chunked) {
+        return Judged::Complete(len, Verdict::Refuse);
+    }
+    // RFC 9112 section 3.2: 400 for more than one Host field, or none in HTTP/1.1 (which
+    // would leave the proxy and the backend to pick different hosts, or none).
+    if hosts > 1 || (hosts == 0 && !http10) {
         return Judged::Complete(len, Verdict::Refuse);
     }
     // hyper's rule (its h1 `Server::parse`): CONNECT asks to switch, and an `Upgrade` field
@@ -1134,6 +1142,8 @@ mod tests {
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             b"POST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
         ];
         for head in refuse {
             assert_eq!(
@@ -1143,7 +1153,7 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
-        let same = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        let same = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(
             judge(same, 100),
             Judged::Complete(
@@ -1157,12 +1167,14 @@ mod tests {
         // Which requests ask to switch protocols, by hyper's rule.
         for (head, switch) in [
             (
-                &b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+                &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                    [..],
                 true,
             ),
             (b"GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n", false),
             (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", true),
             (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
         ] {
             assert_eq!(
                 judge(head, 100),
@@ -1276,13 +1288,15 @@ mod tests {
     async fn idle_timeout_counts_from_the_last_request() {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut g = Box::pin(Guarded::new(server, GuardConfig::default()));
-        let req = b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi";
+        let req = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi";
         let mut buf = vec![0u8; 1024];
         for _ in 0..3 {
             client.write_all(req).await.unwrap();
             let mut got = 0;
             while got < req.len() {
-                got += g.read(&mut buf).await.unwrap();
+                let n = g.read(&mut buf).await.unwrap();
+                assert!(n > 0, "end of input after {got} bytes");
+                got += n;
             }
             // 50 s idle each time: below the 60 s idle timeout since the last request.
             tokio::time::advance(Duration::from_secs(50)).await;
