@@ -96,11 +96,15 @@ impl Plan {
 /// Builds the plan of a configuration; with the `running` plan, balancers of the same name
 /// are kept with the file's changes applied ([`reload`]).
 pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan, String> {
-    if running.is_some() {
-        // Every balancer is built once on the side first, so that a bad file is refused
-        // before any running balancer changes.
+    if let Some(running) = running {
+        // Every balancer is built once on the side first, and every change to a running
+        // balancer tried on a scratch copy of it (with what the manager changed), so that a
+        // bad file is refused before any running balancer changes.
         for c in &config.balancers {
             build_balancer(c)?;
+            if let Some((b, old)) = reload::running(running, &c.name) {
+                reload::check(b, old, c)?;
+            }
         }
     }
     let mut sites = Vec::new();

@@ -24,7 +24,8 @@ fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
 }
 
 /// The balancer for `new`: the running one of `old` with the file's changes applied when
-/// there is one (`old_conf` is what it was built from), else a fresh one.
+/// there is one (`old_conf` is what it was built from), else a fresh one. Call [`check`]
+/// first: a change that fails here may have left the running balancer half-changed.
 pub(crate) fn balancer_for(
     old: Option<(&Balancer, &BalancerConf)>,
     new: &BalancerConf,
@@ -32,8 +33,29 @@ pub(crate) fn balancer_for(
     let Some((b, old_conf)) = old else {
         return build_balancer(new);
     };
-    // What can fail on input is checked before the running balancer changes (build_plan
-    // has built the whole file on the side already).
+    apply(b, old_conf, new)?;
+    Ok(b.clone())
+}
+
+/// Whether `new` can be applied to the running balancer `b` (built from `old_conf`, then
+/// changed from the manager): the same steps as [`balancer_for`], on a scratch balancer
+/// holding copies of `b`'s members, so that an error leaves `b` as it is. Members the
+/// manager added count: a file line may not take their address.
+pub(crate) fn check(
+    b: &Balancer,
+    old_conf: &BalancerConf,
+    new: &BalancerConf,
+) -> Result<(), String> {
+    let scratch = Balancer::builder()
+        .backends(b.members().iter().map(|m| m.backend().clone()))
+        .config(b.config())
+        .build()
+        .map_err(|e| format!("balancer {}: {e}", new.name))?;
+    apply(&scratch, old_conf, new)
+}
+
+/// Applies the difference between `old_conf` and `new` to `b`.
+fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<(), String> {
     let scheduler = if new.lbmethod == old_conf.lbmethod {
         None
     } else {
@@ -47,6 +69,20 @@ pub(crate) fn balancer_for(
         wanted.push((spec, backend));
     }
     let ctx = |e: lb_core::Error| format!("balancer {}: {e}", new.name);
+    // A member's address may already be another member's, one the manager added.
+    let member_ctx = |spec: &MemberSpec, address: &lb_core::Address, e: lb_core::Error| {
+        let holder = b
+            .find(address)
+            .and_then(|m| m.backend().labels().get(LABEL_URL).cloned())
+            .filter(|url| *url != spec.url);
+        match holder {
+            Some(url) => format!(
+                "balancer {}: member {}: {e} (member {url} has it)",
+                new.name, spec.url
+            ),
+            None => format!("balancer {}: member {}: {e}", new.name, spec.url),
+        }
+    };
 
     if let Some(s) = scheduler {
         b.set_scheduler(s);
@@ -70,24 +106,26 @@ pub(crate) fn balancer_for(
     }
     for (spec, backend) in wanted {
         let before: Option<&MemberSpec> = old_conf.members.iter().find(|o| o.url == spec.url);
+        let address = backend.address().clone();
         match (member_by_url(b, &spec.url), before) {
             // The same line as before: whatever the manager did to it stays.
             (Some(_), Some(before)) if before == spec => {}
             // A changed line, or a member the manager added that the file now names.
             (Some(id), before) => {
-                b.update(id, |be| *be = backend).map_err(ctx)?;
+                b.update(id, |be| *be = backend)
+                    .map_err(|e| member_ctx(spec, &address, e))?;
                 if before.is_none_or(|o| o.status != spec.status) {
                     spec.status.set_on(b, id).map_err(ctx)?;
                 }
             }
             // New in the file (or removed from the manager since): added.
             (None, _) => {
-                let id = b.add(backend).map_err(ctx)?;
+                let id = b.add(backend).map_err(|e| member_ctx(spec, &address, e))?;
                 spec.status.set_on(b, id).map_err(ctx)?;
             }
         }
     }
-    Ok(b.clone())
+    Ok(())
 }
 
 /// The running balancer and configuration of the balancer named `name` in `plan`.

@@ -1,0 +1,160 @@
+//! lb-balancer reloads (SIGHUP) through the binary: what a reload changes, what it keeps, and
+//! that a refused one changes nothing.
+
+mod balancer_support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use balancer_support::{Backend, Proxy, client, eventually, get};
+use http_body_util::BodyExt;
+
+/// A scratch directory for one test's files, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("lb-balancer-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a file with one balancer `app` on `/` with `members` and `extra` lines.
+fn write_app(path: &Path, extra: &str, members: &[String]) {
+    let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
+    std::fs::write(
+        path,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[[balancer]]\nname = \"app\"\n{extra}members = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+fn hup(p: &Proxy) {
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// How many stderr lines of `p` contain `text`.
+fn stderr_count(p: &Proxy, text: &str) -> usize {
+    p.stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+/// The manager's JSON view.
+async fn view(m: SocketAddr) -> serde_json::Value {
+    let (_, _, body) = get(&client(), &format!("http://{m}/api"), None).await;
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The member of balancer `app` configured with `url`.
+fn member(v: &serde_json::Value, url: &str) -> Option<serde_json::Value> {
+    v["balancers"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"] == url)
+        .cloned()
+}
+
+/// Posts a JSON action (the nonce is added) to the manager; returns the status.
+async fn act(m: SocketAddr, fields: &str) -> u16 {
+    let nonce = view(m).await["nonce"].as_str().unwrap().to_string();
+    let req = hyper::Request::post(format!("http://{m}/api"))
+        .header("content-type", "application/json")
+        .body(balancer_support::full(format!(
+            r#"{{"nonce":"{nonce}","balancer":"app",{fields}}}"#
+        )))
+        .unwrap();
+    let r = client().request(req).await.unwrap();
+    let s = r.status().as_u16();
+    let _ = r.into_body().collect().await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_changes_nothing_even_against_members_added_from_the_manager() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let dir = Dir::new("refused");
+    let path = dir.file("balancer.toml");
+    write_app(&path, "", &[a.url(), b.url()]);
+    let p = Proxy::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--manager",
+        "127.0.0.1:0",
+    ]);
+    let m = p.manager.unwrap();
+    assert_eq!(act(m, &format!(r#""add":"{}""#, c.url())).await, 200);
+    assert!(member(&view(m).await, &c.url()).is_some());
+    let before = view(m).await;
+
+    // c's address under another URL: refused, since the manager's c holds it.
+    write_app(
+        &path,
+        "lbmethod = \"roundrobin\"\n",
+        &[format!("{},loadfactor=5", a.url()), format!("{}/", c.url())],
+    );
+    hup(&p);
+    let refused = eventually(10, || async { stderr_count(&p, "reload failed") == 1 }).await;
+    assert!(refused, "the reload was not refused");
+    let line = p
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("reload failed"))
+        .cloned()
+        .unwrap();
+    assert!(
+        line.contains(&format!("member {}/", c.url())) && line.contains("duplicate"),
+        "{line}"
+    );
+    let after = view(m).await;
+    assert_eq!(
+        after["balancers"][0]["lbmethod"], before["balancers"][0]["lbmethod"],
+        "the scheduler changed"
+    );
+    assert!(member(&after, &b.url()).is_some(), "b left: {after}");
+    assert_eq!(
+        member(&after, &a.url()).unwrap()["loadfactor"],
+        1,
+        "{after}"
+    );
+    assert!(member(&after, &c.url()).is_some(), "{after}");
+    assert_eq!(
+        after["balancers"][0]["members"].as_array().unwrap().len(),
+        3,
+        "{after}"
+    );
+    let c2 = client();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        seen.insert(get(&c2, &p.url("/"), None).await.2);
+    }
+    assert!(seen.contains("b"), "b takes no traffic: {seen:?}");
+}
