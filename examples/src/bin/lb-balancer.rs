@@ -32,12 +32,41 @@ use lb_http::member::MemberSpec;
 
 use balancer::config::{self, BalancerConf, Config};
 
+/// The flags whose settings a `--config` file holds (its `listen`, `[[balancer]]` keys and
+/// limits): given with `--config` they would be ignored, so clap refuses them.
+const FILE_ONLY: [&str; 21] = [
+    "listen",
+    "member",
+    "lbmethod",
+    "hashkey",
+    "stickysession",
+    "scolonpathdelim",
+    "cookie",
+    "maxattempts",
+    "nofailover",
+    "failonstatus",
+    "failontimeout",
+    "forcerecovery",
+    "timeout",
+    "connecttimeout",
+    "preservehost",
+    "forwarded",
+    "retryon",
+    "headtimeout",
+    "idletimeout",
+    "maxheaders",
+    "maxheadsize",
+];
+
 /// Load-balancing reverse proxy on mod_proxy_balancer's model.
 #[derive(Debug, Parser)]
 #[command(name = "lb-balancer", version, about)]
 struct Cli {
-    /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it.
-    #[arg(long, short = 'c', conflicts_with = "member")]
+    /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it. The
+    /// file holds the listen address, the balancers and the limits: the flags that set them
+    /// cannot be given with it (only --manager, --manager-remote, --abortonclose, --workers
+    /// and the HA flags can).
+    #[arg(long, short = 'c', conflicts_with_all = FILE_ONLY)]
     config: Option<PathBuf>,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8080")]

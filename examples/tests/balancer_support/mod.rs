@@ -294,16 +294,31 @@ impl Drop for Proxy {
     }
 }
 
-/// Runs lb-balancer expecting it to exit; returns (exit code, stderr).
+/// Runs lb-balancer expecting it to exit; returns (exit code, stderr). One still running
+/// after 10 s is killed and reaped, and its exit code is `None`.
 pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lb-balancer"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb-balancer"))
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run lb-balancer");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        let _ = tx.send(s);
+    });
+    // Its stderr closes when it exits.
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(err) => (child.wait().expect("wait for lb-balancer").code(), err),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            (None, rx.recv().unwrap_or_default())
+        }
+    }
 }
 
 /// A keep-alive client.
