@@ -158,3 +158,16 @@ async fn a_refused_reload_changes_nothing_even_against_members_added_from_the_ma
     }
     assert!(seen.contains("b"), "b takes no traffic: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_a_file_is_reported_and_the_balancer_keeps_serving() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
+    let c = client();
+    assert_eq!(get(&c, &p.url("/"), None).await.2, "a");
+    hup(&p);
+    let told = eventually(10, || async { stderr_count(&p, "nothing to reload") == 1 }).await;
+    assert!(told, "SIGHUP without a file was not reported");
+    // A fresh connection: the process is still there and serving.
+    assert_eq!(get(&client(), &p.url("/"), None).await.2, "a");
+}

@@ -288,6 +288,12 @@ async fn control_loop(
     stop_rx: watch::Receiver<bool>,
 ) -> Result<(), ConfigError> {
     let health = Arc::new(Mutex::new(spawn_health(&plan_rx.borrow(), Vec::new())));
+    // Signals first: a SIGHUP right after the lines below (which tell that the balancer
+    // serves) must find its handler, and a TERM during the node's start still demotes it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ConfigError(format!("cannot watch SIGTERM: {e}")))?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| ConfigError(format!("cannot watch SIGHUP: {e}")))?;
     for (mount, _, c) in &plan_rx.borrow().sites {
         println!(
             "lb-balancer: balancer://{} on http://{local}{}",
@@ -295,9 +301,6 @@ async fn control_loop(
             if mount.is_empty() { "/" } else { mount }
         );
     }
-    // Signals first, so a TERM during the node's start still demotes it.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| ConfigError(format!("cannot watch SIGTERM: {e}")))?;
     let ha = match ha {
         Some(plan) => {
             let handle = lb_ha::start(&plan.config, &plan.name, Vec::new(), None, plan.sync_port)
@@ -345,17 +348,23 @@ async fn control_loop(
         )));
     }
 
-    // SIGHUP: reload the file.
-    if let Some(path) = config.file.clone() {
+    // SIGHUP: reload the file. Without one (--member, the demo) there is nothing to read
+    // again, but the signal must not end the process as its default action would.
+    {
         let health = health.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| ConfigError(format!("cannot watch SIGHUP: {e}")))?;
+        let file = config.file.clone();
         let listen = config.listen;
         let client_side = (config.limits, config.abort_on_close);
         let plan_rx = plan_rx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let fresh = config::load_file(&path).and_then(|c| {
+                let Some(path) = &file else {
+                    eprintln!(
+                        "lb-balancer: SIGHUP: nothing to reload (no --config file); keeping the running configuration"
+                    );
+                    continue;
+                };
+                let fresh = config::load_file(path).and_then(|c| {
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
                     }
