@@ -6,7 +6,7 @@ mod balancer_support;
 
 use std::path::PathBuf;
 
-use balancer_support::run_to_exit;
+use balancer_support::{Proxy, run_to_exit};
 
 /// A scratch directory for one test's files, removed on drop.
 struct Dir(PathBuf);
@@ -99,4 +99,30 @@ fn flags_the_file_sets_are_refused_with_config() {
             "{case:?}: {err}"
         );
     }
+}
+
+#[test]
+fn a_second_balancer_on_a_taken_address_is_refused() {
+    let first = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        "http://127.0.0.1:19401",
+    ]);
+    let addr = first.addr.to_string();
+    let (code, err) = run_to_exit(&["--listen", &addr, "--member", "http://127.0.0.1:19402"]);
+    assert_eq!(code, Some(2), "a second balancer started on {addr}: {err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{err}"
+    );
+    // A port some other program holds reads the same.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap().to_string();
+    let (code, err) = run_to_exit(&["--listen", &addr, "--member", "http://127.0.0.1:19402"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{err}"
+    );
 }

@@ -191,15 +191,31 @@ fn reuseport_listener(addr: SocketAddr, freebind: bool) -> lb_tcp::Result<std::n
         .bind_std()
 }
 
+/// Checks that no other socket holds `addr` and returns it with the port filled in.
+/// `SO_REUSEPORT` lets any socket of the same user that sets it too share a port: a second
+/// lb-balancer started on the same address would bind, start and take part of the
+/// connections. A socket bound without it fails as any program's would ("address already in
+/// use") when something listens there, lb-balancer included; it is closed at once, and the
+/// workers' sockets bind in its place.
+fn probe_listen(addr: SocketAddr, freebind: bool) -> lb_tcp::Result<SocketAddr> {
+    let probe = lb_tcp::ListenerConfig::new(addr)
+        .with_freebind(freebind)
+        .with_v6_only(false)
+        .bind_std()?;
+    probe
+        .local_addr()
+        .map_err(|source| lb_tcp::Error::Bind { addr, source })
+}
+
 /// Serves `config` with `workers` worker threads until ctrl-c or SIGTERM; with `ha`, as
 /// a node of that pair.
 pub(crate) fn run(config: Config, workers: usize, ha: Option<HaPlan>) -> Result<(), ConfigError> {
     let plan = build_plan(&config, None).map_err(ConfigError)?;
     let freebind = ha.is_some();
-    // The first listener fixes the port (the configured one may be 0); the others join it.
-    let first =
-        reuseport_listener(config.listen, freebind).map_err(|e| ConfigError(e.to_string()))?;
-    let local = first.local_addr().map_err(|e| ConfigError(e.to_string()))?;
+    let local = probe_listen(config.listen, freebind).map_err(|e| ConfigError(e.to_string()))?;
+    // The first listener takes the port (the probe's, when the configured one is 0); the
+    // others join it.
+    let first = reuseport_listener(local, freebind).map_err(|e| ConfigError(e.to_string()))?;
     let mut listeners = vec![first];
     for _ in 1..workers.max(1) {
         listeners
