@@ -126,3 +126,65 @@ fn a_second_balancer_on_a_taken_address_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn configuration_errors_name_the_file_line_and_key_or_the_flag() {
+    let dir = Dir::new("config-errors");
+    let refused = |args: &[&str], wanted: &str| {
+        let (code, err) = run_to_exit(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(wanted), "{args:?}: wanted {wanted:?} in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    };
+    // Two members at one address, in the file and on the command line.
+    let path = dir.write(
+        "members.toml",
+        "listen = \"127.0.0.1:0\"\n[[balancer]]\nname = \"app\"\nmembers = [\n  \"http://127.0.0.1:19401/x\",\n  \"http://127.0.0.1:19401/y\",\n]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:6: members: duplicate backend address 127.0.0.1:19401"),
+    );
+    refused(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-m",
+            "http://127.0.0.1:19401",
+            "-m",
+            "http://127.0.0.1:19401",
+        ],
+        "--member http://127.0.0.1:19401: duplicate backend address 127.0.0.1:19401",
+    );
+    // A balancer name or path used twice: the second one's line.
+    let app = |name: &str, path: &str, port: u16| {
+        format!(
+            "[[balancer]]\nname = \"{name}\"\npath = \"{path}\"\nmembers = [\"http://127.0.0.1:{port}\"]\n"
+        )
+    };
+    let listen = "listen = \"127.0.0.1:0\"\n";
+    let path = dir.write(
+        "names.toml",
+        &format!(
+            "{listen}{}{}",
+            app("app", "/a", 19401),
+            app("app", "/b", 19402)
+        ),
+    );
+    refused(&["--config", &path], &format!("{path}:7: name: "));
+    let path = dir.write(
+        "paths.toml",
+        &format!(
+            "{listen}{}{}",
+            app("one", "/a", 19401),
+            app("two", "/a/", 19402)
+        ),
+    );
+    refused(&["--config", &path], &format!("{path}:8: path: "));
+    // A value of the wrong type names its key.
+    let path = dir.write(
+        "limit.toml",
+        "listen = \"127.0.0.1:0\"\nhead_timeout = -5\n[[balancer]]\nmembers = [\"http://127.0.0.1:19401\"]\n",
+    );
+    refused(&["--config", &path], &format!("{path}:2: head_timeout: "));
+}

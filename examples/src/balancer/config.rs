@@ -256,14 +256,16 @@ pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Resu
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileToml {
-    listen: Option<Spanned<String>>,
-    manager: Option<Spanned<String>>,
-    manager_remote: Option<bool>,
-    head_timeout: Option<Spanned<u64>>,
-    idle_timeout: Option<Spanned<u64>>,
-    max_headers: Option<Spanned<u64>>,
-    max_head_size: Option<Spanned<u64>>,
-    abort_on_close: Option<bool>,
+    // Values are read as any TOML value and checked here, so that a value of the wrong type
+    // is reported with its key.
+    listen: Option<Spanned<toml::Value>>,
+    manager: Option<Spanned<toml::Value>>,
+    manager_remote: Option<Spanned<toml::Value>>,
+    head_timeout: Option<Spanned<toml::Value>>,
+    idle_timeout: Option<Spanned<toml::Value>>,
+    max_headers: Option<Spanned<toml::Value>>,
+    max_head_size: Option<Spanned<toml::Value>>,
+    abort_on_close: Option<Spanned<toml::Value>>,
     #[serde(default)]
     balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
@@ -304,15 +306,30 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
             line_of(&src, span.start)
         ))
     };
-    let addr = |v: &Spanned<String>, key: &str| {
-        v.get_ref().parse::<SocketAddr>().map_err(|_| {
+    let addr = |v: &Spanned<toml::Value>, key: &str| {
+        v.get_ref()
+            .as_str()
+            .and_then(|s| s.parse::<SocketAddr>().ok())
+            .ok_or_else(|| {
+                err(
+                    v.span(),
+                    key,
+                    &format!("expected \"ADDRESS:PORT\", got {}", v.get_ref()),
+                )
+            })
+    };
+    let flag = |v: &Option<Spanned<toml::Value>>, key: &str| match v {
+        None => Ok(false),
+        Some(v) => v.get_ref().as_bool().ok_or_else(|| {
             err(
                 v.span(),
                 key,
-                &format!("expected ADDRESS:PORT, got {:?}", v.get_ref()),
+                &format!("expected true or false, got {}", v.get_ref()),
             )
-        })
+        }),
     };
+    let manager_remote = flag(&file.manager_remote, "manager_remote")?;
+    let abort_on_close = flag(&file.abort_on_close, "abort_on_close")?;
     let listen = match &file.listen {
         Some(v) => addr(v, "listen")?,
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -330,12 +347,35 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         ("max_head_size", &file.max_head_size),
     ] {
         if let Some(v) = v {
-            set_limit(&mut limits, key, *v.get_ref()).map_err(|e| err(v.span(), key, &e))?;
+            let n = v
+                .get_ref()
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    err(
+                        v.span(),
+                        key,
+                        &format!("expected a whole number, got {}", v.get_ref()),
+                    )
+                })?;
+            set_limit(&mut limits, key, n).map_err(|e| err(v.span(), key, &e))?;
         }
     }
     let mut balancers = Vec::new();
+    // Where each balancer's name and path are given (its first key when they are not).
+    let mut places: Vec<(usize, usize)> = Vec::new();
     for (i, table) in file.balancer.iter().enumerate() {
         let mut b = BalancerConf::new(&format!("balancer{i}"));
+        let first = table.keys().map(|k| k.span().start).min().unwrap_or(0);
+        let key_at = |name: &str| {
+            table
+                .keys()
+                .find(|k| k.get_ref() == name)
+                .map_or(first, |k| k.span().start)
+        };
+        places.push((key_at("name"), key_at("path")));
+        // Addresses of the members so far, with their URLs.
+        let mut addresses: Vec<(lb_core::Address, String)> = Vec::new();
         // name and stickysession first: other keys refer to them.
         let mut keys: Vec<_> = table.iter().collect();
         keys.sort_by_key(|(k, _)| match k.get_ref().as_str() {
@@ -349,18 +389,33 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 let toml::Value::Array(items) = v.get_ref() else {
                     return Err(err(k.span(), key, "expected a list of member strings"));
                 };
+                // Where to look for the next element's text in the list.
+                let mut from = v.span().start;
                 for item in items {
                     let Some(text) = item.as_str() else {
                         return Err(err(k.span(), key, "expected a list of member strings"));
                     };
                     // The element's own line: find its text inside the list.
-                    let at = src[v.span()]
+                    let at = src[from..v.span().end]
                         .find(text)
-                        .map(|o| v.span().start + o)
-                        .unwrap_or(v.span().start);
+                        .map(|o| from + o)
+                        .unwrap_or(from);
+                    from = at + text.len();
+                    let bad = |msg: &str| err(at..at, "members", msg);
                     let m: MemberSpec = text
                         .parse()
-                        .map_err(|e: lb_http::Error| err(at..at, "members", &e.to_string()))?;
+                        .map_err(|e: lb_http::Error| bad(&e.to_string()))?;
+                    let address = m
+                        .to_backend()
+                        .map_err(|e| bad(&e.to_string()))?
+                        .address()
+                        .clone();
+                    if let Some((_, url)) = addresses.iter().find(|(a, _)| *a == address) {
+                        return Err(bad(&format!(
+                            "duplicate backend address {address} (also member {url})"
+                        )));
+                    }
+                    addresses.push((address, m.url.clone()));
                     b.members.push(m);
                 }
                 continue;
@@ -385,34 +440,46 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
             "{shown}:1: balancer: no [[balancer]] defined"
         )));
     }
-    check_unique(&balancers).map_err(|m| ConfigError(format!("{shown}: {m}")))?;
-    Ok(Config {
-        listen,
-        manager,
-        manager_remote: file.manager_remote.unwrap_or(false),
-        balancers,
-        file: Some(path.to_path_buf()),
-        limits,
-        abort_on_close: file.abort_on_close.unwrap_or(false),
-    })
-}
-
-/// Balancer names and paths must be unique.
-pub(crate) fn check_unique(balancers: &[BalancerConf]) -> Result<(), String> {
+    // Balancer names and paths must be unique.
     for (i, a) in balancers.iter().enumerate() {
-        for b in &balancers[..i] {
+        for (j, b) in balancers[..i].iter().enumerate() {
             if a.name == b.name {
-                return Err(format!("name: balancer name {:?} used twice", a.name));
+                let (at, first) = (places[i].0, places[j].0);
+                return Err(err(
+                    at..at,
+                    "name",
+                    &format!(
+                        "balancer name {:?} used twice (first at line {})",
+                        a.name,
+                        line_of(&src, first)
+                    ),
+                ));
             }
             if a.path.trim_end_matches('/') == b.path.trim_end_matches('/') {
-                return Err(format!(
-                    "path: path {:?} used by {:?} and {:?}",
-                    a.path, b.name, a.name
+                let (at, first) = (places[i].1, places[j].1);
+                return Err(err(
+                    at..at,
+                    "path",
+                    &format!(
+                        "path {:?} used by {:?} (line {}) and {:?}",
+                        a.path,
+                        b.name,
+                        line_of(&src, first),
+                        a.name
+                    ),
                 ));
             }
         }
     }
-    Ok(())
+    Ok(Config {
+        listen,
+        manager,
+        manager_remote,
+        balancers,
+        file: Some(path.to_path_buf()),
+        limits,
+        abort_on_close,
+    })
 }
 
 #[cfg(test)]

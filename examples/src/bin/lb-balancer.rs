@@ -198,6 +198,19 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
     }
     for m in &cli.member {
         let spec: MemberSpec = m.parse().map_err(|e| format!("--member {m}: {e}"))?;
+        let backend = spec
+            .to_backend()
+            .map_err(|e| format!("--member {m}: {e}"))?;
+        if let Some(other) = b.members.iter().find(|o| {
+            o.to_backend()
+                .is_ok_and(|o| o.address() == backend.address())
+        }) {
+            return Err(format!(
+                "--member {m}: duplicate backend address {} (also --member {})",
+                backend.address(),
+                other.url
+            ));
+        }
         b.members.push(spec);
     }
     Ok(Config {
