@@ -171,3 +171,67 @@ async fn sighup_without_a_file_is_reported_and_the_balancer_keeps_serving() {
     // A fresh connection: the process is still there and serving.
     assert_eq!(get(&client(), &p.url("/"), None).await.2, "a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_health_check_leaves_the_file_comes_back_up() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = Dir::new("hc-removed");
+    let path = dir.file("balancer.toml");
+    // a fails its check (/status/500 answers 500).
+    write_app(
+        &path,
+        "",
+        &[
+            format!("{},hcmethod=GET,hcuri=/status/500,hcinterval=1", a.url()),
+            b.url(),
+        ],
+    );
+    let p = Proxy::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--manager",
+        "127.0.0.1:0",
+    ]);
+    let m = p.manager.unwrap();
+    let down = eventually(10, || async {
+        member(&view(m).await, &a.url()).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .contains("HcFl")
+    })
+    .await;
+    assert!(down, "a never failed its check");
+    // The check leaves a's line (and its loadfactor changes): no check, no verdict.
+    for line in [a.url(), format!("{},loadfactor=2", a.url())] {
+        write_app(&path, "", &[line.clone(), b.url()]);
+        hup(&p);
+        let up = eventually(10, || async {
+            let v = view(m).await;
+            let ma = member(&v, &a.url()).unwrap();
+            ma["health"] == "up" && !ma["status"].as_str().unwrap().contains("HcFl")
+        })
+        .await;
+        assert!(up, "{line}: a is still down: {}", view(m).await);
+        let c = client();
+        let served = eventually(10, || async { get(&c, &p.url("/"), None).await.2 == "a" }).await;
+        assert!(served, "{line}: a takes no traffic");
+        // Checked and down again for the next round.
+        write_app(
+            &path,
+            "",
+            &[
+                format!("{},hcmethod=GET,hcuri=/status/500,hcinterval=1", a.url()),
+                b.url(),
+            ],
+        );
+        hup(&p);
+        let down = eventually(10, || async {
+            member(&view(m).await, &a.url()).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .contains("HcFl")
+        })
+        .await;
+        assert!(down, "a's check did not come back");
+    }
+}

@@ -289,9 +289,14 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
     /// Checks only the backends `filter` accepts; the others are neither checked nor given
     /// the initial health, so several monitors with different settings can share a
     /// balancer, each with its own members (HAProxy's per-server `inter`/`rise`/`fall`).
-    /// The filter is applied again when backends are added, removed or updated: a backend
-    /// that starts matching is checked from the initial health on, one that stops matching
-    /// is no longer checked and keeps the health it had.
+    /// The filter is applied again when backends are added, removed or updated (weight
+    /// included): a backend that starts matching is checked from the initial health on; one
+    /// that stops matching is no longer checked and is made up, since without a check there
+    /// is no health verdict (a member whose check was removed must not stay down for
+    /// good). When it starts matching another monitor's filter in the same change, that
+    /// monitor gives it its initial health: give monitors that share backends this way the
+    /// same [`initial`](MonitorConfig::initial) health, as the order of the two is not
+    /// defined.
     #[must_use]
     pub fn only(mut self, filter: impl Fn(&Backend) -> bool + Send + Sync + 'static) -> Self {
         self.filter = Some(Arc::new(filter));
@@ -328,7 +333,10 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
                     Some(e) if matches!(e.kind, EventKind::Added(_) | EventKind::Removed) => {
                         self.reconcile(&statuses, &mut tasks, &mut running);
                     }
-                    Some(e) if self.filter.is_some() && e.kind == EventKind::Updated => {
+                    Some(e)
+                        if self.filter.is_some()
+                            && matches!(e.kind, EventKind::Updated | EventKind::Weight(_)) =>
+                    {
                         self.reconcile(&statuses, &mut tasks, &mut running);
                     }
                     Some(_) if events.missed() != missed => {
@@ -389,7 +397,7 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
     }
 
     /// Starts tasks for new (or newly matching) members and stops those of removed (or no
-    /// longer matching) ones.
+    /// longer matching) ones; a member that no longer matches is made up.
     fn reconcile(
         &self,
         statuses: &Statuses,
@@ -405,6 +413,11 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
             if !keep {
                 task.abort();
                 lock(statuses).remove(id);
+                // Still a member but no longer checked here: this monitor's verdict goes.
+                // (A removed backend is refused.)
+                if self.filter.is_some() {
+                    let _ = self.balancer.set_health(*id, Health::Up);
+                }
             }
             keep
         });
@@ -957,14 +970,27 @@ mod tests {
         script.at(26.0).await;
         assert_eq!(script.times(2), vec![25.0]);
         assert_eq!(health(&lb, 2), Health::Up);
-        // Backend 1 stops matching: no longer checked, and it keeps its health.
+        // Backend 1 stops matching: no longer checked, and up (no check, no verdict).
         lb.update(id_of(&lb, 1), |b| {
             b.labels_mut().remove("checked");
         })
         .unwrap();
         script.at(60.0).await;
         assert_eq!(script.times(1).len(), 3);
-        assert_eq!(health(&lb, 1), Health::Down);
+        assert_eq!(health(&lb, 1), Health::Up);
         assert!(handle.status_of(id_of(&lb, 1)).is_none());
+
+        // Backend 2 stops matching in a change that is also a weight change: the same.
+        script.set(2, Mode::Fail);
+        script.at(80.0).await;
+        assert_eq!(health(&lb, 2), Health::Down);
+        lb.update(id_of(&lb, 2), |b| {
+            b.labels_mut().remove("checked");
+            b.set_weight(7);
+        })
+        .unwrap();
+        script.at(90.0).await;
+        assert_eq!(health(&lb, 2), Health::Up);
+        assert!(handle.status_of(id_of(&lb, 2)).is_none());
     }
 }
