@@ -235,3 +235,82 @@ async fn a_member_whose_health_check_leaves_the_file_comes_back_up() {
         assert!(down, "a's check did not come back");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_the_manager_set_survive_a_reload_that_changes_the_line() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let dir = Dir::new("flags-kept");
+    let path = dir.file("balancer.toml");
+    write_app(&path, "", &[a.url(), b.url(), c.url()]);
+    let p = Proxy::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--manager",
+        "127.0.0.1:0",
+    ]);
+    let m = p.manager.unwrap();
+    let set = |url: String, status: &'static str| async move {
+        let s = act(m, &format!(r#""member":"{url}","status":"{status}""#)).await;
+        assert_eq!(s, 200, "{url} {status}");
+    };
+    set(b.url(), "+S").await;
+    set(c.url(), "+H").await;
+    let flags = |v: &serde_json::Value, url: &str| member(v, url).unwrap()["flags"].clone();
+    let v = view(m).await;
+    assert_eq!(flags(&v, &b.url())["stopped"], true, "{v}");
+    assert_eq!(flags(&v, &c.url())["hot_standby"], true, "{v}");
+
+    // Every line changes, none of their statuses.
+    write_app(
+        &path,
+        "",
+        &[
+            format!("{},loadfactor=2", a.url()),
+            format!("{},loadfactor=2", b.url()),
+            format!("{},route=c", c.url()),
+        ],
+    );
+    hup(&p);
+    let reloaded = eventually(10, || async {
+        member(&view(m).await, &a.url()).unwrap()["loadfactor"] == 2
+    })
+    .await;
+    assert!(reloaded, "the reload did not apply");
+    let v = view(m).await;
+    let fb = flags(&v, &b.url());
+    assert!(
+        fb["stopped"] == true && fb["disabled"] == false,
+        "b is no longer stopped: {v}"
+    );
+    assert_eq!(flags(&v, &c.url())["hot_standby"], true, "{v}");
+    let client = client();
+    for _ in 0..6 {
+        assert_eq!(get(&client, &p.url("/"), None).await.2, "a");
+    }
+
+    // A line whose status changes takes the file's flags.
+    write_app(
+        &path,
+        "",
+        &[
+            format!("{},loadfactor=2", a.url()),
+            format!("{},loadfactor=2,status=+D", b.url()),
+            format!("{},route=c", c.url()),
+        ],
+    );
+    hup(&p);
+    let disabled = eventually(10, || async {
+        flags(&view(m).await, &b.url())["disabled"] == true
+    })
+    .await;
+    assert!(
+        disabled,
+        "the file's status did not apply: {}",
+        view(m).await
+    );
+    assert_eq!(flags(&view(m).await, &b.url())["stopped"], false);
+}

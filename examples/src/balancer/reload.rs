@@ -4,13 +4,15 @@
 //! difference between the two files is applied to it, member by member (members are known by
 //! their URL), and everything else stays as it is: the counters, the health, the time in
 //! error, and what the balancer manager changed on members whose lines did not change (a
-//! disabled member stays disabled, a new loadfactor stays). A member added from the manager
+//! disabled member stays disabled, a new loadfactor stays). On a changed line the file's
+//! settings apply, but the status flags the manager set (D, S, N, H, I) stay unless the
+//! line's `status` changed. A member added from the manager
 //! stays until a file names it; a member the old file named and the new one does not leaves
 //! (its requests in flight finish). A balancer that is new in the file is built fresh; one
 //! that is gone leaves with its routes.
 
-use lb_core::{BackendId, Balancer};
-use lb_http::member::{LABEL_URL, MemberSpec};
+use lb_core::{AdminState, BackendId, Balancer, Member, Role};
+use lb_http::member::{LABEL_STOPPED, LABEL_URL, MemberSpec, StatusFlags};
 
 use super::config::{BalancerConf, resolve_lbmethod};
 use super::{Plan, build_balancer};
@@ -21,6 +23,23 @@ fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
         .iter()
         .find(|m| m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(url))
         .map(|m| m.id())
+}
+
+/// The status flags member `m` has now (as the balancer manager shows them).
+fn flags_of(m: &Member) -> StatusFlags {
+    let s = m.state();
+    let stopped = m
+        .backend()
+        .labels()
+        .get(LABEL_STOPPED)
+        .is_some_and(|v| v == "1");
+    StatusFlags {
+        disabled: s.admin() == AdminState::Maintenance && !stopped,
+        drain: s.admin() == AdminState::Drain,
+        hot_standby: m.backend().role() == Role::HotStandby,
+        ignore_errors: s.ignores_errors(),
+        stopped,
+    }
 }
 
 /// The balancer for `new`: the running one of `old` with the file's changes applied when
@@ -110,13 +129,20 @@ fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<()
         match (member_by_url(b, &spec.url), before) {
             // The same line as before: whatever the manager did to it stays.
             (Some(_), Some(before)) if before == spec => {}
-            // A changed line, or a member the manager added that the file now names.
+            // A changed line, or a member the manager added that the file now names. The
+            // flags are the file's when its status changed (or it names the member for the
+            // first time), else they stay as the manager left them: the new backend has
+            // the file's stopped mark and role, which would turn a stopped member into a
+            // disabled one and drop a hot standby.
             (Some(id), before) => {
+                let flags = if before.is_none_or(|o| o.status != spec.status) {
+                    spec.status
+                } else {
+                    b.get(id).map_or(spec.status, |m| flags_of(&m))
+                };
                 b.update(id, |be| *be = backend)
                     .map_err(|e| member_ctx(spec, &address, e))?;
-                if before.is_none_or(|o| o.status != spec.status) {
-                    spec.status.set_on(b, id).map_err(ctx)?;
-                }
+                flags.set_on(b, id).map_err(ctx)?;
             }
             // New in the file (or removed from the manager since): added.
             (None, _) => {
