@@ -188,3 +188,32 @@ fn configuration_errors_name_the_file_line_and_key_or_the_flag() {
     );
     refused(&["--config", &path], &format!("{path}:2: head_timeout: "));
 }
+
+#[test]
+fn stickysession_and_cookie_together_are_refused_in_the_file() {
+    let dir = Dir::new("config-sticky");
+    let path = dir.write(
+        "c.toml",
+        "listen = \"127.0.0.1:0\"\n[[balancer]]\nname = \"app\"\nstickysession = \"JSESSIONID\"\ncookie = \"SRV insert\"\nmembers = [\"http://127.0.0.1:19401\"]\n",
+    );
+    let (code, err) = run_to_exit(&["--config", &path]);
+    assert_eq!(code, Some(2), "accepted: {err}");
+    assert!(
+        err.contains(&format!(
+            "{path}:5: cookie: cannot be combined with stickysession"
+        )),
+        "{err}"
+    );
+    // As on the command line.
+    let (code, err) = run_to_exit(&[
+        "--listen",
+        "127.0.0.1:0",
+        "-m",
+        "http://127.0.0.1:19401",
+        "--stickysession",
+        "JSESSIONID",
+        "--cookie",
+        "SRV insert",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -374,6 +374,26 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 .map_or(first, |k| k.span().start)
         };
         places.push((key_at("name"), key_at("path")));
+        // Two ways of sticky sessions: one would silently replace the other (the command
+        // line refuses --cookie with --stickysession too).
+        let sticky = table.keys().find(|k| k.get_ref() == "stickysession");
+        let cookie = table.keys().find(|k| k.get_ref() == "cookie");
+        if let (Some(sticky), Some(cookie)) = (sticky, cookie) {
+            let (first, second) = if sticky.span().start < cookie.span().start {
+                (sticky, cookie)
+            } else {
+                (cookie, sticky)
+            };
+            return Err(err(
+                second.span(),
+                second.get_ref(),
+                &format!(
+                    "cannot be combined with {} (line {}): use one of stickysession and cookie",
+                    first.get_ref(),
+                    line_of(&src, first.span().start)
+                ),
+            ));
+        }
         // Addresses of the members so far, with their URLs.
         let mut addresses: Vec<(lb_core::Address, String)> = Vec::new();
         // name and stickysession first: other keys refer to them.
