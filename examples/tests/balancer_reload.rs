@@ -314,3 +314,54 @@ async fn flags_the_manager_set_survive_a_reload_that_changes_the_line() {
     );
     assert_eq!(flags(&view(m).await, &b.url())["stopped"], false);
 }
+
+/// How many stdout lines of `p` contain `text`.
+fn stdout_count(p: &Proxy, text: &str) -> usize {
+    p.stdout
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_warns_that_manager_changes_need_a_restart() {
+    let a = Backend::start("a").await;
+    let dir = Dir::new("manager-changes");
+    let path = dir.file("balancer.toml");
+    let write = |remote: bool| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nmanager = \"127.0.0.1:0\"\nmanager_remote = {remote}\n\
+                 [[balancer]]\nname = \"app\"\nmembers = [\"{}\"]\n",
+                a.url()
+            ),
+        )
+        .unwrap();
+    };
+    write(false);
+    // --abortonclose is the command line's: a reload of the file keeps it, silently.
+    let p = Proxy::start(&["--config", path.to_str().unwrap(), "--abortonclose"]);
+    hup(&p);
+    let done = eventually(10, || async { stdout_count(&p, "reloaded") == 1 }).await;
+    assert!(done, "the first reload did not finish");
+    assert_eq!(
+        stderr_count(&p, "need a restart"),
+        0,
+        "a warning for an unchanged file: {:?}",
+        p.stderr.lock().unwrap()
+    );
+
+    write(true);
+    hup(&p);
+    let done = eventually(10, || async { stdout_count(&p, "reloaded") == 2 }).await;
+    assert!(done, "the second reload did not finish");
+    assert_eq!(
+        stderr_count(&p, "manager and manager_remote changes need a restart"),
+        1,
+        "{:?}",
+        p.stderr.lock().unwrap()
+    );
+}

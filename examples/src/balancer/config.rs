@@ -231,6 +231,32 @@ pub(crate) struct Config {
     pub(crate) limits: GuardConfig,
     /// Give up a request when its client closes (HAProxy's `option abortonclose`).
     pub(crate) abort_on_close: bool,
+    /// What the command line set over the file's values, for the reloads.
+    pub(crate) overrides: Overrides,
+}
+
+/// What the command line sets over a file's values: `--manager` replaces its `manager`,
+/// `--manager-remote` and `--abortonclose` turn on its `manager_remote` and
+/// `abort_on_close`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Overrides {
+    pub(crate) manager: Option<SocketAddr>,
+    pub(crate) manager_remote: bool,
+    pub(crate) abort_on_close: bool,
+}
+
+impl Config {
+    /// The configuration with the command line's `overrides` applied (and kept, so that a
+    /// reload of the file applies them again).
+    pub(crate) fn with_overrides(mut self, overrides: Overrides) -> Config {
+        if overrides.manager.is_some() {
+            self.manager = overrides.manager;
+        }
+        self.manager_remote |= overrides.manager_remote;
+        self.abort_on_close |= overrides.abort_on_close;
+        self.overrides = overrides;
+        self
+    }
 }
 
 /// Sets one client-side limit (`head_timeout`, `idle_timeout` in seconds; `max_headers`;
@@ -499,6 +525,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         file: Some(path.to_path_buf()),
         limits,
         abort_on_close,
+        overrides: Overrides::default(),
     })
 }
 

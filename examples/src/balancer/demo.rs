@@ -69,6 +69,7 @@ pub(crate) async fn config() -> Result<Config, ConfigError> {
         file: None,
         limits: Default::default(),
         abort_on_close: false,
+        overrides: Default::default(),
     })
 }
 

@@ -371,6 +371,8 @@ async fn control_loop(
         let file = config.file.clone();
         let listen = config.listen;
         let client_side = (config.limits, config.abort_on_close);
+        let manager_side = (config.manager, config.manager_remote);
+        let overrides = config.overrides;
         let plan_rx = plan_rx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -381,8 +383,13 @@ async fn control_loop(
                     continue;
                 };
                 let fresh = config::load_file(path).and_then(|c| {
+                    // The command line's values win over the file's at every reload too.
+                    let c = c.with_overrides(overrides);
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
+                    }
+                    if (c.manager, c.manager_remote) != manager_side {
+                        eprintln!("lb-balancer: reload: manager and manager_remote changes need a restart; keeping the running ones");
                     }
                     if (c.limits, c.abort_on_close) != client_side {
                         eprintln!("lb-balancer: reload: head_timeout, idle_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");

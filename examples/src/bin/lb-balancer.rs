@@ -221,6 +221,7 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
         file: None,
         limits,
         abort_on_close: cli.abortonclose,
+        overrides: Default::default(),
     })
 }
 
@@ -264,13 +265,11 @@ fn main() -> ExitCode {
             print!("{}", balancer::demo::banner());
             c
         } else if let Some(path) = &cli.config {
-            let mut c = config::load_file(path)?;
-            if cli.manager.is_some() {
-                c.manager = cli.manager;
-            }
-            c.manager_remote |= cli.manager_remote;
-            c.abort_on_close |= cli.abortonclose;
-            c
+            config::load_file(path)?.with_overrides(config::Overrides {
+                manager: cli.manager,
+                manager_remote: cli.manager_remote,
+                abort_on_close: cli.abortonclose,
+            })
         } else {
             let mut c = from_cli(&cli).map_err(config::ConfigError)?;
             if c.balancers[0].members.is_empty() {
