@@ -208,10 +208,10 @@ where
     {
         *req.extensions_mut() = spare;
     }
+    let in_flight = shared.as_ref().filter(|s| s.counting()).map(Shared::begin);
     // The request the guard waits on is the one hyper will switch protocols for, if the
     // answer says so: a 101, or a 2xx to CONNECT (its other requests, pipelined before it,
     // have no `OnUpgrade`).
-    let in_flight = shared.as_ref().filter(|s| s.counting()).map(Shared::begin);
     let switch = shared
         .filter(|s| s.switch_awaited())
         .filter(|_| {
