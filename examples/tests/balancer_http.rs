@@ -400,6 +400,126 @@ async fn manager_form_and_json_change_behaviour() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_checks_every_field_before_changing_a_member() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let c = client();
+    let view = || {
+        let c = c.clone();
+        async move {
+            let (s, _, body) = get(&c, &format!("http://{m}/api"), None).await;
+            assert_eq!(s, 200, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let api = view().await;
+    let nonce = api["nonce"].as_str().unwrap().to_string();
+    // The API lists members by number.
+    assert_eq!(api["balancers"][0]["members"][0]["id"], 0);
+    // (loadfactor, lbset, disabled) of the member.
+    let member = || async {
+        let v = view().await;
+        let m = &v["balancers"][0]["members"][0];
+        (
+            m["loadfactor"].as_u64().unwrap(),
+            m["lbset"].as_u64().unwrap(),
+            m["flags"]["disabled"].as_bool().unwrap(),
+        )
+    };
+    let send = |path: &'static str, ctype: &'static str, body: String| {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::post(format!("http://{m}{path}"))
+                .header("content-type", ctype)
+                .body(balancer_support::full(body))
+                .unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(20), c.request(req))
+                .await
+                .expect("request timed out")
+                .unwrap();
+            let s = r.status().as_u16();
+            let loc = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (s, loc, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let form = |body: String| async {
+        let (s, loc, _) = send("/", "application/x-www-form-urlencoded", body).await;
+        assert_eq!(s, 303);
+        let loc = loc.expect("no location");
+        let (_, _, page) = get(&c, &format!("http://{m}{loc}"), None).await;
+        page.split("id=\"msg\">")
+            .nth(1)
+            .and_then(|s| s.split("</p>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let json = |body: String| send("/api", "application/json", body);
+
+    // One bad field in a form: nothing is applied, the message names it and its value.
+    let msg = form(format!(
+        "nonce={nonce}&b=default&w=0&lf=3&ls=500&wr=&flags=1&D=on"
+    ))
+    .await;
+    assert!(msg.contains("ls") && msg.contains("500"), "{msg}");
+    assert_eq!(member().await, (1, 0, false));
+    let msg = form(format!(
+        "nonce={nonce}&b=default&w=0&lf=abc&ls=0&flags=1&D=on"
+    ))
+    .await;
+    assert!(msg.contains("lf") && msg.contains("abc"), "{msg}");
+    assert_eq!(member().await, (1, 0, false));
+
+    // The same through the JSON API: 400 naming the field, nothing applied.
+    let (s, _, body) = json(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":"0","loadfactor":3,"lbset":500,"status":"+D"}}"#
+    ))
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("lbset") && body.contains("500"), "{body}");
+    let (s, _, body) = json(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":"0","loadfactor":"abc","status":"+D"}}"#
+    ))
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body.contains("loadfactor") && body.contains("abc"),
+        "{body}"
+    );
+    assert_eq!(member().await, (1, 0, false));
+
+    // A missing nonce fails the forgery check like a wrong one.
+    let (s, _, body) =
+        json(r#"{"balancer":"default","member":"0","status":"+D"}"#.to_string()).await;
+    assert_eq!(s, 403, "{body}");
+
+    // Members are numbers in the API, so a number names one.
+    let (s, _, body) = json(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":0,"loadfactor":3,"lbset":2,"status":"+D"}}"#
+    ))
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(member().await, (3, 2, true));
+    let (s, _, body) = json(format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","member":true}}"#
+    ))
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("member id"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_fields_removed_and_forwarding_headers_added() {
     let a = Backend::start("a").await;
     let p = Proxy::start(&[

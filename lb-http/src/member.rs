@@ -94,19 +94,22 @@ impl StatusFlags {
     ) -> lb_core::Result<()> {
         balancer.set_admin(id, self.admin_state())?;
         balancer.set_ignore_errors(id, self.ignore_errors)?;
-        let (stopped, hot) = (self.stopped, self.hot_standby);
-        balancer.update(id, |be| {
-            if stopped {
-                be.labels_mut().insert(LABEL_STOPPED.into(), "1".into());
-            } else {
-                be.labels_mut().remove(LABEL_STOPPED);
-            }
-            match (hot, be.role()) {
-                (true, Role::Normal) => be.set_role(Role::HotStandby),
-                (false, Role::HotStandby) => be.set_role(Role::Normal),
-                _ => {}
-            }
-        })
+        balancer.update(id, |be| self.mark(be))
+    }
+
+    /// What of these flags lives on the backend itself: the stopped mark and the
+    /// hot-standby role.
+    pub(crate) fn mark(&self, be: &mut Backend) {
+        if self.stopped {
+            be.labels_mut().insert(LABEL_STOPPED.into(), "1".into());
+        } else {
+            be.labels_mut().remove(LABEL_STOPPED);
+        }
+        match (self.hot_standby, be.role()) {
+            (true, Role::Normal) => be.set_role(Role::HotStandby),
+            (false, Role::HotStandby) => be.set_role(Role::Normal),
+            _ => {}
+        }
     }
 }
 

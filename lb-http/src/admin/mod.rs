@@ -7,8 +7,11 @@
 //! | `/` (GET) | the HTML page: balancers, members (route, factor, set, status flags, elected, busy, bytes, health), a form per member and one to add a member |
 //! | `/` (POST) | a form submission; answers `303 See Other` back to the page |
 //! | `/api` (GET) | the same data as JSON |
-//! | `/api` (POST) | a JSON action: `{"nonce", "balancer", "member", "loadfactor", "lbset", "route", "status", "add"}` |
+//! | `/api` (POST) | a JSON action: `{"nonce", "balancer", "member", "loadfactor", "lbset", "route", "status", "add"}` (`member`: the id as `/api` lists it, or the URL) |
 //! | `/metrics` | Prometheus text format |
+//!
+//! An action is checked whole before anything is applied: one refused value changes nothing,
+//! and the error names the field (the form's, such as `lf`, or the JSON key) and the value.
 //!
 //! Changes must carry the manager's nonce (Apache's balancer-manager does the same against
 //! cross-site request forgery): the page puts it in each form, the JSON API returns it.
@@ -139,15 +142,17 @@ pub struct BalancerView {
     pub members: Vec<MemberView>,
 }
 
-/// A change, from a form or the JSON API.
+/// A change, from a form or the JSON API. It is checked whole before anything is applied:
+/// a refused value leaves every member as it was.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Action {
-    /// The nonce.
+    /// The nonce (missing is refused like a wrong one).
+    #[serde(default)]
     pub nonce: String,
     /// The balancer's name.
     pub balancer: String,
-    /// The member id (or URL).
-    #[serde(default)]
+    /// The member id (as `/api` lists it: in JSON a number or a string) or URL.
+    #[serde(default, deserialize_with = "member_id")]
     pub member: Option<String>,
     /// New load factor.
     #[serde(default)]
@@ -227,7 +232,7 @@ impl Manager {
             .collect()
     }
 
-    /// Applies an action.
+    /// Applies an action: every value is checked first, so a refused one changes nothing.
     pub fn apply(&self, a: &Action) -> Result<(), AdminError> {
         if a.nonce != *self.nonce {
             return Err(AdminError::Nonce);
@@ -237,50 +242,38 @@ impl Manager {
             .iter()
             .find(|(n, _)| *n == a.balancer)
             .ok_or_else(|| AdminError::NoBalancer(a.balancer.clone()))?;
-        if let Some(spec) = a.add.as_deref().filter(|s| !s.trim().is_empty()) {
-            let spec: MemberSpec = spec.trim().parse()?;
-            let id = b.add(spec.to_backend()?)?;
+        let add = match a.add.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(spec) => {
+                let spec: MemberSpec = spec.parse()?;
+                let backend = spec.to_backend()?;
+                Some((spec, backend))
+            }
+            None => None,
+        };
+        let change = match a.member.as_deref().filter(|m| !m.is_empty()) {
+            Some(member) => {
+                let m = b
+                    .members()
+                    .into_iter()
+                    .find(|m| {
+                        member.parse::<u32>().ok() == Some(m.id().0)
+                            || m.backend().labels().get(LABEL_URL).map(String::as_str)
+                                == Some(member)
+                    })
+                    .ok_or_else(|| AdminError::NoMember(member.to_string()))?;
+                Some((member, m.id(), Change::check(a, &m)?))
+            }
+            None => None,
+        };
+        if let Some((member, id, change)) = change {
+            change.apply(b, id)?;
+            tracing::info!("manager: changed member {member} of {}", a.balancer);
+        }
+        if let Some((spec, backend)) = add {
+            let id = b.add(backend)?;
             apply_flags(b, id, &spec.status)?;
             tracing::info!("manager: added member {} to {}", spec.url, a.balancer);
         }
-        let Some(member) = a.member.as_deref().filter(|m| !m.is_empty()) else {
-            return Ok(());
-        };
-        let m = b
-            .members()
-            .into_iter()
-            .find(|m| {
-                member.parse::<u32>().ok() == Some(m.id().0)
-                    || m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(member)
-            })
-            .ok_or_else(|| AdminError::NoMember(member.to_string()))?;
-        let id = m.id();
-        if let Some(lf) = a.loadfactor {
-            let mut spec = MemberSpec::new("http://x");
-            spec.set("loadfactor", &lf.to_string())?;
-            b.set_weight(id, lf)?;
-        }
-        if let Some(ls) = a.lbset {
-            let mut spec = MemberSpec::new("http://x");
-            spec.set("lbset", &ls.to_string())?;
-            b.update(id, |be| be.set_lbset(ls))?;
-        }
-        if let Some(route) = &a.route {
-            let route = route.trim();
-            if route.is_empty() {
-                b.update(id, |be| be.set_route(None))?;
-            } else {
-                let mut spec = MemberSpec::new("http://x");
-                spec.set("route", route)?;
-                b.update(id, |be| be.set_route(Some(route.to_string())))?;
-            }
-        }
-        if let Some(status) = a.status.as_deref().filter(|s| !s.is_empty()) {
-            let mut flags = current_flags(&m);
-            flags.apply(status)?;
-            apply_flags(b, id, &flags)?;
-        }
-        tracing::info!("manager: changed member {member} of {}", a.balancer);
         Ok(())
     }
 
@@ -395,8 +388,7 @@ impl Manager {
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-                let action = form_action(&body);
-                let msg = match self.apply(&action) {
+                let msg = match self.form_action(&body).and_then(|a| self.apply(&a)) {
                     Ok(()) => "updated".to_string(),
                     Err(AdminError::Nonce) => {
                         return text(StatusCode::FORBIDDEN, "bad or missing nonce\n");
@@ -430,12 +422,28 @@ impl Manager {
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-                let action: Action = match serde_json::from_slice(&body) {
+                let value: serde_json::Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({"error": format!("the body is not JSON: {e}")}),
+                        );
+                    }
+                };
+                // The cross-site request forgery check comes before any other complaint.
+                if value.get("nonce").and_then(serde_json::Value::as_str) != Some(&*self.nonce) {
+                    return json(
+                        StatusCode::FORBIDDEN,
+                        &serde_json::json!({"error": "bad or missing nonce"}),
+                    );
+                }
+                let action = match Action::deserialize(&value) {
                     Ok(a) => a,
                     Err(e) => {
                         return json(
                             StatusCode::BAD_REQUEST,
-                            &serde_json::json!({"error": e.to_string()}),
+                            &serde_json::json!({"error": json_error(&value, e)}),
                         );
                     }
                 };
@@ -518,36 +526,186 @@ async fn read_body(req: Request<ProxyBody>) -> Result<Bytes, Response<ProxyBody>
     }
 }
 
-/// A form submission: `b`, `w`, `lf`, `ls`, `wr`, `nonce`, `flags=1` with checkboxes
-/// `D N H I S`, `add`.
-fn form_action(body: &[u8]) -> Action {
-    let mut a = Action::default();
-    let mut has_flags = false;
-    let mut flags = String::new();
-    for (k, v) in form_urlencoded::parse(body) {
-        match &*k {
-            "nonce" => a.nonce = v.into_owned(),
-            "b" => a.balancer = v.into_owned(),
-            "w" => a.member = Some(v.into_owned()),
-            "lf" => a.loadfactor = v.trim().parse().ok(),
-            "ls" => a.lbset = v.trim().parse().ok(),
-            "wr" => a.route = Some(v.into_owned()),
-            "add" => a.add = Some(v.into_owned()),
-            "flags" => has_flags = true,
-            "D" | "N" | "H" | "I" | "S" => flags.push_str(&k),
-            _ => {}
+impl Manager {
+    /// A form submission: `b`, `w`, `lf`, `ls`, `wr`, `nonce`, `flags=1` with checkboxes
+    /// `D N H I S`, `add`. A wrong nonce is refused first; then a bad value, named by its
+    /// form field (an empty `lf` or `ls` leaves the value as it is).
+    fn form_action(&self, body: &[u8]) -> Result<Action, AdminError> {
+        let mut a = Action::default();
+        let mut has_flags = false;
+        let mut flags = String::new();
+        let mut bad = None;
+        for (k, v) in form_urlencoded::parse(body) {
+            let mut check = |key: &str| match form_value(&k, key, &v) {
+                Ok(spec) => Some(spec),
+                Err(e) => {
+                    bad.get_or_insert(e);
+                    None
+                }
+            };
+            match &*k {
+                "nonce" => a.nonce = v.into_owned(),
+                "b" => a.balancer = v.into_owned(),
+                "w" => a.member = Some(v.into_owned()),
+                "lf" => a.loadfactor = check("loadfactor").flatten().map(|s| s.loadfactor),
+                "ls" => a.lbset = check("lbset").flatten().map(|s| s.lbset),
+                "wr" => {
+                    check("route");
+                    a.route = Some(v.into_owned());
+                }
+                "add" => a.add = Some(v.into_owned()),
+                "flags" => has_flags = true,
+                "D" | "N" | "H" | "I" | "S" => flags.push_str(&k),
+                _ => {}
+            }
+        }
+        if a.nonce != *self.nonce {
+            return Err(AdminError::Nonce);
+        }
+        if let Some(e) = bad {
+            return Err(e.into());
+        }
+        if has_flags {
+            // Checkboxes send only what is ticked: everything else is off.
+            let mut s = String::from("-DNHIS+");
+            s.push_str(&flags);
+            if flags.is_empty() {
+                s.pop();
+            }
+            a.status = Some(s);
+        }
+        Ok(a)
+    }
+}
+
+/// Checks the form field `field` as the member setting `key`: `None` when it is empty
+/// (unchanged, or for a route cleared), the errors naming the form's field.
+fn form_value(field: &str, key: &str, value: &str) -> Result<Option<MemberSpec>, crate::Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let mut spec = MemberSpec::new("http://x");
+    match spec.set(key, value) {
+        Ok(()) => Ok(Some(spec)),
+        Err(crate::Error::Value { value, reason, .. }) => Err(crate::Error::Value {
+            key: field.into(),
+            value,
+            reason,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error for a JSON action that does not deserialize, naming the field at fault
+/// (serde's message alone names only the expected type).
+fn json_error(value: &serde_json::Value, e: serde_json::Error) -> String {
+    for (key, v) in value.as_object().into_iter().flatten() {
+        let mut probe = serde_json::Map::new();
+        probe.insert("balancer".into(), "".into());
+        probe.insert(key.clone(), v.clone());
+        if let Err(e) = Action::deserialize(&serde_json::Value::Object(probe)) {
+            return format!("invalid value {v} for {key}: {e}");
         }
     }
-    if has_flags {
-        // Checkboxes send only what is ticked: everything else is off.
-        let mut s = String::from("-DNHIS+");
-        s.push_str(&flags);
-        if flags.is_empty() {
-            s.pop();
+    e.to_string()
+}
+
+/// Deserializes a member as `/api` lists it (a number) or as a string (an id or a URL).
+fn member_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Member;
+    impl serde::de::Visitor<'_> for Member {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a member id (a whole number, as /api lists it) or a member URL")
         }
-        a.status = Some(s);
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
     }
-    a
+    d.deserialize_any(Member)
+}
+
+/// The changes an action makes to one member, checked.
+struct Change {
+    weight: Option<u32>,
+    lbset: Option<u32>,
+    route: Option<Option<String>>,
+    flags: Option<crate::member::StatusFlags>,
+}
+
+impl Change {
+    /// Checks every value of `a` for member `m`, before any is applied.
+    fn check(a: &Action, m: &lb_core::Member) -> Result<Change, AdminError> {
+        let mut spec = MemberSpec::new("http://x");
+        if let Some(lf) = a.loadfactor {
+            spec.set("loadfactor", &lf.to_string())?;
+        }
+        if let Some(ls) = a.lbset {
+            spec.set("lbset", &ls.to_string())?;
+        }
+        let route = match a.route.as_deref().map(str::trim) {
+            Some("") => Some(None),
+            Some(r) => {
+                spec.set("route", r)?;
+                Some(Some(r.to_string()))
+            }
+            None => None,
+        };
+        let flags = match a.status.as_deref().filter(|s| !s.is_empty()) {
+            Some(status) => {
+                let mut flags = current_flags(m);
+                flags.apply(status)?;
+                Some(flags)
+            }
+            None => None,
+        };
+        Ok(Change {
+            weight: a.loadfactor,
+            lbset: a.lbset,
+            route,
+            flags,
+        })
+    }
+
+    /// Applies the changes: the member's settings in one update (lb-core refuses it whole or
+    /// takes it whole), then its admin state.
+    fn apply(self, b: &Balancer, id: BackendId) -> Result<(), AdminError> {
+        let Change {
+            weight,
+            lbset,
+            route,
+            flags,
+        } = self;
+        b.update(id, |be| {
+            if let Some(w) = weight {
+                be.set_weight(w);
+            }
+            if let Some(ls) = lbset {
+                be.set_lbset(ls);
+            }
+            if let Some(r) = route {
+                be.set_route(r);
+            }
+            if let Some(f) = &flags {
+                f.mark(be);
+            }
+        })?;
+        if let Some(f) = flags {
+            b.set_admin(id, f.admin_state())?;
+            b.set_ignore_errors(id, f.ignore_errors)?;
+        }
+        Ok(())
+    }
 }
 
 fn current_flags(m: &lb_core::Member) -> crate::member::StatusFlags {
@@ -712,10 +870,20 @@ mod tests {
 
     #[test]
     fn form_checkboxes_turn_unticked_flags_off() {
-        let a = form_action(b"nonce=n&b=web&w=1&lf=3&flags=1&D=on");
+        let b = lb();
+        let m = Manager::new(
+            Arc::new(move || vec![("web".to_string(), b.clone())]),
+            ManagerConfig::default(),
+        );
+        let n = m.nonce().to_string();
+        let a = m
+            .form_action(format!("nonce={n}&b=web&w=1&lf=3&flags=1&D=on").as_bytes())
+            .unwrap();
         assert_eq!(a.status.as_deref(), Some("-DNHIS+D"));
         assert_eq!(a.loadfactor, Some(3));
-        let a = form_action(b"nonce=n&b=web&w=1&flags=1");
+        let a = m
+            .form_action(format!("nonce={n}&b=web&w=1&flags=1").as_bytes())
+            .unwrap();
         assert_eq!(a.status.as_deref(), Some("-DNHIS"));
     }
 
