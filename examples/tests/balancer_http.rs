@@ -631,7 +631,25 @@ async fn large_bodies_stream_both_ways() {
 async fn websocket_upgrade_is_tunnelled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Backend::start("a").await;
-    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let c = client();
+    // The member's busy count, as the manager's API shows it.
+    let busy = || {
+        let c = c.clone();
+        async move {
+            let (_, _, body) = get(&c, &format!("http://{m}/api"), None).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["balancers"][0]["members"][0]["busy"].as_u64().unwrap()
+        }
+    };
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
     let mut head = Vec::new();
@@ -655,6 +673,13 @@ async fn websocket_upgrade_is_tunnelled() {
             .unwrap();
         assert_eq!(back, msg);
     }
+    // An open tunnel keeps its member busy (bybusyness and `max` see it), until it closes.
+    assert_eq!(busy().await, 1, "an open tunnel is not counted");
+    drop(s);
+    assert!(
+        eventually(10, || async { busy().await == 0 }).await,
+        "a closed tunnel is still counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,3 +44,24 @@ pub struct Served {
     /// True when it was chosen because of the request's route (or persistence).
     pub sticky: bool,
 }
+
+/// Put by [`Proxy`](crate::proxy::Proxy) on a `101` response whose connections it joined:
+/// what is kept in it lives as long as the tunnel (the member's lease and `max` slot, kept
+/// by [`Balance`](crate::balance::Balance)), so an open WebSocket counts as busy.
+#[derive(Clone, Default)]
+pub(crate) struct TunnelHold(Arc<Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl TunnelHold {
+    /// Keeps `value` until the tunnel closes (and this response is gone).
+    pub(crate) fn keep<T: Send + 'static>(&self, value: T) {
+        if let Ok(mut kept) = self.0.lock() {
+            kept.push(Box::new(value));
+        }
+    }
+}
+
+impl std::fmt::Debug for TunnelHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelHold")
+    }
+}

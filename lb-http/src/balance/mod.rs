@@ -47,7 +47,7 @@ pub use key::{HashKey, cookie, query_param};
 use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::{BalanceError, NotSent, ProxyError};
-use crate::ext::{Route, Served, Tried};
+use crate::ext::{Route, Served, Tried, TunnelHold};
 use crate::headers::ClientInfo;
 use crate::member::Members;
 
@@ -311,6 +311,16 @@ where
                         route: lease.backend().route().map(str::to_string),
                         sticky: lease.is_sticky(),
                     });
+                    // An open tunnel keeps the member busy, and its `max` slot, until it
+                    // closes: the 101's body itself ends at once.
+                    let permit = match resp.extensions_mut().remove::<TunnelHold>() {
+                        Some(hold) => {
+                            hold.keep(lease.clone());
+                            hold.keep(permit);
+                            None
+                        }
+                        None => permit,
+                    };
                     return Ok(resp.map(|b| LeaseBody::new(b, lease, permit)));
                 }
                 Err(e) => {

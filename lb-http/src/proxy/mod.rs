@@ -369,7 +369,9 @@ async fn exchange_hyper(
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = prepared.tunnel.take() {
             let backend = hyper::upgrade::on(&mut resp);
-            spawn_tunnel(client, backend);
+            let hold = crate::ext::TunnelHold::default();
+            resp.extensions_mut().insert(hold.clone());
+            spawn_tunnel(client, backend, hold);
             prepared.tunnelled = true;
         }
     }
@@ -720,8 +722,14 @@ pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
 }
 
 /// Joins the client's and the backend's upgraded connections.
-pub(crate) fn spawn_tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+/// Joins the two upgraded connections; what `hold` keeps lives until they close.
+pub(crate) fn spawn_tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    hold: crate::ext::TunnelHold,
+) {
     tokio::spawn(async move {
+        let _hold = hold;
         let (c, b) = match tokio::try_join!(client, backend) {
             Ok(pair) => pair,
             Err(e) => {
