@@ -389,9 +389,13 @@ impl HealthRunner {
         let shared = monitors.clone();
         let task = tokio::spawn(async move {
             while let Some(e) = events.recv().await {
+                // An update that also changes the weight is reported as `Weight` only: a
+                // reload that adds a check and changes the loadfactor in one line is one.
                 if matches!(
                     e.kind,
-                    lb_core::EventKind::Added(_) | lb_core::EventKind::Updated
+                    lb_core::EventKind::Added(_)
+                        | lb_core::EventKind::Updated
+                        | lb_core::EventKind::Weight(_)
                 ) && let Err(err) = self.cover(&shared)
                 {
                     tracing::warn!(member = %e.backend, "health check not started: {err}");
@@ -519,6 +523,29 @@ mod tests {
         );
         assert_eq!(checks.monitors(), 3);
         assert_eq!(health(2), lb_core::Health::Up);
+
+        // The unchecked member given a check of its own and a new weight in one update (lb-core
+        // reports it as a weight change): a monitor for its settings starts.
+        let checked = member(&[
+            ("hcmethod", "TCP"),
+            ("hcinterval", "30ms"),
+            ("hcfails", "1"),
+        ]);
+        lb.update(ids[2], |b| {
+            for (k, v) in checked.labels().iter().filter(|(k, _)| k.starts_with("hc")) {
+                b.labels_mut().insert(k.clone(), v.clone());
+            }
+            b.set_weight(5);
+        })
+        .unwrap();
+        for _ in 0..500 {
+            if health(2) == lb_core::Health::Down {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(checks.monitors(), 4);
+        assert_eq!(health(2), lb_core::Health::Down);
     }
 
     #[tokio::test]
