@@ -85,6 +85,23 @@ impl StatusFlags {
         }
     }
 
+    /// The flags member `m` has now, as the balancer manager shows them.
+    pub fn of(m: &lb_core::Member) -> StatusFlags {
+        let s = m.state();
+        let stopped = m
+            .backend()
+            .labels()
+            .get(LABEL_STOPPED)
+            .is_some_and(|v| v == "1");
+        StatusFlags {
+            disabled: s.admin() == lb_core::AdminState::Maintenance && !stopped,
+            drain: s.admin() == lb_core::AdminState::Drain,
+            hot_standby: m.backend().role() == Role::HotStandby,
+            ignore_errors: s.ignores_errors(),
+            stopped,
+        }
+    }
+
     /// Gives member `id` of `balancer` these flags: its admin state, whether errors count,
     /// the stopped mark and the hot-standby role.
     pub fn set_on<S: lb_core::scheduler::Scheduler>(

@@ -11,8 +11,8 @@
 //! (its requests in flight finish). A balancer that is new in the file is built fresh; one
 //! that is gone leaves with its routes.
 
-use lb_core::{AdminState, BackendId, Balancer, Member, Role};
-use lb_http::member::{LABEL_STOPPED, LABEL_URL, MemberSpec, StatusFlags};
+use lb_core::{BackendId, Balancer};
+use lb_http::member::{LABEL_URL, MemberSpec, StatusFlags};
 
 use super::config::{BalancerConf, resolve_lbmethod};
 use super::{Plan, build_balancer};
@@ -23,23 +23,6 @@ fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
         .iter()
         .find(|m| m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(url))
         .map(|m| m.id())
-}
-
-/// The status flags member `m` has now (as the balancer manager shows them).
-fn flags_of(m: &Member) -> StatusFlags {
-    let s = m.state();
-    let stopped = m
-        .backend()
-        .labels()
-        .get(LABEL_STOPPED)
-        .is_some_and(|v| v == "1");
-    StatusFlags {
-        disabled: s.admin() == AdminState::Maintenance && !stopped,
-        drain: s.admin() == AdminState::Drain,
-        hot_standby: m.backend().role() == Role::HotStandby,
-        ignore_errors: s.ignores_errors(),
-        stopped,
-    }
 }
 
 /// The balancer for `new`: the running one of `old` with the file's changes applied when
@@ -138,7 +121,7 @@ fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<()
                 let flags = if before.is_none_or(|o| o.status != spec.status) {
                     spec.status
                 } else {
-                    b.get(id).map_or(spec.status, |m| flags_of(&m))
+                    b.get(id).map_or(spec.status, |m| StatusFlags::of(&m))
                 };
                 b.update(id, |be| *be = backend)
                     .map_err(|e| member_ctx(spec, &address, e))?;

@@ -35,14 +35,14 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use lb_core::{AdminState, BackendId, Balancer, Health, Role};
+use lb_core::{BackendId, Balancer, Health};
 use serde::{Deserialize, Serialize};
 
 use crate::BoxError;
 use crate::body::{ProxyBody, full};
 pub use crate::error::AdminError;
 use crate::headers::ClientInfo;
-use crate::member::{LABEL_STOPPED, LABEL_URL, MemberSpec};
+use crate::member::{LABEL_URL, MemberSpec};
 
 /// Where the manager finds the balancers it shows (called per request, so reloads show).
 pub type Source = Arc<dyn Fn() -> Vec<(String, Balancer)> + Send + Sync>;
@@ -663,7 +663,7 @@ impl Change {
         };
         let flags = match a.status.as_deref().filter(|s| !s.is_empty()) {
             Some(status) => {
-                let mut flags = current_flags(m);
+                let mut flags = crate::member::StatusFlags::of(m);
                 flags.apply(status)?;
                 Some(flags)
             }
@@ -708,22 +708,6 @@ impl Change {
     }
 }
 
-fn current_flags(m: &lb_core::Member) -> crate::member::StatusFlags {
-    let s = m.state();
-    let stopped = m
-        .backend()
-        .labels()
-        .get(LABEL_STOPPED)
-        .is_some_and(|v| v == "1");
-    crate::member::StatusFlags {
-        disabled: s.admin() == AdminState::Maintenance && !stopped,
-        drain: s.admin() == AdminState::Drain,
-        hot_standby: m.backend().role() == Role::HotStandby,
-        ignore_errors: s.ignores_errors(),
-        stopped,
-    }
-}
-
 fn apply_flags(
     b: &Balancer,
     id: BackendId,
@@ -746,7 +730,7 @@ fn usable(m: &MemberView) -> bool {
 fn member_view(m: &lb_core::Member) -> MemberView {
     let s = m.state();
     let b = m.backend();
-    let flags = current_flags(m);
+    let flags = crate::member::StatusFlags::of(m);
     let error_for = s.in_error_for();
     let mut status = Vec::new();
     if flags.disabled {
@@ -912,7 +896,10 @@ mod tests {
         assert!(matches!(m.apply(&a), Err(AdminError::Nonce)));
         a.nonce = m.nonce().to_string();
         m.apply(&a).unwrap();
-        assert_eq!(b.members()[0].state().admin(), AdminState::Maintenance);
+        assert_eq!(
+            b.members()[0].state().admin(),
+            lb_core::AdminState::Maintenance
+        );
         assert!(m.view()[0].members[0].status.contains("Dis"));
         a.status = Some("-D+N".into());
         a.loadfactor = Some(7);
