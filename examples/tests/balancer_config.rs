@@ -4,33 +4,7 @@
 
 mod balancer_support;
 
-use std::path::PathBuf;
-
-use balancer_support::{Proxy, run_to_exit};
-
-/// A scratch directory for one test's files, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("lb-balancer-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    /// Writes `text` to `name` in the directory; returns its path.
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use balancer_support::{Dir, Proxy, run_to_exit};
 
 #[test]
 fn flags_the_file_sets_are_refused_with_config() {

@@ -5,7 +5,7 @@ mod balancer_support;
 
 use std::time::Duration;
 
-use balancer_support::{Backend, Proxy, client, eventually, get, raw, run_to_exit};
+use balancer_support::{Backend, Proxy, client, eventually, get, manager_view, raw, run_to_exit};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
@@ -412,14 +412,7 @@ async fn manager_checks_every_field_before_changing_a_member() {
     ]);
     let m = p.manager.unwrap();
     let c = client();
-    let view = || {
-        let c = c.clone();
-        async move {
-            let (s, _, body) = get(&c, &format!("http://{m}/api"), None).await;
-            assert_eq!(s, 200, "{body}");
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        }
-    };
+    let view = || manager_view(m);
     let api = view().await;
     let nonce = api["nonce"].as_str().unwrap().to_string();
     // The API lists members by number.
@@ -640,15 +633,11 @@ async fn websocket_upgrade_is_tunnelled() {
         &a.url(),
     ]);
     let m = p.manager.unwrap();
-    let c = client();
     // The member's busy count, as the manager's API shows it.
-    let busy = || {
-        let c = c.clone();
-        async move {
-            let (_, _, body) = get(&c, &format!("http://{m}/api"), None).await;
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-            v["balancers"][0]["members"][0]["busy"].as_u64().unwrap()
-        }
+    let busy = || async move {
+        manager_view(m).await["balancers"][0]["members"][0]["busy"]
+            .as_u64()
+            .unwrap()
     };
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
@@ -931,13 +920,7 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
     ]);
     let m = p.manager.unwrap();
     let c = client();
-    let view = || {
-        let c = c.clone();
-        async move {
-            let (_, _, body) = get(&c, &format!("http://{m}/api"), None).await;
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        }
-    };
+    let view = || manager_view(m);
     let member = |v: &serde_json::Value, url: &str| {
         v["balancers"][0]["members"]
             .as_array()

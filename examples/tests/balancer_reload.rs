@@ -4,31 +4,10 @@
 mod balancer_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use balancer_support::{Backend, Proxy, client, eventually, get};
+use balancer_support::{Backend, Dir, Proxy, client, eventually, get, manager_view as view};
 use http_body_util::BodyExt;
-
-/// A scratch directory for one test's files, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("lb-balancer-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes a file with one balancer `app` on `/` with `members` and `extra` lines.
 fn write_app(path: &Path, extra: &str, members: &[String]) {
@@ -59,12 +38,6 @@ fn stderr_count(p: &Proxy, text: &str) -> usize {
         .iter()
         .filter(|l| l.contains(text))
         .count()
-}
-
-/// The manager's JSON view.
-async fn view(m: SocketAddr) -> serde_json::Value {
-    let (_, _, body) = get(&client(), &format!("http://{m}/api"), None).await;
-    serde_json::from_str(&body).unwrap()
 }
 
 /// The member of balancer `app` configured with `url`.

@@ -391,3 +391,40 @@ impl Proxy {
             .any(|l| l.contains("has no such scheduler yet"))
     }
 }
+
+/// A scratch directory for one test's files, removed on drop.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    /// `lb-balancer-TEST-PID` in the system's temporary directory.
+    pub fn new(test: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("lb-balancer-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// The path of `name` in the directory.
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.file(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The JSON view of the manager on `m` (`GET /api`), which must answer 200.
+pub async fn manager_view(m: SocketAddr) -> serde_json::Value {
+    let (status, _, body) = get(&client(), &format!("http://{m}/api"), None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
