@@ -1067,6 +1067,64 @@ async fn failontimeout_puts_the_slow_member_in_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_response_body_is_cut_and_failontimeout_puts_the_member_in_error() {
+    let s = Backend::start("s").await;
+    let a = Backend::start("a").await;
+    let standby = member(&a, "status=+H");
+    let args = |failontimeout: bool| {
+        let mut v = vec!["--listen", "127.0.0.1:0", "--timeout", "1"];
+        if failontimeout {
+            v.push("--failontimeout");
+        }
+        v
+    };
+    let p = Proxy::start(
+        &[
+            args(false),
+            vec!["--member", &s.url(), "--member", &standby],
+        ]
+        .concat(),
+    );
+    // The body stops for 3 s after its first part; the timeout is 1 s. The client gets the
+    // head and that part, then the connection closes: a chunked body without its last
+    // chunk, a Content-Length one short.
+    let get = format!("GET /stall?ms=3000 HTTP/1.1\r\nHost: {}\r\n\r\n", p.addr);
+    let out = raw(p.addr, get.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("s-start;"), "{out}");
+    assert!(
+        !out.contains("s-end"),
+        "the stalled body was waited for: {out}"
+    );
+    assert!(!out.ends_with("0\r\n\r\n"), "{out}");
+    // A request with a body goes through hyper's client: the same.
+    let post = format!(
+        "POST /stall?ms=3000&cl=1 HTTP/1.1\r\nHost: {}\r\nContent-Length: 3\r\n\r\nabc",
+        p.addr
+    );
+    let out = raw(p.addr, post.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 13"), "{out}");
+    assert!(out.ends_with("s-start;"), "{out}");
+    // Without failontimeout, the member stays in use.
+    assert_eq!(get_body(&p, "/").await, "s");
+
+    let p = Proxy::start(&[args(true), vec!["--member", &s.url(), "--member", &standby]].concat());
+    let out = raw(p.addr, get.as_bytes()).await;
+    assert!(out.contains("s-start;") && !out.contains("s-end"), "{out}");
+    // With it, the stalled member is in error: the hot standby takes the traffic.
+    let before = s.hits();
+    for _ in 0..3 {
+        assert_eq!(get_body(&p, "/").await, "a");
+    }
+    assert_eq!(s.hits(), before, "a member in error still got requests");
+}
+
+async fn get_body(p: &Proxy, path: &str) -> String {
+    get(&client(), &p.url(path), None).await.2
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_inserted_cookie() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;

@@ -64,6 +64,16 @@ impl Lease {
         self.member.state().record_failure(failure);
     }
 
+    /// Puts the backend in error for `duration` (pen's blacklist, Apache's `retry`), as
+    /// [`Balancer::set_error_for`](crate::Balancer::set_error_for) does, whether or not it
+    /// is still a member. The caller decides whether the backend's `ignores_errors` state
+    /// lets it.
+    pub fn set_error_for(&self, duration: Duration) {
+        self.member
+            .state()
+            .set_error_until(crate::clock::deadline_ms(duration));
+    }
+
     /// Whether the balancer's scheduler reads latency samples (it is [`PeakEwma`]). When
     /// it does not, a caller can skip timing its requests; samples recorded anyway still
     /// show in [`BackendStats::latency_ewma`](crate::BackendStats::latency_ewma).

@@ -55,9 +55,7 @@ impl Body for ProxyBody {
             Kind::Incoming(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),
-            Kind::Pooled(b) => Pin::new(b.as_mut())
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(Into::into))),
+            Kind::Pooled(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Kind::Direct(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(Into::into))),

@@ -45,6 +45,11 @@ pub enum ProxyError {
     /// The backend did not send a response head within the response timeout.
     #[error("backend response timeout after {0:?}")]
     ResponseTimeout(Duration),
+    /// The backend's response body stalled: no byte of it came within the response
+    /// timeout. The head was sent already, so the client's connection is closed (its HTTP/2
+    /// stream reset) and it sees the body end early.
+    #[error("backend response body stalled for {0:?}")]
+    BodyTimeout(Duration),
     /// The backend sent something that is not a valid HTTP response, or closed early.
     #[error("bad response from backend: {0}")]
     BadResponse(String),
@@ -60,7 +65,9 @@ impl ProxyError {
     /// The status code the client gets for this error.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            ProxyError::ResponseTimeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ResponseTimeout(_) | ProxyError::BodyTimeout(_) => {
+                http::StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::NoTarget => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Request(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::BAD_GATEWAY,

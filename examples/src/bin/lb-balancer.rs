@@ -99,13 +99,14 @@ struct Cli {
     /// Status codes that put a member in error, e.g. 500,503.
     #[arg(long)]
     failonstatus: Option<String>,
-    /// A response timeout puts the member in error.
+    /// A response timeout (head late, body stalled) puts the member in error.
     #[arg(long)]
     failontimeout: bool,
     /// Use members in error when none is usable (on/off; default on).
     #[arg(long)]
     forcerecovery: Option<String>,
-    /// Backend response timeout in seconds (default 60).
+    /// Backend response timeout in seconds: for the head, then for each wait of the body
+    /// (default 60).
     #[arg(long)]
     timeout: Option<String>,
     /// Backend connect timeout in seconds (default 5).

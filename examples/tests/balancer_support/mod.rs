@@ -141,6 +141,38 @@ async fn handle(state: State, mut req: Request<Incoming>) -> Result<Response<Bod
             tokio::time::sleep(Duration::from_millis(param(&req, "ms").unwrap_or(500))).await;
             reply(name)
         }
+        "/stall" => {
+            // Part of the body, a pause of `ms`, the rest; chunked, or with a
+            // Content-Length when `cl=1`.
+            let ms = param(&req, "ms").unwrap_or(3000);
+            let (start, end) = (format!("{name}-start;"), format!("{name}-end"));
+            let length = start.len() + end.len();
+            let stream = futures_util::stream::unfold(0u8, move |step| {
+                let (start, end) = (start.clone(), end.clone());
+                async move {
+                    let data = match step {
+                        0 => start,
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            end
+                        }
+                        _ => return None,
+                    };
+                    Some((
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(
+                            Bytes::from(data),
+                        )),
+                        step + 1,
+                    ))
+                }
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            if param(&req, "cl") == Some(1) {
+                r.headers_mut()
+                    .insert("content-length", length.to_string().parse().unwrap());
+            }
+            Ok(r)
+        }
         "/upload" => {
             let mut n = 0u64;
             let mut body = req.into_body();

@@ -3,11 +3,14 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use lb_core::Lease;
+use lb_core::{Failure, Lease};
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::ProxyError;
 
 pin_project_lite::pin_project! {
     /// A response body holding the member's lease (and its `max` slot) until the body ends or
@@ -18,6 +21,8 @@ pin_project_lite::pin_project! {
         inner: B,
         lease: Option<Arc<Lease>>,
         permit: Option<OwnedSemaphorePermit>,
+        // How long a body timeout puts the member in error, if it does.
+        error_for: Option<Duration>,
     }
 }
 
@@ -28,11 +33,25 @@ impl<B> LeaseBody<B> {
             inner,
             lease: Some(lease),
             permit,
+            error_for: None,
         }
+    }
+
+    /// A body that stalls (a [`ProxyError::BodyTimeout`]) puts the member in error for
+    /// `retry`, as a response head that does not come in time does (Apache's
+    /// `failontimeout`). Either timeout counts as a [`Failure::Timeout`] for passive health
+    /// anyway.
+    pub fn in_error_on_timeout(mut self, retry: Option<Duration>) -> Self {
+        self.error_for = retry;
+        self
     }
 }
 
-impl<B: Body<Data = Bytes>> Body for LeaseBody<B> {
+impl<B> Body for LeaseBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: AsRef<dyn std::error::Error + Send + Sync>,
+{
     type Data = Bytes;
     type Error = B::Error;
 
@@ -48,8 +67,25 @@ impl<B: Body<Data = Bytes>> Body for LeaseBody<B> {
                     lease.add_bytes_in(data.len() as u64);
                 }
             }
-            _ => {
-                // End of body or error: the request is done.
+            Some(Err(e)) => {
+                let timeout = e.as_ref().downcast_ref::<ProxyError>();
+                if let (Some(ProxyError::BodyTimeout(t)), Some(lease)) =
+                    (timeout, this.lease.as_ref())
+                {
+                    lease.failure(Failure::Timeout);
+                    if let Some(retry) = *this.error_for {
+                        super::put_in_error(
+                            lease,
+                            retry,
+                            &format!("response body stalled for {t:?}"),
+                        );
+                    }
+                }
+                this.lease.take();
+                this.permit.take();
+            }
+            None => {
+                // End of body: the request is done.
                 this.lease.take();
                 this.permit.take();
             }

@@ -19,8 +19,9 @@
 //! not copied for that: the inner service gives it back in a [`NotSent`] error, as
 //! [`Proxy`](crate::proxy::Proxy) does; an inner service that does not is not retried on
 //! another member. Passive health: a response whose status is in
-//! `failonstatus`, or a response timeout with `failontimeout`, puts the member in error for
-//! its `retry` time (the response is still returned to the client, as Apache does).
+//! `failonstatus`, or a response timeout with `failontimeout` (the head late, or the body
+//! stalled), puts the member in error for its `retry` time (the response is still returned
+//! to the client, as Apache does).
 //!
 //! A member's `max` limits its concurrent requests; a request waits for a slot up to
 //! [`BalanceConfig::queue_timeout`], then tries another member, and the client gets 503 when
@@ -62,7 +63,8 @@ pub struct BalanceConfig {
     pub queue_timeout: Duration,
     /// Response statuses that put the member in error (Apache `failonstatus`).
     pub failonstatus: Vec<u16>,
-    /// A response timeout puts the member in error (Apache `failontimeout`).
+    /// A response timeout, of the head or a stalled body, puts the member in error (Apache
+    /// `failontimeout`).
     pub failontimeout: bool,
 }
 
@@ -284,16 +286,7 @@ where
                 }
                 Err(e) => Err(e),
             };
-            let put_in_error = |why: &str| {
-                if !lease.member().state().ignores_errors() {
-                    tracing::info!(
-                        "member {} in error for {:?}: {why}",
-                        lease.backend().address(),
-                        member.retry
-                    );
-                    let _ = balancer.set_error_for(id, member.retry);
-                }
-            };
+            let put_in_error = |why: &str| put_in_error(&lease, member.retry, why);
             match result {
                 Ok(mut resp) => {
                     if let Some(started) = started {
@@ -321,7 +314,9 @@ where
                         }
                         None => permit,
                     };
-                    return Ok(resp.map(|b| LeaseBody::new(b, lease, permit)));
+                    let error_for = config.failontimeout.then_some(member.retry);
+                    return Ok(resp
+                        .map(|b| LeaseBody::new(b, lease, permit).in_error_on_timeout(error_for)));
                 }
                 Err(e) => {
                     // A request given back unsent is kept for the next member, whatever its
@@ -362,5 +357,17 @@ where
                 }
             }
         }
+    }
+}
+
+/// Puts the leased member in error for `retry` (Apache's `failonstatus` and
+/// `failontimeout`), unless it ignores errors (`+I`).
+pub(crate) fn put_in_error(lease: &lb_core::Lease, retry: Duration, why: &str) {
+    if !lease.member().state().ignores_errors() {
+        tracing::info!(
+            "member {} in error for {retry:?}: {why}",
+            lease.backend().address(),
+        );
+        lease.set_error_for(retry);
     }
 }

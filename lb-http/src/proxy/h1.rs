@@ -25,6 +25,7 @@ use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -35,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pool::Pool;
+use super::read_timer::ReadTimer;
 use crate::error::ProxyError;
 
 /// Largest response head accepted (status line and fields).
@@ -207,6 +209,7 @@ impl Direct {
         delimiting: Delimiting,
         pool: Arc<Pool>,
         authority: Authority,
+        timeout: Duration,
     ) -> DirectBody {
         let Delimiting {
             framing,
@@ -221,6 +224,7 @@ impl Direct {
                 Framing::Close => State::Close,
             },
             home: (keep_alive && framing != Framing::Close).then_some((pool, authority)),
+            timer: ReadTimer::new(timeout),
         };
         if body.state == State::Done {
             body.release();
@@ -505,6 +509,7 @@ pub(crate) struct DirectBody {
     state: State,
     /// Where the connection goes back to, when it may be reused.
     home: Option<(Arc<Pool>, Authority)>,
+    timer: ReadTimer,
 }
 
 impl DirectBody {
@@ -611,6 +616,45 @@ impl Body for DirectBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let this = self.get_mut();
+        // Progress without a frame: a chunk-size line read, or part of one.
+        let before = (this.state, this.conn.as_ref().map_or(0, |c| c.rbuf.len()));
+        let polled = this.poll_body(cx);
+        if polled.is_ready() {
+            this.timer.moved();
+            return polled;
+        }
+        if before != (this.state, this.conn.as_ref().map_or(0, |c| c.rbuf.len())) {
+            this.timer.moved();
+        }
+        if this.timer.expired(cx) {
+            this.state = State::Done;
+            this.conn = None;
+            this.home = None;
+            return Poll::Ready(Some(Err(ProxyError::BodyTimeout(this.timer.timeout()))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl DirectBody {
+    /// The next frame, without the timeout.
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let this = self;
         loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
@@ -696,21 +740,6 @@ impl Body for DirectBody {
             }
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.state == State::Done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
-    }
-}
-
-impl DirectBody {
     /// The trailer section after the last chunk: an empty line, or fields then one.
     fn poll_trailers(
         &mut self,

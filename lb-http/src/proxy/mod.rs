@@ -19,6 +19,7 @@
 mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
+mod read_timer;
 
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -109,6 +110,9 @@ pub struct ProxyConfig {
     /// Time to open a TCP connection to a backend (default 5 s) -> 502.
     pub connect_timeout: Duration,
     /// Time for the backend's response head (default 60 s, Apache `ProxyTimeout`) -> 504.
+    /// Once the head is in, the longest its body may stall between two reads: a body that
+    /// brings no byte for this long is cut, the client's connection closed (its HTTP/2
+    /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do.
     pub response_timeout: Duration,
     /// The front-end path prefix this proxy is mounted on (Apache `ProxyPass /app ...`),
     /// removed before the backend's own prefix is put in; empty for `/`.
@@ -200,7 +204,8 @@ where
 }
 
 /// Sends `req` to `target` on a pooled connection and waits for the response head within
-/// the response timeout, which starts at the first poll.
+/// the response timeout, which starts at the first poll. The body gets the same timeout
+/// for each of its waits (see `read_timer`).
 ///
 /// Plain functions returning futures, not `async fn`s: an `async fn` keeps its arguments
 /// twice in its state (rust-lang/rust#62958), and each copy of a request there is 288 bytes
@@ -215,7 +220,7 @@ fn forward(
         .response_timeout
         .unwrap_or(proxy.shared.config.response_timeout);
     Timed {
-        exchange: exchange(proxy, target, req),
+        exchange: exchange(proxy, target, req, timeout),
         timer: None,
         timeout,
     }
@@ -272,6 +277,7 @@ fn exchange(
     proxy: Proxy,
     target: Target,
     mut req: Request<ProxyBody>,
+    timeout: Duration,
 ) -> impl Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>> + Send + 'static
 {
     let tunnel = headers::wants_upgrade(req.version(), req.headers());
@@ -289,7 +295,8 @@ fn exchange(
                     Err(e) => return Err(NotSent::new(e, req).into()),
                 };
                 let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
-                let resp = exchange_hyper(pool, &authority, req, conn, &mut prepared).await?;
+                let resp =
+                    exchange_hyper(pool, &authority, req, conn, &mut prepared, timeout).await?;
                 Ok((resp, prepared, proxy))
             })
             .await;
@@ -325,7 +332,7 @@ fn exchange(
                 &rewrite,
             );
         }
-        match exchange_direct(pool, &authority, req.method(), (conn, fresh)).await {
+        match exchange_direct(pool, &authority, req.method(), (conn, fresh), timeout).await {
             Ok(mut resp) => {
                 // The request's extension map, emptied, becomes the response's: the layers
                 // above add theirs without making a map of their own.
@@ -352,6 +359,7 @@ async fn exchange_hyper(
     mut req: Request<ProxyBody>,
     mut conn: pool::Conn,
     prepared: &mut Prepared,
+    timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut resp = loop {
         match conn.tx.try_send_request(req).await {
@@ -376,7 +384,10 @@ async fn exchange_hyper(
         }
     }
     let tx = conn.tx;
-    Ok(PooledBody::wrap(resp, pool.clone(), authority.clone(), tx).map(crate::body::pooled))
+    Ok(
+        PooledBody::wrap(resp, pool.clone(), authority.clone(), tx, timeout)
+            .map(crate::body::pooled),
+    )
 }
 
 /// One request without a body, sent and answered on a direct connection, `conn` first (its
@@ -389,6 +400,7 @@ async fn exchange_direct(
     authority: &Authority,
     method: &Method,
     conn: (Box<h1::Direct>, bool),
+    timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let idempotent = method.is_idempotent();
     let head_only = method == Method::HEAD;
@@ -403,7 +415,7 @@ async fn exchange_direct(
             };
             match result {
                 Ok((head, delimiting)) => {
-                    let body = conn.into_body(delimiting, pool.clone(), authority.clone());
+                    let body = conn.into_body(delimiting, pool.clone(), authority.clone(), timeout);
                     return Ok(Response::from_parts(head, crate::body::direct(body)));
                 }
                 Err(h1::ExchangeError::Unsent(e)) if !fresh => {

@@ -33,6 +33,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::h1::Direct;
+use super::read_timer::ReadTimer;
+use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
@@ -281,6 +283,7 @@ pub(crate) async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
 pub(crate) struct PooledBody {
     body: Incoming,
     home: Option<Home>,
+    timer: ReadTimer,
 }
 
 #[derive(Debug)]
@@ -298,6 +301,7 @@ impl PooledBody {
         pool: Arc<Pool>,
         authority: Authority,
         tx: SendRequest<ProxyBody>,
+        timeout: Duration,
     ) -> Response<PooledBody> {
         let reusable = resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         resp.map(|body| {
@@ -308,6 +312,7 @@ impl PooledBody {
                     authority,
                     tx,
                 }),
+                timer: ReadTimer::new(timeout),
             };
             if b.body.is_end_stream() {
                 b.release();
@@ -325,12 +330,12 @@ impl PooledBody {
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
@@ -340,9 +345,19 @@ impl Body for PooledBody {
                 // The connection is broken: not given back.
                 this.home = None;
             }
-            _ => {}
+            Poll::Pending => {
+                if this.timer.expired(cx) {
+                    // Neither given back nor kept: dropping the body closes the connection.
+                    this.home = None;
+                    let timeout = this.timer.timeout();
+                    return Poll::Ready(Some(Err(ProxyError::BodyTimeout(timeout).into())));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(_))) => {}
         }
-        polled
+        this.timer.moved();
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
