@@ -265,14 +265,31 @@ impl Manager {
             }
             None => None,
         };
+        // The add first: it is the part lb-core may refuse (an address already a member's).
+        // Should the change then fail (its member removed by a reload meanwhile), the added
+        // member goes again, so that a refused action leaves the members as they were.
+        let added = match add {
+            Some((spec, backend)) => {
+                let id = b.add(backend)?;
+                if let Err(e) = apply_flags(b, id, &spec.status) {
+                    let _ = b.remove(id);
+                    return Err(e);
+                }
+                Some((spec.url, id))
+            }
+            None => None,
+        };
         if let Some((member, id, change)) = change {
-            change.apply(b, id)?;
+            if let Err(e) = change.apply(b, id) {
+                if let Some((_, added)) = &added {
+                    let _ = b.remove(*added);
+                }
+                return Err(e);
+            }
             tracing::info!("manager: changed member {member} of {}", a.balancer);
         }
-        if let Some((spec, backend)) = add {
-            let id = b.add(backend)?;
-            apply_flags(b, id, &spec.status)?;
-            tracing::info!("manager: added member {} to {}", spec.url, a.balancer);
+        if let Some((url, _)) = added {
+            tracing::info!("manager: added member {url} to {}", a.balancer);
         }
         Ok(())
     }
@@ -924,6 +941,16 @@ mod tests {
             ..Default::default()
         };
         m.apply(&add).unwrap();
+        assert_eq!(b.members().len(), 2);
+        // An add refused (the address is a member's already) with a change of another
+        // member in the same action: neither is made.
+        let both = Action {
+            member: Some("0".into()),
+            loadfactor: Some(9),
+            ..add.clone()
+        };
+        assert!(m.apply(&both).is_err());
+        assert_eq!(m.view()[0].members[0].loadfactor, 7, "the change was made");
         assert_eq!(b.members().len(), 2);
         assert!(m.metrics().contains("lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\"} 0"));
     }
