@@ -17,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use lb_core::health::{CheckError, HealthCheck, Monitor, MonitorConfig, MonitorHandle};
+use lb_core::health::{
+    CheckError, HealthCheck, Monitor, MonitorConfig, MonitorGroup, MonitorHandle,
+};
 use lb_core::{Backend, Balancer};
 
 use crate::error::{Error, Result};
@@ -281,11 +283,13 @@ impl HealthCheck for MemberCheck {
 /// its fall. Members with different settings get one monitor per distinct
 /// (`hcinterval`, `hcpasses`, `hcfails`), each [restricted](Monitor::only) to its own
 /// members; a member added or changed later (balancer manager, reload) joins the monitor of
-/// its settings, started on demand.
+/// its settings, started on demand. A member whose settings move it to another monitor keeps
+/// its health: a down member stays down until its new monitor's checks bring it up.
 #[derive(Debug)]
 pub struct HealthRunner {
     balancer: Balancer,
     timeout: Duration,
+    group: MonitorGroup,
 }
 
 /// The running checks of a [`HealthRunner`]; dropping it stops them.
@@ -328,7 +332,12 @@ impl Drop for HealthChecks {
 impl HealthRunner {
     /// A runner for `balancer`'s members; each check gives up after `timeout`.
     pub fn new(balancer: Balancer, timeout: Duration) -> Self {
-        HealthRunner { balancer, timeout }
+        HealthRunner {
+            balancer,
+            timeout,
+            // Every member with checks has a monitor, or gets one.
+            group: MonitorGroup::new(|b| backend_schedule(b).is_some()),
+        }
     }
 
     fn monitor(&self, schedule: Schedule) -> Result<MonitorHandle> {
@@ -343,7 +352,8 @@ impl HealthRunner {
                 value: format!("{interval:?}"),
                 reason: e.to_string(),
             })?
-            .only(move |b| backend_schedule(b) == Some(schedule));
+            .only(move |b| backend_schedule(b) == Some(schedule))
+            .in_group(&self.group);
         Ok(monitor.spawn())
     }
 
@@ -430,7 +440,6 @@ mod tests {
         }
     }
 
-    /// A port on loopback nobody listens on (bound, then closed).
     /// A port nothing listens on, held bound (without listening) for as long as the socket
     /// lives: connections to it are refused, and no other test can take it meanwhile.
     fn closed_port() -> (socket2::Socket, u16) {
@@ -546,6 +555,36 @@ mod tests {
         }
         assert_eq!(checks.monitors(), 4);
         assert_eq!(health(2), lb_core::Health::Down);
+
+        // The down fast member moved to the slow member's settings (a reload changing its
+        // `hcinterval` and `hcfails`): still down after its new monitor's first failed
+        // check, which alone would not take an up member down.
+        lb.update(ids[0], |b| {
+            b.labels_mut()
+                .insert(format!("{LABEL_HC}hcinterval"), "3600".into());
+            b.labels_mut()
+                .insert(format!("{LABEL_HC}hcfails"), "3".into());
+        })
+        .unwrap();
+        for _ in 0..500 {
+            if checks
+                .status_of(ids[0])
+                .is_some_and(|s| s.checks > 0 && s.failures == 1)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let moved = checks
+            .status_of(ids[0])
+            .expect("checked by its new monitor");
+        assert_eq!((moved.checks, moved.failures), (1, 1));
+        assert_eq!(
+            health(0),
+            lb_core::Health::Down,
+            "its health restarted on the move"
+        );
+        assert_eq!(checks.monitors(), 4);
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use std::fmt;
 use std::future::Future;
 
 pub use exec_check::ExecCheck;
-pub use monitor::{CheckStatus, Monitor, MonitorConfig, MonitorHandle};
+pub use monitor::{CheckStatus, Monitor, MonitorConfig, MonitorGroup, MonitorHandle};
 pub use passive::PassiveConfig;
 pub use tcp_check::TcpCheck;
 

@@ -1,7 +1,7 @@
 //! The monitor: runs a health check per backend with intervals, timeout, jitter and the
 //! rise/fall thresholds, and sets each backend's health.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -249,10 +249,60 @@ pub struct Monitor<C: HealthCheck, S: Scheduler = AnyScheduler> {
     check: Arc<C>,
     config: Arc<MonitorConfig>,
     filter: Option<Filter>,
+    /// The group it is in, and its number there.
+    group: Option<(MonitorGroup, u64)>,
 }
 
 /// Which backends a [`Monitor`] checks: see [`Monitor::only`].
 type Filter = Arc<dyn Fn(&Backend) -> bool + Send + Sync>;
+
+/// Filtered monitors of one balancer that hand backends over to each other: a backend
+/// whose settings move it from one monitor's filter to another's keeps its health (a down
+/// backend stays down until its new monitor's checks bring it up) instead of starting again
+/// from the initial health. See [`Monitor::in_group`].
+#[derive(Clone)]
+pub struct MonitorGroup(Arc<Mutex<GroupState>>);
+
+struct GroupState {
+    /// Whether some monitor of the group checks a backend like this, or will (one started
+    /// on demand for it).
+    covers: Filter,
+    next: u64,
+    /// The monitor checking each backend.
+    owners: HashMap<BackendId, u64>,
+    /// Backends a monitor let go of that another is to take, with their health as it is.
+    handed: HashSet<BackendId>,
+}
+
+impl fmt::Debug for MonitorGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.lock();
+        f.debug_struct("MonitorGroup")
+            .field("owners", &g.owners)
+            .field("handed", &g.handed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MonitorGroup {
+    /// A group whose monitors, together, check the backends `covers` accepts: a backend
+    /// that leaves one monitor's filter while `covers` still accepts it is left as it is
+    /// for another monitor to take (one may be started for it later); one that `covers` no
+    /// longer accepts is made up, as without a group.
+    pub fn new(covers: impl Fn(&Backend) -> bool + Send + Sync + 'static) -> MonitorGroup {
+        MonitorGroup(Arc::new(Mutex::new(GroupState {
+            covers: Arc::new(covers),
+            next: 0,
+            owners: HashMap::new(),
+            handed: HashSet::new(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        // Plain sets, each change made whole: a poisoned lock is still valid.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl<C: HealthCheck, S: Scheduler> fmt::Debug for Monitor<C, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -283,7 +333,22 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
             check: Arc::new(check),
             config: Arc::new(config),
             filter: None,
+            group: None,
         })
+    }
+
+    /// Puts the monitor in `group`, with the other filtered monitors of the same balancer
+    /// (see [`MonitorGroup`]). A monitor without a filter ([`only`](Self::only)) checks
+    /// every backend and has nothing to hand over.
+    #[must_use]
+    pub fn in_group(mut self, group: &MonitorGroup) -> Self {
+        let n = {
+            let mut g = group.lock();
+            g.next += 1;
+            g.next
+        };
+        self.group = Some((group.clone(), n));
+        self
     }
 
     /// Checks only the backends `filter` accepts; the others are neither checked nor given
@@ -296,7 +361,8 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
     /// good). When it starts matching another monitor's filter in the same change, that
     /// monitor gives it its initial health: give monitors that share backends this way the
     /// same [`initial`](MonitorConfig::initial) health, as the order of the two is not
-    /// defined.
+    /// defined. Monitors in one [`MonitorGroup`] ([`in_group`](Self::in_group)) hand such
+    /// a backend over with its health instead.
     #[must_use]
     pub fn only(mut self, filter: impl Fn(&Backend) -> bool + Send + Sync + 'static) -> Self {
         self.filter = Some(Arc::new(filter));
@@ -408,29 +474,74 @@ impl<C: HealthCheck, S: Scheduler> Monitor<C, S> {
         if let Some(f) = &self.filter {
             members.retain(|m| f(m.backend()));
         }
+        let mut group = self.group.as_ref().map(|(g, n)| (g.lock(), *n));
         running.retain(|id, task| {
             let keep = members.iter().any(|m| m.id() == *id);
             if !keep {
                 task.abort();
                 lock(statuses).remove(id);
-                // Still a member but no longer checked here: this monitor's verdict goes.
-                // (A removed backend is refused.)
-                if self.filter.is_some() {
+                // Still a member but no longer checked here: this monitor's verdict goes,
+                // unless another monitor of the group takes the backend over (or has
+                // already). A removed backend is refused.
+                let up = match &mut group {
+                    Some((g, n)) => {
+                        let ours = g.owners.get(id) == Some(&*n);
+                        if ours {
+                            g.owners.remove(id);
+                        }
+                        let covered = self
+                            .balancer
+                            .get(*id)
+                            .is_some_and(|m| (g.covers)(m.backend()));
+                        if ours && covered {
+                            g.handed.insert(*id);
+                        }
+                        ours && !covered
+                    }
+                    None => self.filter.is_some(),
+                };
+                if up {
                     let _ = self.balancer.set_health(*id, Health::Up);
                 }
             }
             keep
         });
+        if let Some((g, _)) = &mut group {
+            // Handed over to no one: the backend changed again, or left. Made up, as a
+            // backend no monitor checks.
+            let balancer = &self.balancer;
+            let covers = g.covers.clone();
+            g.handed.retain(|id| {
+                let Some(m) = balancer.get(*id) else {
+                    return false;
+                };
+                let keep = covers(m.backend());
+                if !keep {
+                    let _ = balancer.set_health(*id, Health::Up);
+                }
+                keep
+            });
+        }
         for m in members {
             let id = m.id();
             if running.contains_key(&id) {
                 continue;
             }
-            let initial = self.config.initial;
-            // The backend may have been removed since `members()`; then its task ends at
-            // once.
-            let _ = self.balancer.set_health(id, initial);
-            lock(statuses).insert(id, CheckStatus::new(id, initial));
+            // Taken over from another monitor of the group: its health as it is.
+            let taken = group.as_mut().is_some_and(|(g, n)| {
+                let from = g.owners.insert(id, *n);
+                g.handed.remove(&id) || from.is_some_and(|o| o != *n)
+            });
+            let health = if taken {
+                m.state().health()
+            } else {
+                let initial = self.config.initial;
+                // The backend may have been removed since `members()`; then its task ends
+                // at once.
+                let _ = self.balancer.set_health(id, initial);
+                initial
+            };
+            lock(statuses).insert(id, CheckStatus::new(id, health));
             running.insert(id, tasks.spawn(self.checker(id, statuses, false).run()));
         }
     }
@@ -992,5 +1103,85 @@ mod tests {
         script.at(90.0).await;
         assert_eq!(health(&lb, 2), Health::Up);
         assert!(handle.status_of(id_of(&lb, 2)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_moved_between_monitors_of_a_group_keeps_its_health() {
+        let lb = balancer(&[1, 2]);
+        let set = |port: u16, to: Option<&str>| {
+            lb.update(id_of(&lb, port), |b| match to {
+                Some(v) => {
+                    b.labels_mut().insert("set".into(), v.into());
+                }
+                None => {
+                    b.labels_mut().remove("set");
+                }
+            })
+            .unwrap();
+        };
+        set(1, Some("a"));
+        set(2, Some("a"));
+        let script = Scripted::new();
+        script.set(1, Mode::Fail);
+        let group = MonitorGroup::new(|b| b.labels().contains_key("set"));
+        let monitor = |set: &'static str, rise: u32| {
+            Monitor::new(
+                lb.clone(),
+                Shared(script.clone()),
+                config().with_thresholds(rise, 1),
+            )
+            .unwrap()
+            .only(move |b| b.labels().get("set").map(String::as_str) == Some(set))
+            .in_group(&group)
+            .spawn()
+        };
+        let a = monitor("a", 1);
+        let b = monitor("b", 2);
+        script.at(5.0).await;
+        assert_eq!(
+            health(&lb, 1),
+            Health::Down,
+            "failed its first check under a"
+        );
+
+        // Moved to b, whose first check passes: one pass of b's two is not enough.
+        script.set(1, Mode::Pass);
+        set(1, Some("b"));
+        script.at(6.0).await;
+        assert_eq!(health(&lb, 1), Health::Down, "reset by the move");
+        assert!(a.status_of(id_of(&lb, 1)).is_none());
+        assert_eq!(b.status_of(id_of(&lb, 1)).unwrap().health, Health::Down);
+        script.at(16.0).await;
+        assert_eq!(health(&lb, 1), Health::Up, "two passes under b");
+
+        // Moved to a set no monitor has yet: kept as it is until one starts.
+        script.set(2, Mode::Fail);
+        script.at(30.0).await;
+        assert_eq!(health(&lb, 2), Health::Down);
+        set(2, Some("c"));
+        script.at(40.0).await;
+        assert_eq!(
+            health(&lb, 2),
+            Health::Down,
+            "no monitor has it, none made it up"
+        );
+        script.set(2, Mode::Pass);
+        let c = monitor("c", 1);
+        script.at(41.0).await;
+        assert_eq!(
+            health(&lb, 2),
+            Health::Up,
+            "checked by c from its health on"
+        );
+
+        // Out of the group's cover: no monitor will check it, so it is up.
+        script.set(2, Mode::Fail);
+        script.at(60.0).await;
+        assert_eq!(health(&lb, 2), Health::Down);
+        set(2, None);
+        script.at(61.0).await;
+        assert_eq!(health(&lb, 2), Health::Up);
+        assert!(c.status_of(id_of(&lb, 2)).is_none());
+        drop((a, b, c));
     }
 }
