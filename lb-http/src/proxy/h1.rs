@@ -87,6 +87,8 @@ pub(crate) struct Direct {
     /// Where the kept fields of the response head being parsed are (name and value
     /// offsets in `rbuf`).
     fields: Vec<(usize, usize, usize, usize)>,
+    /// Times the waits of the response bodies read on this connection.
+    timer: ReadTimer,
 }
 
 /// Why an exchange failed.
@@ -128,6 +130,7 @@ impl Direct {
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             fields: Vec::new(),
+            timer: ReadTimer::new(Duration::MAX),
         })
     }
 
@@ -215,8 +218,10 @@ impl Direct {
             framing,
             keep_alive,
         } = delimiting;
+        let mut conn = self;
+        conn.timer.rearm(timeout);
         let mut body = DirectBody {
-            conn: Some(self),
+            conn: Some(conn),
             state: match framing {
                 Framing::Empty => State::Done,
                 Framing::Length(n) => State::Length(n),
@@ -224,7 +229,6 @@ impl Direct {
                 Framing::Close => State::Close,
             },
             home: (keep_alive && framing != Framing::Close).then_some((pool, authority)),
-            timer: ReadTimer::new(timeout),
         };
         if body.state == State::Done {
             body.release();
@@ -509,7 +513,6 @@ pub(crate) struct DirectBody {
     state: State,
     /// Where the connection goes back to, when it may be reused.
     home: Option<(Arc<Pool>, Authority)>,
-    timer: ReadTimer,
 }
 
 impl DirectBody {
@@ -619,18 +622,26 @@ impl Body for DirectBody {
         // Progress without a frame: a chunk-size line read, or part of one.
         let before = (this.state, this.conn.as_ref().map_or(0, |c| c.rbuf.len()));
         let polled = this.poll_body(cx);
-        if polled.is_ready() {
-            this.timer.moved();
+        // A wait is a read that found nothing: the connection is still there.
+        let Poll::Pending = polled else {
+            if let Some(conn) = this.conn.as_mut() {
+                conn.timer.moved();
+            }
             return polled;
+        };
+        let moved = before != (this.state, this.conn.as_ref().map_or(0, |c| c.rbuf.len()));
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Pending;
+        };
+        if moved {
+            conn.timer.moved();
         }
-        if before != (this.state, this.conn.as_ref().map_or(0, |c| c.rbuf.len())) {
-            this.timer.moved();
-        }
-        if this.timer.expired(cx) {
+        if conn.timer.expired(cx) {
+            let timeout = conn.timer.timeout();
             this.state = State::Done;
             this.conn = None;
             this.home = None;
-            return Poll::Ready(Some(Err(ProxyError::BodyTimeout(this.timer.timeout()))));
+            return Poll::Ready(Some(Err(ProxyError::BodyTimeout(timeout))));
         }
         Poll::Pending
     }

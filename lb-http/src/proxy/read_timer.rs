@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-/// Times the waits of one body. Costs nothing until a read has to wait: most bodies arrive
+/// About 30 years: a deadline that never comes.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// Times the waits of a body. Costs nothing until a read has to wait: most bodies arrive
 /// with their head, or in reads that never do. The timer is made at the first wait and
 /// moved back only at a wait after bytes came, so a body streaming steadily reads the clock
-/// once per wait, not per frame.
+/// once per wait, not per frame. A connection's timer serves its bodies one after the
+/// other ([`rearm`](Self::rearm)), so the timer is made once per connection.
 ///
 /// Time spent while the body is not polled (the client is slow to take what was read) is
 /// not the backend's, and does not count: the deadline is set when a wait begins.
@@ -38,6 +42,12 @@ impl ReadTimer {
         self.timeout
     }
 
+    /// For the next body, with `timeout`: its first wait starts a new deadline.
+    pub(crate) fn rearm(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.moved = true;
+    }
+
     /// A read brought bytes: the next wait starts a new deadline.
     pub(crate) fn moved(&mut self) {
         self.moved = true;
@@ -52,7 +62,11 @@ impl ReadTimer {
                 .insert(Box::pin(tokio::time::sleep(self.timeout))),
             Some(sleep) => {
                 if self.moved {
-                    sleep.as_mut().reset(Instant::now() + self.timeout);
+                    // A timeout too large to add (`Duration::MAX` for "none") is capped,
+                    // as `tokio::time::sleep` caps it.
+                    let now = Instant::now();
+                    let deadline = now.checked_add(self.timeout).unwrap_or(now + FAR_FUTURE);
+                    sleep.as_mut().reset(deadline);
                 }
                 sleep
             }
@@ -85,5 +99,23 @@ mod tests {
         assert!(!t.expired(&mut cx));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(t.expired(&mut cx), "ten seconds of waiting with no bytes");
+
+        // The next body on the connection: a new deadline at its first wait.
+        t.rearm(Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!t.expired(&mut cx));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(t.expired(&mut cx));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbounded_timeout_never_fires_and_does_not_overflow() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut t = ReadTimer::new(Duration::MAX);
+        assert!(!t.expired(&mut cx));
+        t.moved();
+        assert!(!t.expired(&mut cx), "reset past the end of time");
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+        assert!(!t.expired(&mut cx));
     }
 }
