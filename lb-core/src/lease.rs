@@ -15,12 +15,19 @@ use crate::backend::{Backend, BackendId, Failure, Member};
 pub struct Lease {
     member: Arc<Member>,
     sticky: bool,
+    /// The backend's error state when the lease was made.
+    error_mark: u64,
 }
 
 impl Lease {
     pub(crate) fn new(member: Arc<Member>, sticky: bool) -> Self {
         member.state().acquire();
-        Lease { member, sticky }
+        let error_mark = member.state().error_mark();
+        Lease {
+            member,
+            sticky,
+            error_mark,
+        }
     }
 
     /// The backend's id.
@@ -54,9 +61,11 @@ impl Lease {
     }
 
     /// Records a success: ends a failure streak and any error state (Apache's `retry` probe
-    /// succeeded).
+    /// succeeded). A success of a lease made before the backend was last put in error
+    /// changes nothing: it began alongside the failure that did it, and ended an error it
+    /// never saw.
     pub fn success(&self) {
-        self.member.state().record_success();
+        self.member.state().record_success(self.error_mark);
     }
 
     /// Records a failure for passive health, which may put the backend in error.

@@ -90,6 +90,38 @@ async fn blacklisted_backend_returns_after_exactly_the_blacklist_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_success_begun_before_the_error_does_not_end_it() {
+    let (lb, ids) = balancer(2, PassiveConfig::default()); // pen: 1 failure, 30 s
+    // A request in flight on the backend while another one to it fails.
+    let pick_a = || loop {
+        let l = lb.pick(&PickContext::new()).unwrap();
+        if l.id() == ids[0] {
+            break l;
+        }
+    };
+    let in_flight = pick_a();
+    assert!(fail_when_picked(&lb, ids[0]));
+    in_flight.success();
+    drop(in_flight);
+    assert_eq!(
+        in_error_for(&lb, ids[0]),
+        Some(Duration::from_secs(30)),
+        "ended by a success that began before the failure"
+    );
+    assert_eq!(spread(&lb, 10).get(&ids[0]), None);
+    // After its time, a request sent to it (a retry) succeeds: that ends the error.
+    advance(Duration::from_secs(30)).await;
+    pick_a().success();
+    assert_eq!(lb.get(ids[0]).unwrap().state().consecutive_failures(), 0);
+    assert!(fail_when_picked(&lb, ids[0]));
+    assert_eq!(
+        in_error_for(&lb, ids[0]),
+        Some(Duration::from_secs(30)),
+        "a fresh episode: the backoff was reset"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn failures_must_be_consecutive() {
     let (lb, ids) = balancer(2, PassiveConfig::new(3, Duration::from_secs(10)));
     let member = lb.get(ids[0]).unwrap();

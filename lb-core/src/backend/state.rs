@@ -301,9 +301,25 @@ impl BackendState {
         }
     }
 
-    /// Records a success: resets the failure streak and leaves any error state.
-    pub(crate) fn record_success(&self) {
-        if self.consecutive_failures.load(Relaxed) != 0 || self.error_until.load(Relaxed) != 0 {
+    /// The error state as a lease sees it when it is made: see [`record_success`].
+    ///
+    /// [`record_success`]: Self::record_success
+    pub(crate) fn error_mark(&self) -> u64 {
+        self.error_until.load(Relaxed)
+    }
+
+    /// Records a success of a use that began when the error state was `mark`
+    /// ([`error_mark`](Self::error_mark)): resets the failure streak and leaves any error
+    /// state. Not when the backend was put in error since: that use began before the
+    /// failure that did it (a request in flight alongside the one that failed), and says
+    /// nothing about the backend since. A use that began while it was in error (a retry
+    /// after the error time, a forced recovery) is what ends the error.
+    pub(crate) fn record_success(&self, mark: u64) {
+        let until = self.error_until.load(Relaxed);
+        if until != 0 && until != mark {
+            return;
+        }
+        if self.consecutive_failures.load(Relaxed) != 0 || until != 0 {
             self.clear_error();
         }
     }

@@ -1,5 +1,6 @@
 //! Bodies that keep a [`Lease`] alive and count bytes on it.
 
+use std::any::Any;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -10,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use lb_core::{Failure, Lease};
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::BoxError;
 use crate::error::ProxyError;
 
 pin_project_lite::pin_project! {
@@ -21,10 +23,15 @@ pin_project_lite::pin_project! {
         inner: B,
         lease: Option<Arc<Lease>>,
         permit: Option<OwnedSemaphorePermit>,
-        // How long a body timeout puts the member in error, if it does.
-        error_for: Option<Duration>,
+        // Milliseconds a stalled body puts the member in error for; `NO_ERROR`: it does not.
+        error_for_ms: u32,
+        // The lease records the exchange's outcome when the body ends.
+        outcome: bool,
     }
 }
+
+/// `error_for_ms` when a stalled body does not put the member in error.
+const NO_ERROR: u32 = u32::MAX;
 
 impl<B> LeaseBody<B> {
     /// Wraps `inner`.
@@ -33,24 +40,57 @@ impl<B> LeaseBody<B> {
             inner,
             lease: Some(lease),
             permit,
-            error_for: None,
+            error_for_ms: NO_ERROR,
+            outcome: false,
         }
     }
 
-    /// A body that stalls (a [`ProxyError::BodyTimeout`]) puts the member in error for
-    /// `retry`, as a response head that does not come in time does (Apache's
-    /// `failontimeout`). Either timeout counts as a [`Failure::Timeout`] for passive health
-    /// anyway.
+    /// With [`records_outcome`](Self::records_outcome): a body that stalls (a
+    /// [`ProxyError::BodyTimeout`]) puts the member in error for `retry`, as a response head
+    /// that does not come in time does (Apache's `failontimeout`).
     pub fn in_error_on_timeout(mut self, retry: Option<Duration>) -> Self {
-        self.error_for = retry;
+        self.error_for_ms = retry.map_or(NO_ERROR, |r| {
+            u32::try_from(r.as_millis()).map_or(NO_ERROR - 1, |ms| ms.min(NO_ERROR - 1))
+        });
         self
+    }
+}
+
+impl<B: Body> LeaseBody<B> {
+    /// The lease records the exchange's outcome when the body ends: a success once the body
+    /// is read to its end (at once when there is nothing to read), a failure when reading it
+    /// fails ([`Failure::Timeout`] for a stalled body, [`Failure::Other`] otherwise). A body
+    /// dropped before its end (the client left) records nothing. Without this, the outcome
+    /// is the caller's to record.
+    pub fn records_outcome(mut self) -> Self {
+        if self.inner.is_end_stream() {
+            if let Some(lease) = &self.lease {
+                lease.success();
+            }
+        } else {
+            self.outcome = true;
+        }
+        self
+    }
+}
+
+/// How long the body stalled, when `e` is a [`ProxyError::BodyTimeout`] (as it is, or boxed).
+fn stalled<E: 'static>(e: &E) -> Option<Duration> {
+    let any: &dyn Any = e;
+    let proxy = any.downcast_ref::<ProxyError>().or_else(|| {
+        any.downcast_ref::<BoxError>()
+            .and_then(|b| b.downcast_ref::<ProxyError>())
+    });
+    match proxy {
+        Some(ProxyError::BodyTimeout(t)) => Some(*t),
+        _ => None,
     }
 }
 
 impl<B> Body for LeaseBody<B>
 where
     B: Body<Data = Bytes>,
-    B::Error: AsRef<dyn std::error::Error + Send + Sync>,
+    B::Error: 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -59,26 +99,38 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(data), Some(lease)) = (f.data_ref(), this.lease.as_ref()) {
-                    lease.add_bytes_in(data.len() as u64);
+                if let Some(lease) = this.lease.as_ref() {
+                    if let Some(data) = f.data_ref() {
+                        lease.add_bytes_in(data.len() as u64);
+                    }
+                    // The last frame: the body will not be polled again.
+                    if this.inner.is_end_stream() {
+                        if *this.outcome {
+                            lease.success();
+                        }
+                        this.lease.take();
+                        this.permit.take();
+                    }
                 }
             }
             Some(Err(e)) => {
-                let timeout = e.as_ref().downcast_ref::<ProxyError>();
-                if let (Some(ProxyError::BodyTimeout(t)), Some(lease)) =
-                    (timeout, this.lease.as_ref())
-                {
-                    lease.failure(Failure::Timeout);
-                    if let Some(retry) = *this.error_for {
-                        super::put_in_error(
-                            lease,
-                            retry,
-                            &format!("response body stalled for {t:?}"),
-                        );
+                if let (Some(lease), true) = (this.lease.take(), *this.outcome) {
+                    match stalled(e) {
+                        Some(t) => {
+                            lease.failure(Failure::Timeout);
+                            if *this.error_for_ms != NO_ERROR {
+                                super::put_in_error(
+                                    &lease,
+                                    Duration::from_millis(u64::from(*this.error_for_ms)),
+                                    &format!("response body stalled for {t:?}"),
+                                );
+                            }
+                        }
+                        None => lease.failure(Failure::Other),
                     }
                 }
                 this.lease.take();
@@ -86,7 +138,9 @@ where
             }
             None => {
                 // End of body: the request is done.
-                this.lease.take();
+                if let (Some(lease), true) = (this.lease.take(), *this.outcome) {
+                    lease.success();
+                }
                 this.permit.take();
             }
         }

@@ -292,12 +292,12 @@ where
                     if let Some(started) = started {
                         lease.observe_latency(started.elapsed());
                     }
+                    // Judged by its status now, or by its body when that ends.
                     let status = resp.status().as_u16();
-                    if config.failonstatus.contains(&status) {
+                    let judged = config.failonstatus.contains(&status);
+                    if judged {
                         lease.failure(Failure::Status(status));
                         put_in_error(&format!("status {status}"));
-                    } else {
-                        lease.success();
                     }
                     resp.extensions_mut().insert(Served {
                         id,
@@ -315,8 +315,10 @@ where
                         None => permit,
                     };
                     let error_for = config.failontimeout.then_some(member.retry);
-                    return Ok(resp
-                        .map(|b| LeaseBody::new(b, lease, permit).in_error_on_timeout(error_for)));
+                    return Ok(resp.map(|b| {
+                        let body = LeaseBody::new(b, lease, permit).in_error_on_timeout(error_for);
+                        if judged { body } else { body.records_outcome() }
+                    }));
                 }
                 Err(e) => {
                     // A request given back unsent is kept for the next member, whatever its
