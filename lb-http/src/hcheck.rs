@@ -359,13 +359,19 @@ impl HealthRunner {
 
     /// Starts a monitor for every schedule of `members` that has none yet.
     fn cover(&self, monitors: &std::sync::Mutex<Vec<(Schedule, MonitorHandle)>>) -> Result<()> {
+        // A member whose settings do not parse is reported; the others are covered anyway.
         let mut wanted: Vec<Schedule> = Vec::new();
+        let mut bad = None;
         for m in self.balancer.members() {
-            if let Some(spec) = HttpCheckSpec::from_backend(m.backend())? {
-                let s = schedule_of(&spec);
-                if !wanted.contains(&s) {
-                    wanted.push(s);
+            match HttpCheckSpec::from_backend(m.backend()) {
+                Ok(Some(spec)) => {
+                    let s = schedule_of(&spec);
+                    if !wanted.contains(&s) {
+                        wanted.push(s);
+                    }
                 }
+                Ok(None) => {}
+                Err(e) => bad = bad.or(Some(e)),
             }
         }
         let mut monitors = monitors
@@ -373,11 +379,13 @@ impl HealthRunner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for s in wanted {
             if !monitors.iter().any(|(have, _)| *have == s) {
-                let handle = self.monitor(s)?;
-                monitors.push((s, handle));
+                match self.monitor(s) {
+                    Ok(handle) => monitors.push((s, handle)),
+                    Err(e) => bad = bad.or(Some(e)),
+                }
             }
         }
-        Ok(())
+        bad.map_or(Ok(()), Err)
     }
 
     /// Starts the monitors, and a task that starts more when members with new settings
@@ -398,16 +406,19 @@ impl HealthRunner {
         let mut events = self.balancer.subscribe();
         let shared = monitors.clone();
         let task = tokio::spawn(async move {
+            let mut missed = 0;
             while let Some(e) = events.recv().await {
                 // An update that also changes the weight is reported as `Weight` only: a
                 // reload that adds a check and changes the loadfactor in one line is one.
-                if matches!(
+                // Events missed (a burst of changes) may have held such a change.
+                let changed = matches!(
                     e.kind,
                     lb_core::EventKind::Added(_)
                         | lb_core::EventKind::Updated
                         | lb_core::EventKind::Weight(_)
-                ) && let Err(err) = self.cover(&shared)
-                {
+                ) || events.missed() != missed;
+                missed = events.missed();
+                if changed && let Err(err) = self.cover(&shared) {
                     tracing::warn!(member = %e.backend, "health check not started: {err}");
                 }
             }

@@ -590,6 +590,13 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
             if self.balancer.get(self.id).is_none() {
                 return;
             }
+            // Health set by someone else meanwhile (the embedder, or the check of a monitor
+            // that handed the backend over finishing late): this check counts from there,
+            // so that passing checks can still bring a backend set down back up.
+            let current = member.state().health();
+            if current != health {
+                (health, successes, failures) = (current, 0, 0);
+            }
             let mut error = None;
             let mut transition = None;
             let mut new_weight = None;
@@ -1106,7 +1113,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn health_set_from_outside_is_where_the_checks_count_from() {
+        let lb = balancer(&[1]);
+        let script = Scripted::new();
+        let _m = Monitor::new(
+            lb.clone(),
+            Shared(script.clone()),
+            config().with_thresholds(2, 1),
+        )
+        .unwrap()
+        .spawn();
+        script.at(5.0).await;
+        assert_eq!(health(&lb, 1), Health::Up);
+        lb.set_health(id_of(&lb, 1), Health::Down).unwrap();
+        script.at(15.0).await;
+        assert_eq!(health(&lb, 1), Health::Down, "one pass of two");
+        script.at(25.0).await;
+        assert_eq!(
+            health(&lb, 1),
+            Health::Up,
+            "two passes since it was set down"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_backend_moved_between_monitors_of_a_group_keeps_its_health() {
+        moved_between_monitors(true).await;
+    }
+
+    /// The same with the monitors started the other way round: on this current-thread
+    /// runtime, the one whose task subscribed first sees a change first.
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_moved_between_monitors_of_a_group_keeps_its_health_either_order() {
+        moved_between_monitors(false).await;
+    }
+
+    async fn moved_between_monitors(a_first: bool) {
         let lb = balancer(&[1, 2]);
         let set = |port: u16, to: Option<&str>| {
             lb.update(id_of(&lb, port), |b| match to {
@@ -1135,8 +1177,13 @@ mod tests {
             .in_group(&group)
             .spawn()
         };
-        let a = monitor("a", 1);
-        let b = monitor("b", 2);
+        let (a, b) = if a_first {
+            let a = monitor("a", 1);
+            (a, monitor("b", 2))
+        } else {
+            let b = monitor("b", 2);
+            (monitor("a", 1), b)
+        };
         script.at(5.0).await;
         assert_eq!(
             health(&lb, 1),
