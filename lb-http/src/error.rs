@@ -32,7 +32,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the proxy could not get a response from a backend. Returned by
 /// [`Proxy`](crate::proxy::Proxy) inside a [`BoxError`](crate::BoxError); every variant maps
-/// to one status code (see [`ProxyError::status`]).
+/// to one status code (see [`ProxyError::status`]). [`BodyTimeout`](Self::BodyTimeout)
+/// comes from a response body instead, after the head was sent: its status is not used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError {

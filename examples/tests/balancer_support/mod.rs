@@ -173,6 +173,29 @@ async fn handle(state: State, mut req: Request<Incoming>) -> Result<Response<Bod
             }
             Ok(r)
         }
+        "/drip" => {
+            // `n` chunks of `name` with `ms` between them.
+            let (ms, n) = (
+                param(&req, "ms").unwrap_or(100),
+                param(&req, "n").unwrap_or(5),
+            );
+            let stream = futures_util::stream::unfold(0u64, move |i| {
+                let chunk = Bytes::from(format!("{name}{i};"));
+                async move {
+                    if i == n {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    Some((
+                        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk)),
+                        i + 1,
+                    ))
+                }
+            });
+            Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
+        }
         "/upload" => {
             let mut n = 0u64;
             let mut body = req.into_body();

@@ -267,7 +267,9 @@ impl Manager {
         };
         // The add first: it is the part lb-core may refuse (an address already a member's).
         // Should the change then fail (its member removed by a reload meanwhile), the added
-        // member goes again, so that a refused action leaves the members as they were.
+        // member goes again, so that a refused action leaves the members as they were. (It
+        // was a member in between, and may have had a request; its flags, `+D` say, apply
+        // just after it is added.)
         let added = match add {
             Some((spec, backend)) => {
                 let id = b.add(backend)?;

@@ -112,7 +112,10 @@ pub struct ProxyConfig {
     /// Time for the backend's response head (default 60 s, Apache `ProxyTimeout`) -> 504.
     /// Once the head is in, the longest its body may stall between two reads: a body that
     /// brings no byte for this long is cut, the client's connection closed (its HTTP/2
-    /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do.
+    /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do. So a
+    /// stream that goes quiet for longer (server-sent events, long polling) needs a longer
+    /// timeout. A backend that answers while it still reads the request's body waits for
+    /// the client as much as the proxy waits for it: a pause in a slow upload counts.
     pub response_timeout: Duration,
     /// The front-end path prefix this proxy is mounted on (Apache `ProxyPass /app ...`),
     /// removed before the backend's own prefix is put in; empty for `/`.
