@@ -774,6 +774,79 @@ async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarde
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_bytes_after_a_bodiless_response_do_not_reach_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that sends a body after a 204 and after the head of a HEAD answer, a moment
+    // later, on a kept-alive connection (a common application bug).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..8 {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let (reply, stray): (&[u8], bool) = if head.starts_with("GET /204 ") {
+                        (b"HTTP/1.1 204 No Content\r\n\r\n", true)
+                    } else if head.starts_with("HEAD ") {
+                        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                    } else {
+                        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+                    };
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                    if stray {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = s.write_all(b"hello").await;
+                    }
+                }
+            });
+        }
+    });
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--member",
+        &format!("http://{addr}"),
+    ]);
+    let c = client();
+    for first in [hyper::Method::GET, hyper::Method::HEAD] {
+        let path = if first == hyper::Method::GET {
+            "/204"
+        } else {
+            "/h"
+        };
+        let req = hyper::Request::builder()
+            .method(first.clone())
+            .uri(p.url(path))
+            .body(balancer_support::full(""))
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert!(resp.status().is_success(), "{first} {}", resp.status());
+        let _ = resp.into_body().collect().await;
+        // The stray bytes are on the kept-alive connection by now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (status, _, body) = get(&c, &p.url("/x"), None).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "after {first}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_map_to_502_and_504() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A backend that answers garbage.

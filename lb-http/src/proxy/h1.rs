@@ -103,6 +103,10 @@ pub(crate) enum ExchangeError {
     /// What came back is not a usable response.
     #[error("{0}")]
     Bad(String),
+    /// What came back does not start as a response: on a kept-alive connection, bytes the
+    /// backend sent after its previous response, which the request's answer follows.
+    #[error("{0}")]
+    Stray(String),
 }
 
 /// How a response body is delimited, and whether its connection may be used again.
@@ -276,6 +280,11 @@ impl Direct {
                     )
                 }
                 Ok(httparse::Status::Partial) => return Ok(None),
+                // Not even the start of a status line: bytes that were on the connection
+                // before the request went out (a body sent after a 204 or a HEAD answer).
+                Err(e) if !self.rbuf.starts_with(b"HTTP/") => {
+                    return Err(ExchangeError::Stray(format!("invalid response head: {e}")));
+                }
                 Err(e) => {
                     return Err(ExchangeError::Bad(format!("invalid response head: {e}")));
                 }

@@ -397,7 +397,8 @@ async fn exchange_hyper(
 /// head already written, see [`h1::Direct::head_buf`]). A kept-alive connection found
 /// closed is replaced by a new one when the request was not written, or when its method is
 /// idempotent (RFC 9110 section 9.2.2): a backend may have closed it just as the request
-/// went out.
+/// went out. The same for one that answers with stray bytes first (a body the backend sent
+/// after a response that has none), as nginx drops an idle connection that turns readable.
 async fn exchange_direct(
     pool: &std::sync::Arc<Pool>,
     authority: &Authority,
@@ -428,6 +429,9 @@ async fn exchange_direct(
                 }
                 Err(h1::ExchangeError::NoResponse(e)) if !fresh && idempotent => {
                     tracing::debug!("kept-alive connection to {authority} gave no response: {e}");
+                }
+                Err(h1::ExchangeError::Stray(e)) if !fresh && idempotent => {
+                    tracing::debug!("kept-alive connection to {authority} held stray bytes: {e}");
                 }
                 Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
             }
