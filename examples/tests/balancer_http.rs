@@ -1241,6 +1241,20 @@ async fn haproxy_inserted_cookie() {
     assert!(lower.contains("set-cookie: srv=s"), "{out}");
     assert!(out.contains("; Path=/; Max-Age=600; HttpOnly"), "{out}");
     assert!(lower.contains("cache-control: private"), "{out}");
+    // A member's own Cache-Control stays beside it: `private` alone would let a browser
+    // store what the member said must not be.
+    let out = raw(
+        p.addr,
+        b"GET /nostore HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(out.contains("set-cookie: srv=s"), "{out}");
+    assert!(
+        out.contains("cache-control: no-store, max-age=0\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("cache-control: private\r\n"), "{out}");
     // With the cookie: same member, no new cookie, and (indirect) the member never sees it.
     for _ in 0..4 {
         let out = raw(p.addr, b"GET /headers HTTP/1.1\r\nHost: x\r\nCookie: SRV=s2; other=1\r\nConnection: close\r\n\r\n").await;

@@ -1217,6 +1217,29 @@ async fn apache_sticky_sessions_keep_the_application_session_cookie() {
         .expect("no response in 10 s");
     let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
     assert_eq!(cookies, ["other=1", "JSESSIONID=.b; Path=/"]);
+
+    // A session failing over from a member that is gone (route r4): its cookie holds the
+    // application's session id, which lb must not replace with `.b` (a cluster replicating
+    // sessions carries on with `abc.r4`). A cookie holding only a route is lb's to move.
+    let with_cookie = |value: &'static str| {
+        hyper::Request::get("/")
+            .header("host", "t")
+            .header("cookie", value)
+            .body(lb_http::body::empty())
+            .unwrap()
+    };
+    for (sent, expected) in [
+        ("JSESSIONID=abc.r4", vec!["other=1"]),
+        ("JSESSIONID=abc", vec!["other=1"]),
+        ("JSESSIONID=.r4", vec!["other=1", "JSESSIONID=.b; Path=/"]),
+    ] {
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), send_request(lb, with_cookie(sent)))
+                .await
+                .expect("no response in 10 s");
+        let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, expected, "request cookie {sent}");
+    }
 }
 
 #[tokio::test]

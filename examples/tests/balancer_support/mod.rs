@@ -217,6 +217,12 @@ async fn handle(state: State, mut req: Request<Incoming>) -> Result<Response<Bod
             }));
             Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
         }
+        "/nostore" => {
+            let mut r = Response::new(full(name));
+            r.headers_mut()
+                .insert("cache-control", "no-store, max-age=0".parse().unwrap());
+            Ok(r)
+        }
         "/redirect" => {
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::FOUND;

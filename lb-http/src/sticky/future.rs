@@ -16,6 +16,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         route: Option<String>,
+        app_cookie: bool,
         config: Arc<StickyConfig>,
         cookies: Arc<CookieCache>,
     }
@@ -25,12 +26,14 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         inner: F,
         route: Option<String>,
+        app_cookie: bool,
         config: Arc<StickyConfig>,
         cookies: Arc<CookieCache>,
     ) -> Self {
         ResponseFuture {
             inner,
             route,
+            app_cookie,
             config,
             cookies,
         }
@@ -46,7 +49,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut resp = ready!(this.inner.poll(cx))?;
-        on_response(&mut resp, this.route.as_deref(), this.config, this.cookies);
+        on_response(
+            &mut resp,
+            this.route.as_deref(),
+            *this.app_cookie,
+            this.config,
+            this.cookies,
+        );
         Poll::Ready(Ok(resp))
     }
 }

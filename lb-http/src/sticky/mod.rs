@@ -6,13 +6,19 @@
 //! (`NAME=anything.route`). The route is what follows the first `.` of the value. When the
 //! member that served the request has a route and it differs from the request's (Apache's
 //! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` -- the `ROUTEID` recipe
-//! from Apache's documentation, with no extra configuration -- unless the response sets
-//! `NAME` itself: the application's session cookie wins.
+//! from Apache's documentation, with no extra configuration -- unless the cookie is the
+//! application's: the response sets `NAME` itself, or the request's `NAME` holds more than a
+//! route (`abc.r4`, `abc`: an application's session, as Tomcat's `JSESSIONID`). A session
+//! that fails over keeps its cookie for the application to carry on (a cluster replicating
+//! sessions knows `abc.r4` on every member); lb's `.route` would replace it and lose it.
+//! (A first request without the cookie still gets `NAME=.route`: lb cannot tell then whose
+//! the name is, and an application that makes a session sets its own.)
 //!
 //! **HAProxy** (`cookie NAME insert [indirect] [nocache] [httponly] [secure] [maxage N]`): the
 //! cookie value is the route itself; it is inserted when the client's route differs from the
 //! serving member's. `indirect` removes the cookie from the request sent to the member;
-//! `nocache` adds `Cache-Control: private` to responses carrying the cookie.
+//! `nocache` adds `Cache-Control: private` to responses carrying the cookie, next to what
+//! the member sent (`no-store` stays).
 //!
 //! With `nofailover` (configured on the lb-core balancer as `stubborn`), a request whose
 //! routed member is unusable gets 503 instead of going elsewhere.
@@ -221,6 +227,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let route = self.config.route_of(&req);
+        // Apache mode: a cookie holding more than `.route` is the application's.
+        let app_cookie = self.config.insert.is_none()
+            && cookie(req.headers(), &self.config.cookie)
+                .is_some_and(|v| !v.is_empty() && !v.starts_with('.'));
         if let Some(r) = &route {
             req.extensions_mut().insert(Route(r.clone()));
         }
@@ -230,20 +240,23 @@ where
         ResponseFuture::new(
             self.inner.call(req),
             route,
+            app_cookie,
             self.config.clone(),
             self.cookies.clone(),
         )
     }
 }
 
-/// Applies the response side: the cookie when the serving member's route differs.
+/// Applies the response side: the cookie when the serving member's route differs, unless
+/// the request's cookie is the application's (`app_cookie`).
 fn on_response<B>(
     resp: &mut Response<B>,
     requested: Option<&str>,
+    app_cookie: bool,
     config: &StickyConfig,
     cookies: &CookieCache,
 ) {
-    if !config.set_cookie {
+    if !config.set_cookie || app_cookie {
         return;
     }
     let Some(served) = resp.extensions().get::<Served>() else {
@@ -263,9 +276,10 @@ fn on_response<B>(
     }
     if let Some(v) = cookies.get(config, route) {
         resp.headers_mut().append(header::SET_COOKIE, v);
+        // Added, as HAProxy adds it: a member's `no-store` or `max-age=0` stays.
         if config.insert.as_ref().is_some_and(|i| i.nocache) {
             resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+                .append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         }
     }
 }
@@ -384,17 +398,17 @@ mod tests {
         };
         let cache = CookieCache::default();
         let mut same = served("a");
-        on_response(&mut same, Some("a"), &c, &cache);
+        on_response(&mut same, Some("a"), false, &c, &cache);
         assert!(same.headers().get("set-cookie").is_none());
         let mut changed = served("b");
-        on_response(&mut changed, Some("a"), &c, &cache);
+        on_response(&mut changed, Some("a"), false, &c, &cache);
         assert_eq!(changed.headers()["set-cookie"], "ROUTEID=.b; Path=/");
         let mut fresh = served("a");
-        on_response(&mut fresh, None, &c, &cache);
+        on_response(&mut fresh, None, false, &c, &cache);
         assert_eq!(fresh.headers()["set-cookie"], "ROUTEID=.a; Path=/");
         // From the cache the second time, the same value.
         let mut again = served("b");
-        on_response(&mut again, None, &c, &cache);
+        on_response(&mut again, None, false, &c, &cache);
         assert_eq!(again.headers()["set-cookie"], "ROUTEID=.b; Path=/");
     }
 }
