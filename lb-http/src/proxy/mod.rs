@@ -77,8 +77,27 @@ impl Target {
         if authority.port_u16().is_none() && authority.host().is_empty() {
             return Err(bad("missing host"));
         }
+        if authority.as_str().contains('@') {
+            // They would go to the member as part of its Host, and show in the manager.
+            return Err(bad("a member url cannot hold credentials (user@)"));
+        }
+        let after_host = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, rest)| rest);
+        if after_host.contains(':') && authority.port_u16().is_none() {
+            return Err(bad("invalid port"));
+        }
         if uri.query().is_some() {
             return Err(bad("a member url cannot have a query"));
+        }
+        // The path goes into request lines as it is: only what RFC 3986 allows in one.
+        if let Some(c) = uri
+            .path()
+            .chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c)))
+        {
+            return Err(bad(&format!("{c:?} in the path (percent-encode it)")));
         }
         let path = uri.path().trim_end_matches('/').to_string();
         let host = HeaderValue::from_str(authority.as_str()).map_err(|e| bad(&e.to_string()))?;
@@ -777,6 +796,18 @@ mod tests {
         assert!(Target::from_url("https://x:1").is_err());
         assert!(Target::from_url("127.0.0.1:80").is_err());
         assert!(Target::from_url("http://x:1/?a=b").is_err());
+        let err = |url: &str| Target::from_url(url).unwrap_err().to_string();
+        assert!(err("http://user:secret@x:1").contains("credentials"));
+        assert!(err("http://x:99999").contains("invalid port"));
+        assert!(err("http://x:1/a\"b").contains("'\"' in the path"));
+        assert!(err("http://x:1/a{b}").contains("'{' in the path"));
+        assert_eq!(
+            Target::from_url("http://x:1/a%20b;v=1").unwrap().path,
+            "/a%20b;v=1"
+        );
+        assert!(Target::from_url("http://[::1]:8080/").is_ok());
+        assert!(Target::from_url("http://[::1]/").is_ok());
+        assert!(err("http://[::1]:80000").contains("invalid port"));
     }
 
     #[test]
