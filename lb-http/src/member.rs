@@ -213,6 +213,7 @@ impl MemberSpec {
 
     /// The lb-core backend for this member.
     pub fn to_backend(&self) -> Result<Backend> {
+        self.check_hc()?;
         let target = Target::from_url(&self.url)?;
         let address = authority_address(&target)?;
         let mut b = Backend::new(address)
@@ -239,6 +240,36 @@ impl MemberSpec {
             b = b.with_label(format!("{LABEL_HC}{k}"), v.clone());
         }
         Ok(b)
+    }
+}
+
+impl MemberSpec {
+    /// The health-check settings together: each was checked alone by [`set`](Self::set).
+    /// Settings that could never take effect are refused rather than ignored.
+    fn check_hc(&self) -> Result<()> {
+        let get = |key: &str| self.hc.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let Some(method) = get("hcmethod") else {
+            return match self.hc.first() {
+                Some((key, value)) => Err(Error::Value {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: "no health checks without hcmethod (TCP, OPTIONS, HEAD or GET)".into(),
+                }),
+                None => Ok(()),
+            };
+        };
+        if let Some(body) = get("hcbody") {
+            if !method.eq_ignore_ascii_case("GET") {
+                return Err(Error::Value {
+                    key: "hcbody".into(),
+                    value: body.clone(),
+                    reason: format!(
+                        "needs hcmethod=GET: a {method} check reads no body, and would never pass"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -518,6 +549,26 @@ mod tests {
         ] {
             assert!(bad.parse::<MemberSpec>().is_err(), "{bad}");
         }
+        // Health-check settings that could never take effect.
+        let refused = |spec: &str| {
+            spec.parse::<MemberSpec>()
+                .unwrap()
+                .to_backend()
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused("http://127.0.0.1:9001,hcmethod=HEAD,hcbody=ok");
+        assert!(
+            e.contains("hcbody") && e.contains("needs hcmethod=GET"),
+            "{e}"
+        );
+        let e = refused("http://127.0.0.1:9001,hcinterval=5,hcfails=3");
+        assert!(
+            e.contains("hcinterval") && e.contains("without hcmethod"),
+            "{e}"
+        );
+        let ok = "http://127.0.0.1:9001,hcmethod=get,hcbody=ok,hcinterval=5";
+        assert!(ok.parse::<MemberSpec>().unwrap().to_backend().is_ok());
     }
 
     #[test]
