@@ -330,7 +330,8 @@ impl Drop for HealthChecks {
 }
 
 impl HealthRunner {
-    /// A runner for `balancer`'s members; each check gives up after `timeout`.
+    /// A runner for `balancer`'s members; each check gives up after `timeout`, or after the
+    /// member's `hcinterval` when that is shorter.
     pub fn new(balancer: Balancer, timeout: Duration) -> Self {
         HealthRunner {
             balancer,
@@ -342,9 +343,12 @@ impl HealthRunner {
 
     fn monitor(&self, schedule: Schedule) -> Result<MonitorHandle> {
         let (interval, passes, fails) = schedule;
+        // A check gives up after the interval at most, as HAProxy's does without
+        // `timeout check`: a member that stops answering is down after about `hcfails`
+        // intervals, not `hcfails` times the runner's timeout.
         let config = MonitorConfig::default()
             .with_interval(interval)
-            .with_timeout(self.timeout)
+            .with_timeout(self.timeout.min(interval))
             .with_thresholds(passes, fails);
         let monitor = Monitor::new(self.balancer.clone(), MemberCheck, config)
             .map_err(|e| Error::Value {
@@ -464,6 +468,41 @@ mod tests {
         .unwrap();
         let port = s.local_addr().unwrap().as_socket().unwrap().port();
         (s, port)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_that_stops_answering_is_down_within_its_intervals() {
+        // Connections to it complete (the kernel accepts them) and never get an answer.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut m =
+            crate::member::MemberSpec::new(format!("http://{}", hung.local_addr().unwrap()));
+        for (k, v) in [
+            ("hcmethod", "GET"),
+            ("hcinterval", "100ms"),
+            ("hcfails", "2"),
+        ] {
+            m.set(k, v).unwrap();
+        }
+        let lb = Balancer::builder()
+            .backend(m.to_backend().unwrap())
+            .build()
+            .unwrap();
+        let id = lb.members()[0].id();
+        let started = tokio::time::Instant::now();
+        let _checks = HealthRunner::new(lb.clone(), Duration::from_secs(5))
+            .spawn()
+            .unwrap();
+        for _ in 0..2000 {
+            if lb.get(id).unwrap().state().health() == lb_core::Health::Down {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lb.get(id).unwrap().state().health(), lb_core::Health::Down);
+        // Two checks of at most 100 ms each, 100 ms apart; not two of 5 s.
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "down after {took:?}");
+        drop(hung);
     }
 
     #[tokio::test]
