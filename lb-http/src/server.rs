@@ -149,11 +149,12 @@ where
                 .with_shared(shared.clone()),
         );
         let svc = service.clone();
+        let max_headers = config.guard.max_headers;
         let hyper_svc = hyper::service::service_fn(move |req| {
             // Most requests need none of it: only counted ones (HTTP/2, abort_on_close) and
             // one asking to switch protocols, which the guard waits on.
             let shared = (shared.counting() || shared.switch_awaited()).then(|| shared.clone());
-            handle(svc.clone(), peer, shared, req)
+            handle(svc.clone(), peer, shared, max_headers, req)
         });
         let conn = builder
             .serve_connection_with_upgrades(io, hyper_svc)
@@ -179,6 +180,40 @@ where
     }
 }
 
+/// What the guard checks in HTTP/1 heads, for an HTTP/2 request: at most `max_headers`
+/// fields (431), and one authority (RFC 9113 section 8.3.1): `:authority` without userinfo
+/// and with a valid port, and a `Host` field, if any, the same (400). Layers after this one
+/// read the client's host from either.
+fn check_http2_head<B>(req: &Request<B>, max_headers: usize) -> Result<(), (StatusCode, String)> {
+    if req.headers().len() > max_headers {
+        return Err((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("more than {max_headers} header fields"),
+        ));
+    }
+    let bad = |why: String| Err((StatusCode::BAD_REQUEST, why));
+    let authority = req.uri().authority();
+    if let Some(a) = authority {
+        if a.as_str().contains('@') {
+            return bad(format!(":authority {a} holds userinfo"));
+        }
+        if crate::proxy::has_bad_port(a) {
+            return bad(format!(":authority {a} has an invalid port"));
+        }
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next(), authority) {
+        (Some(_), Some(_), _) => bad("more than one Host field".into()),
+        (Some(h), None, Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            bad(format!(
+                "Host {} differs from :authority {a}",
+                String::from_utf8_lossy(h.as_bytes())
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Sets TCP_NODELAY on `listener`; true when the sockets it accepts will have it too (Linux
 /// copies it to them).
 fn nodelay_is_inherited(listener: &TcpListener) -> bool {
@@ -192,6 +227,7 @@ async fn handle<S, B>(
     svc: S,
     peer: SocketAddr,
     shared: Option<Arc<Shared>>,
+    max_headers: usize,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
@@ -200,6 +236,15 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    // HTTP/1 heads were checked by the guard before hyper parsed them; HTTP/2 ones here.
+    if req.version() == http::Version::HTTP_2
+        && let Err((status, why)) = check_http2_head(&req, max_headers)
+    {
+        tracing::debug!("request from {peer} refused: {why}");
+        let mut resp = Response::new(full(format!("{why}\n")));
+        *resp.status_mut() = status;
+        return Ok(resp);
+    }
     if req.extensions().is_empty()
         && let Some(spare) = SPARE_EXTENSIONS
             .try_with(|spare| spare.borrow_mut().pop())

@@ -329,6 +329,55 @@ async fn http2_clients_are_served() {
     }
 }
 
+#[tokio::test]
+async fn http2_heads_are_checked_as_http1_heads_are() {
+    let good = status_backend(200).await;
+    let addr = serve(one_member(&format!("http://{good}"))).await;
+    let mut tx = h2_client(addr).await;
+    let mut send = async |uri: &str, fields: &[(&str, String)]| {
+        let mut req = hyper::Request::get(uri);
+        for (k, v) in fields {
+            req = req.header(*k, v.as_str());
+        }
+        let resp = tx
+            .send_request(req.body(lb_http::body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    assert_eq!(send("http://a.example/", &[]).await.0, 200);
+    let same = [("host", "A.example".to_string())];
+    assert_eq!(send("http://a.example/", &same).await.0, 200);
+    // A Host naming another authority than :authority (RFC 9113 section 8.3.1).
+    let other = [("host", "b.example".to_string())];
+    let (status, body) = send("http://a.example/", &other).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Host b.example differs from :authority a.example\n")
+    );
+    let (status, body) = send("http://user@a.example/", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, ":authority user@a.example holds userinfo\n")
+    );
+    let (status, body) = send("http://a.example:99999/", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, ":authority a.example:99999 has an invalid port\n")
+    );
+    // More fields than the limit (100 by default): 431, as over HTTP/1.1.
+    let many: Vec<_> = (0..150).map(|i| ("x-field", i.to_string())).collect();
+    let (status, body) = send("http://a.example/", &many).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (431, "more than 100 header fields\n")
+    );
+    // The connection goes on.
+    assert_eq!(send("http://a.example/", &[]).await.0, 200);
+}
+
 /// An address, and the count of connections accepted by the backend behind it.
 type AddrAndAccepted = (
     std::net::SocketAddr,

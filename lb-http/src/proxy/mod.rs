@@ -81,11 +81,7 @@ impl Target {
             // They would go to the member as part of its Host, and show in the manager.
             return Err(bad("a member url cannot hold credentials (user@)"));
         }
-        let after_host = authority
-            .as_str()
-            .rsplit_once(']')
-            .map_or(authority.as_str(), |(_, rest)| rest);
-        if after_host.contains(':') && authority.port_u16().is_none() {
+        if has_bad_port(&authority) {
             return Err(bad("invalid port"));
         }
         if uri.query().is_some() {
@@ -114,6 +110,15 @@ impl Target {
     pub fn base_url(&self) -> String {
         format!("{}://{}{}", self.scheme, self.authority, self.path)
     }
+}
+
+/// Whether `authority` names a port that is not one (`http` parses `:99999` and `:x` as
+/// part of the authority, without a port).
+pub(crate) fn has_bad_port(authority: &Authority) -> bool {
+    let s = authority.as_str();
+    // After an IPv6 literal's `]`, or after the host.
+    let after_host = s.rsplit_once(']').map_or(s, |(_, rest)| rest);
+    after_host.contains(':') && authority.port_u16().is_none()
 }
 
 /// How the proxy forwards.
