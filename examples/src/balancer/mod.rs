@@ -109,6 +109,14 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
     }
     let mut sites = Vec::new();
     for c in &config.balancers {
+        // Accepted (0 is lb's quiescent member), but likely a mistake: say what it does.
+        if !c.members.is_empty() && c.members.iter().all(|m| m.loadfactor == 0) {
+            eprintln!(
+                "lb-balancer: warning: balancer {}: every member has loadfactor 0, which takes \
+                 sticky sessions only; requests without a route get 503",
+                c.name
+            );
+        }
         let balancer = reload::balancer_for(running.and_then(|p| reload::running(p, &c.name)), c)?;
         let mut proxy = ProxyConfig {
             preserve_host: c.preservehost,

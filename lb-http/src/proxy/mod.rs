@@ -12,8 +12,11 @@
 //! joined and bytes copied both ways until either side closes.
 //!
 //! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
-//! HTTP/1.1), and WebSocket over HTTP/2 (RFC 8441 extended `CONNECT`):
-//! HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary request/response proxying.
+//! HTTP/1.1, so gRPC cannot go through), and WebSocket over HTTP/2 (RFC 8441 extended
+//! `CONNECT`): HTTP/1.1 upgrades are tunnelled, HTTP/2 clients get ordinary
+//! request/response proxying. A request's trailers reach the backend only when the client
+//! declared them in a `Trailer` field: hyper's HTTP/1 client sends no others (nginx sends
+//! none at all).
 //! `CONNECT` is not forwarded (the router answers it 405); `OPTIONS *` goes as it is.
 
 mod future;
