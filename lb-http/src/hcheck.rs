@@ -239,6 +239,9 @@ impl HealthCheck for HttpCheck {
 /// The settings a [`Monitor`] owns: `hcinterval`, `hcpasses`, `hcfails`.
 type Schedule = (Duration, u32, u32);
 
+/// The shortest time a check is given, whatever its interval.
+const CHECK_TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
 fn schedule_of(spec: &HttpCheckSpec) -> Schedule {
     (spec.interval, spec.passes, spec.fails)
 }
@@ -331,7 +334,7 @@ impl Drop for HealthChecks {
 
 impl HealthRunner {
     /// A runner for `balancer`'s members; each check gives up after `timeout`, or after the
-    /// member's `hcinterval` when that is shorter.
+    /// member's `hcinterval` when that is shorter (but not under one second).
     pub fn new(balancer: Balancer, timeout: Duration) -> Self {
         HealthRunner {
             balancer,
@@ -343,12 +346,14 @@ impl HealthRunner {
 
     fn monitor(&self, schedule: Schedule) -> Result<MonitorHandle> {
         let (interval, passes, fails) = schedule;
-        // A check gives up after the interval at most, as HAProxy's does without
-        // `timeout check`: a member that stops answering is down after about `hcfails`
-        // intervals, not `hcfails` times the runner's timeout.
+        // A check gives up after its interval, as HAProxy's does without `timeout check`,
+        // but after no less than CHECK_TIMEOUT_FLOOR: a member that stops answering is down
+        // after about `hcfails` intervals rather than `hcfails` times the runner's timeout,
+        // and a healthy member whose health page takes longer than a short interval (the
+        // interval is the pause between checks) is not taken down for it.
         let config = MonitorConfig::default()
             .with_interval(interval)
-            .with_timeout(self.timeout.min(interval))
+            .with_timeout(self.timeout.min(interval.max(CHECK_TIMEOUT_FLOOR)))
             .with_thresholds(passes, fails);
         let monitor = Monitor::new(self.balancer.clone(), MemberCheck, config)
             .map_err(|e| Error::Value {
@@ -471,6 +476,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_healthy_member_slower_than_its_interval_stays_up() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Answers every check with 200, after 300 ms (a health page that asks a database).
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        let mut m = crate::member::MemberSpec::new(format!("http://{addr}"));
+        for (k, v) in [
+            ("hcmethod", "GET"),
+            ("hcinterval", "100ms"),
+            ("hcfails", "2"),
+        ] {
+            m.set(k, v).unwrap();
+        }
+        let lb = Balancer::builder()
+            .backend(m.to_backend().unwrap())
+            .build()
+            .unwrap();
+        let id = lb.members()[0].id();
+        let _checks = HealthRunner::new(lb.clone(), Duration::from_secs(5))
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(lb.get(id).unwrap().state().health(), lb_core::Health::Up);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_member_that_stops_answering_is_down_within_its_intervals() {
         // Connections to it complete (the kernel accepts them) and never get an answer.
         let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -499,9 +544,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(lb.get(id).unwrap().state().health(), lb_core::Health::Down);
-        // Two checks of at most 100 ms each, 100 ms apart; not two of 5 s.
+        // Two checks of at most 1 s each (the floor), 100 ms apart; not two of 5 s.
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(1), "down after {took:?}");
+        assert!(took < Duration::from_secs(3), "down after {took:?}");
         drop(hung);
     }
 

@@ -258,6 +258,20 @@ impl MemberSpec {
                 None => Ok(()),
             };
         };
+        if method.eq_ignore_ascii_case("TCP") {
+            if let Some((key, value)) = self
+                .hc
+                .iter()
+                .find(|(k, _)| ["hcuri", "hcexpr", "hcbody"].contains(&k.as_str()))
+            {
+                return Err(Error::Value {
+                    key: key.clone(),
+                    value: value.clone(),
+                    reason: "a TCP check only connects: it sends no request and reads no answer"
+                        .into(),
+                });
+            }
+        }
         if let Some(body) = get("hcbody") {
             if !method.eq_ignore_ascii_case("GET") {
                 return Err(Error::Value {
@@ -567,6 +581,8 @@ mod tests {
             e.contains("hcinterval") && e.contains("without hcmethod"),
             "{e}"
         );
+        let e = refused("http://127.0.0.1:9001,hcmethod=TCP,hcuri=/health");
+        assert!(e.contains("hcuri") && e.contains("only connects"), "{e}");
         let ok = "http://127.0.0.1:9001,hcmethod=get,hcbody=ok,hcinterval=5";
         assert!(ok.parse::<MemberSpec>().unwrap().to_backend().is_ok());
     }

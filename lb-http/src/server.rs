@@ -182,10 +182,15 @@ where
 
 /// What the guard checks in HTTP/1 heads, for an HTTP/2 request: at most `max_headers`
 /// fields (431), and one authority (RFC 9113 section 8.3.1): `:authority` without userinfo
-/// and with a valid port, and a `Host` field, if any, the same (400). Layers after this one
-/// read the client's host from either.
+/// and with a valid port, and a `Host` field, if any, naming the same authority (400).
+/// Layers after this one read the client's host from either.
+///
+/// HTTP/2 clients send each cookie in a field of its own (RFC 9113 section 8.2.3), which
+/// HTTP/1 has as one field: the `cookie` fields count as one, as the proxy joins them.
 fn check_http2_head<B>(req: &Request<B>, max_headers: usize) -> Result<(), (StatusCode, String)> {
-    if req.headers().len() > max_headers {
+    let h = req.headers();
+    let cookies = h.get_all(http::header::COOKIE).iter().count();
+    if h.len() - cookies.saturating_sub(1) > max_headers {
         return Err((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("more than {max_headers} header fields"),
@@ -201,17 +206,33 @@ fn check_http2_head<B>(req: &Request<B>, max_headers: usize) -> Result<(), (Stat
             return bad(format!(":authority {a} has an invalid port"));
         }
     }
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let mut hosts = h.get_all(http::header::HOST).iter();
     match (hosts.next(), hosts.next(), authority) {
         (Some(_), Some(_), _) => bad("more than one Host field".into()),
-        (Some(h), None, Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+        (Some(host), None, Some(a)) if !same_authority(host.as_bytes(), a, req.uri()) => {
             bad(format!(
                 "Host {} differs from :authority {a}",
-                String::from_utf8_lossy(h.as_bytes())
+                String::from_utf8_lossy(host.as_bytes())
             ))
         }
         _ => Ok(()),
     }
+}
+
+/// Whether the `Host` value `host` names `authority`, compared as RFC 3986 section 6.2
+/// normalises them: the host without regard to case, a missing or empty port as the
+/// scheme's default.
+fn same_authority(host: &[u8], authority: &http::uri::Authority, uri: &http::Uri) -> bool {
+    let Ok(host) = http::uri::Authority::try_from(host) else {
+        return false;
+    };
+    let default = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
 }
 
 /// Sets TCP_NODELAY on `listener`; true when the sockets it accepts will have it too (Linux
@@ -243,6 +264,16 @@ where
         tracing::debug!("request from {peer} refused: {why}");
         let mut resp = Response::new(full(format!("{why}\n")));
         *resp.status_mut() = status;
+        // The text quotes the client: plain text, not to be sniffed as anything else.
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        h.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
         return Ok(resp);
     }
     if req.extensions().is_empty()

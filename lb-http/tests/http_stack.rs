@@ -1434,3 +1434,133 @@ async fn options_asterisk_is_forwarded_as_is_and_connect_is_refused() {
     assert!(head.contains("\r\nallow: get, "), "{head}");
     assert_eq!(body, "CONNECT is not supported by this reverse proxy\n");
 }
+
+/// HTTP/2 clients split Cookie into one field per cookie (RFC 9113 section 8.2.3, as
+/// browsers do); the same cookies in HTTP/1.1 are one field. The guard allows them there.
+#[tokio::test]
+async fn h2_cookie_crumbs_are_not_counted_as_fields() {
+    let good = status_backend(200).await;
+    let addr = serve(one_member(&format!("http://{good}"))).await;
+    let mut tx = h2_client(addr).await;
+    let mut req = hyper::Request::get("http://a.example/");
+    for i in 0..120 {
+        req = req.header("cookie", format!("c{i}=v"));
+    }
+    let resp = tx
+        .send_request(req.body(lb_http::body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "120 cookie crumbs over h2");
+    // The same cookies over HTTP/1.1, in one field: accepted.
+    let cookie: Vec<String> = (0..120).map(|i| format!("c{i}=v")).collect();
+    let req = hyper::Request::get("/")
+        .header("host", "a.example")
+        .header("cookie", cookie.join("; "))
+        .body(lb_http::body::empty())
+        .unwrap();
+    assert_eq!(send_request(addr, req).await.status().as_u16(), 200);
+}
+
+/// RFC 9113 section 8.3.1: Host and :authority are compared normalized (RFC 3986 section
+/// 6.2): an explicit default port names the same authority.
+#[tokio::test]
+async fn h2_host_with_default_port_matches_authority() {
+    let good = status_backend(200).await;
+    let addr = serve(one_member(&format!("http://{good}"))).await;
+    let mut tx = h2_client(addr).await;
+    let req = hyper::Request::get("http://a.example/")
+        .header("host", "a.example:80")
+        .body(lb_http::body::empty())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// The URL parameter holding the application's session (`jsessionid=abc.r4`) fails over
+/// as the cookie does: lb must not create `JSESSIONID=.b` under the application's name.
+#[tokio::test]
+async fn apache_sticky_url_session_keeps_application_cookie_name() {
+    let sticky = SiteConfig {
+        sticky: Some(lb_http::sticky::StickyConfig::apache(
+            "JSESSIONID|jsessionid",
+        )),
+        ..Default::default()
+    };
+    let plain = cookie_backend(Some("other=1")).await;
+    let lb = serve_with(one_member(&format!("http://{plain},route=b")), sticky).await;
+    let req = hyper::Request::get("/?jsessionid=abc.r4")
+        .header("host", "t")
+        .body(lb_http::body::empty())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), send_request(lb, req))
+        .await
+        .unwrap();
+    let cookies: Vec<_> = resp.headers().get_all("set-cookie").iter().collect();
+    assert_eq!(cookies, ["other=1"]);
+}
+
+/// A malformed final response after an interim one is this request's answer, not stray
+/// bytes from before it: it must not be sent again.
+#[tokio::test]
+async fn garbage_after_an_interim_response_is_not_retried() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    let count = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                let mut on_conn = 0;
+                loop {
+                    let mut buf = [0u8; 4096];
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    held.extend_from_slice(&buf[..n]);
+                    while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
+                        held.drain(..end + 4);
+                        count.fetch_add(1, Ordering::SeqCst);
+                        on_conn += 1;
+                        let answer: &[u8] = if on_conn == 1 {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        } else {
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nnot a response\r\n\r\n"
+                        };
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let addr = serve(one_member(&format!("http://{backend}"))).await;
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", "t")
+            .body(lb_http::body::empty())
+            .unwrap()
+    };
+    let r = tx.send_request(get()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.into_body().collect().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = tx.send_request(get()).await.unwrap();
+    let status = r.status().as_u16();
+    let _ = r.into_body().collect().await;
+    assert_eq!(
+        (status, requests.load(Ordering::SeqCst)),
+        (502, 2),
+        "the second request was sent twice"
+    );
+}

@@ -176,8 +176,9 @@ impl Direct {
         head_only: bool,
     ) -> Result<(response::Parts, Delimiting), ExchangeError> {
         let mut got_any = false;
+        let mut interim = false;
         loop {
-            if let Some((parts, framing, keep_alive)) = self.parse_head(head_only)? {
+            if let Some((parts, framing, keep_alive)) = self.parse_head(head_only, &mut interim)? {
                 return Ok((
                     parts,
                     Delimiting {
@@ -241,10 +242,12 @@ impl Direct {
     }
 
     /// Parses a complete head at the start of the read buffer and takes it out, skipping
-    /// interim responses. `None` when more bytes are needed.
+    /// interim responses (`interim` is set once one was: what follows is this request's
+    /// answer, stray bytes or not). `None` when more bytes are needed.
     fn parse_head(
         &mut self,
         head_only: bool,
+        interim: &mut bool,
     ) -> Result<Option<(response::Parts, Framing, bool)>, ExchangeError> {
         loop {
             if self.rbuf.is_empty() {
@@ -282,7 +285,7 @@ impl Direct {
                 Ok(httparse::Status::Partial) => return Ok(None),
                 // Not even the start of a status line: bytes that were on the connection
                 // before the request went out (a body sent after a 204 or a HEAD answer).
-                Err(e) if !self.rbuf.starts_with(b"HTTP/") => {
+                Err(e) if !*interim && !self.rbuf.starts_with(b"HTTP/") => {
                     return Err(ExchangeError::Stray(format!("invalid response head: {e}")));
                 }
                 Err(e) => {
@@ -299,6 +302,7 @@ impl Direct {
             }
             if status.is_informational() {
                 // 100 Continue, 102, 103: the final response follows.
+                *interim = true;
                 continue;
             }
             // Room for the fields the proxy and the layers above add (Via, a cookie).

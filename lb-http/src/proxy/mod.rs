@@ -116,12 +116,16 @@ impl Target {
 }
 
 /// Whether `authority` names a port that is not one (`http` parses `:99999` and `:x` as
-/// part of the authority, without a port).
+/// part of the authority, without a port). An empty port (`host:`) is allowed, as RFC 3986
+/// allows it: the scheme's default.
 pub(crate) fn has_bad_port(authority: &Authority) -> bool {
     let s = authority.as_str();
     // After an IPv6 literal's `]`, or after the host.
     let after_host = s.rsplit_once(']').map_or(s, |(_, rest)| rest);
-    after_host.contains(':') && authority.port_u16().is_none()
+    after_host
+        .split_once(':')
+        .is_some_and(|(_, port)| !port.is_empty())
+        && authority.port_u16().is_none()
 }
 
 /// How the proxy forwards.

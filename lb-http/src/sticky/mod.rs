@@ -7,8 +7,9 @@
 //! member that served the request has a route and it differs from the request's (Apache's
 //! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` -- the `ROUTEID` recipe
 //! from Apache's documentation, with no extra configuration -- unless the cookie is the
-//! application's: the response sets `NAME` itself, or the request's `NAME` holds more than a
-//! route (`abc.r4`, `abc`: an application's session, as Tomcat's `JSESSIONID`). A session
+//! application's: the response sets `NAME` itself, or the request's `NAME` (cookie or URL
+//! parameter) holds more than a route (`abc.r4`, `abc`: an application's session, as
+//! Tomcat's `JSESSIONID`). A session
 //! that fails over keeps its cookie for the application to carry on (a cluster replicating
 //! sessions knows `abc.r4` on every member); lb's `.route` would replace it and lose it.
 //! (A first request without the cookie still gets `NAME=.route`: lb cannot tell then whose
@@ -96,6 +97,14 @@ impl StickyConfig {
 
     /// The route of `req`, URL parameter first, then the cookie.
     pub fn route_of<B>(&self, req: &Request<B>) -> Option<String> {
+        self.lookup(req).0
+    }
+
+    /// The route of `req`, and whether the request carries the application's own session
+    /// value (Apache mode: a URL parameter or cookie holding more than `.route`, such as
+    /// Tomcat's `abc.r4`). The cookie is read once.
+    fn lookup<B>(&self, req: &Request<B>) -> (Option<String>, bool) {
+        let app = |v: &str| self.insert.is_none() && !v.is_empty() && !v.starts_with('.');
         let param = self.url_param.as_deref().unwrap_or(&self.cookie);
         let from_url = req
             .uri()
@@ -107,12 +116,12 @@ impl StickyConfig {
                 }
                 path_param(req.uri().path(), param)
             });
-        if let Some(v) = from_url {
-            if let Some(r) = self.route_in(&v) {
-                return Some(r);
-            }
-        }
-        cookie(req.headers(), &self.cookie).and_then(|v| self.route_in(v))
+        let in_cookie = cookie(req.headers(), &self.cookie);
+        let app_value = from_url.as_deref().is_some_and(app) || in_cookie.is_some_and(app);
+        let route = from_url
+            .and_then(|v| self.route_in(&v))
+            .or_else(|| in_cookie.and_then(|v| self.route_in(v)));
+        (route, app_value)
     }
 
     fn route_in(&self, value: &str) -> Option<String> {
@@ -226,11 +235,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let route = self.config.route_of(&req);
-        // Apache mode: a cookie holding more than `.route` is the application's.
-        let app_cookie = self.config.insert.is_none()
-            && cookie(req.headers(), &self.config.cookie)
-                .is_some_and(|v| !v.is_empty() && !v.starts_with('.'));
+        let (route, app_cookie) = self.config.lookup(&req);
         if let Some(r) = &route {
             req.extensions_mut().insert(Route(r.clone()));
         }
