@@ -475,6 +475,24 @@ mod tests {
         (s, port)
     }
 
+    /// A balancer of one member at `addr`, checked with GET every 100 ms, down at 2 failures.
+    fn fast_checked(addr: std::net::SocketAddr) -> (Balancer, lb_core::BackendId) {
+        let mut m = crate::member::MemberSpec::new(format!("http://{addr}"));
+        for (k, v) in [
+            ("hcmethod", "GET"),
+            ("hcinterval", "100ms"),
+            ("hcfails", "2"),
+        ] {
+            m.set(k, v).unwrap();
+        }
+        let lb = Balancer::builder()
+            .backend(m.to_backend().unwrap())
+            .build()
+            .unwrap();
+        let id = lb.members()[0].id();
+        (lb, id)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_healthy_member_slower_than_its_interval_stays_up() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -495,19 +513,7 @@ mod tests {
                 });
             }
         });
-        let mut m = crate::member::MemberSpec::new(format!("http://{addr}"));
-        for (k, v) in [
-            ("hcmethod", "GET"),
-            ("hcinterval", "100ms"),
-            ("hcfails", "2"),
-        ] {
-            m.set(k, v).unwrap();
-        }
-        let lb = Balancer::builder()
-            .backend(m.to_backend().unwrap())
-            .build()
-            .unwrap();
-        let id = lb.members()[0].id();
+        let (lb, id) = fast_checked(addr);
         let _checks = HealthRunner::new(lb.clone(), Duration::from_secs(5))
             .spawn()
             .unwrap();
@@ -519,20 +525,7 @@ mod tests {
     async fn a_member_that_stops_answering_is_down_within_its_intervals() {
         // Connections to it complete (the kernel accepts them) and never get an answer.
         let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut m =
-            crate::member::MemberSpec::new(format!("http://{}", hung.local_addr().unwrap()));
-        for (k, v) in [
-            ("hcmethod", "GET"),
-            ("hcinterval", "100ms"),
-            ("hcfails", "2"),
-        ] {
-            m.set(k, v).unwrap();
-        }
-        let lb = Balancer::builder()
-            .backend(m.to_backend().unwrap())
-            .build()
-            .unwrap();
-        let id = lb.members()[0].id();
+        let (lb, id) = fast_checked(hung.local_addr().unwrap());
         let started = tokio::time::Instant::now();
         let _checks = HealthRunner::new(lb.clone(), Duration::from_secs(5))
             .spawn()

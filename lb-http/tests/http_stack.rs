@@ -398,19 +398,39 @@ async fn raw_backend_paced(
     close_after_each: bool,
     trickle: bool,
 ) -> AddrAndAccepted {
+    let (addr, accepted, _) =
+        raw_backend_scripted(bind, move |_| answer, close_after_each, trickle).await;
+    (addr, accepted)
+}
+
+/// [`raw_backend_paced`], answering the `n`th request on a connection (from 0) with
+/// `answer(n)`; also returns the count of requests it answered.
+async fn raw_backend_scripted(
+    bind: &str,
+    answer: impl Fn(usize) -> &'static [u8] + Copy + Send + 'static,
+    close_after_each: bool,
+    trickle: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let requests = std::sync::Arc::new(AtomicUsize::new(0));
     let l = TcpListener::bind(bind).await.unwrap();
     let addr = l.local_addr().unwrap();
-    let count = accepted.clone();
+    let (count, answered) = (accepted.clone(), requests.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
             let _ = s.set_nodelay(true);
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut held = Vec::new();
+                let mut on_conn = 0;
                 loop {
                     let n = match s.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
@@ -420,6 +440,9 @@ async fn raw_backend_paced(
                     // Requests here have no body: one answer per complete head.
                     while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
                         held.drain(..end + 4);
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        let answer = answer(on_conn);
+                        on_conn += 1;
                         let pieces: Vec<&[u8]> = if trickle {
                             answer.chunks(1).collect()
                         } else {
@@ -442,7 +465,7 @@ async fn raw_backend_paced(
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, requests)
 }
 
 /// lb-http's server over one [`raw_backend_paced`] on loopback: the server's address and
@@ -1503,42 +1526,20 @@ async fn apache_sticky_url_session_keeps_application_cookie_name() {
 /// bytes from before it: it must not be sent again.
 #[tokio::test]
 async fn garbage_after_an_interim_response_is_not_retried() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let requests = std::sync::Arc::new(AtomicUsize::new(0));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = l.local_addr().unwrap();
-    let count = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                let mut on_conn = 0;
-                loop {
-                    let mut buf = [0u8; 4096];
-                    let n = match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    held.extend_from_slice(&buf[..n]);
-                    while let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n") {
-                        held.drain(..end + 4);
-                        count.fetch_add(1, Ordering::SeqCst);
-                        on_conn += 1;
-                        let answer: &[u8] = if on_conn == 1 {
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                        } else {
-                            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nnot a response\r\n\r\n"
-                        };
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    use std::sync::atomic::Ordering;
+    let (backend, _, requests) = raw_backend_scripted(
+        "127.0.0.1:0",
+        |n| {
+            if n == 0 {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            } else {
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nnot a response\r\n\r\n"
+            }
+        },
+        false,
+        false,
+    )
+    .await;
     let addr = serve(one_member(&format!("http://{backend}"))).await;
     let s = TcpStream::connect(addr).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
