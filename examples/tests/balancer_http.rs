@@ -553,6 +553,14 @@ async fn hop_by_hop_fields_removed_and_forwarding_headers_added() {
         "Host should be the member's without preservehost"
     );
     assert!(out.contains("via: 1.1 lb"));
+
+    // An absolute-form target names the host, whatever Host says (RFC 9112 section 3.2.2).
+    let head =
+        "GET http://target.test/headers HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n";
+    let out = raw(p.addr, head.as_bytes()).await.to_ascii_lowercase();
+    assert!(out.starts_with("http/1.1 200"), "{out}");
+    assert!(out.contains("x-forwarded-host: target.test"), "{out}");
+    assert!(!out.contains("other.test"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

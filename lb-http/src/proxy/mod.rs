@@ -495,15 +495,15 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::Request("CONNECT is not forwarded".to_string()));
         }
-        // The client's host: the Host field, or the authority of an absolute-form target
-        // (HTTP/2's :authority).
-        let front_host: Option<HeaderValue> = match req.headers().get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        // The client's host: the authority of an absolute-form target, which wins over
+        // Host (RFC 9112 section 3.2.2; HTTP/2's :authority, which the server made sure
+        // Host agrees with), else the Host field.
+        let front_host: Option<HeaderValue> =
+            match (req.uri().authority(), req.headers().get(header::HOST)) {
+                (None, host) => host.cloned(),
+                (Some(a), Some(h)) if h.as_bytes() == a.as_str().as_bytes() => Some(h.clone()),
+                (Some(a), _) => HeaderValue::from_str(a.as_str()).ok(),
+            };
         // The backend URI: its prefix plus what follows the mount point, without dot
         // segments (the router removed them already; this proxy may be used without one).
         // With neither a prefix nor a mount point nor dot segments (the usual case) the
