@@ -253,7 +253,8 @@ where
 }
 
 /// Applies the response side: the cookie when the serving member's route differs, unless
-/// the request's cookie is the application's (`app_cookie`).
+/// the request carries the application's session value (`app_cookie`: in the cookie or the
+/// URL parameter).
 fn on_response<B>(
     resp: &mut Response<B>,
     requested: Option<&str>,
