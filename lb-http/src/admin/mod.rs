@@ -8,7 +8,7 @@
 //! | `/` (POST) | a form submission; answers `303 See Other` back to the page |
 //! | `/api` (GET) | the same data as JSON |
 //! | `/api` (POST) | a JSON action: `{"nonce", "balancer", "member", "loadfactor", "lbset", "route", "status", "add"}` (`member`: the id as `/api` lists it, or the URL) |
-//! | `/metrics` | Prometheus text format |
+//! | `/metrics` | Prometheus text format: per member (labels `balancer`, `member`) requests, busy, bytes, up, usable, loadfactor; `lb_member_info` carries the route and lbset |
 //!
 //! An action is checked whole before anything is applied: one refused value changes nothing,
 //! and the error names the field (the form's, such as `lf`, or the JSON key) and the value.
@@ -350,13 +350,32 @@ impl Manager {
                 for m in &b.members {
                     let _ = writeln!(
                         out,
-                        "{name}{{balancer=\"{}\",member=\"{}\",route=\"{}\"}} {}",
+                        "{name}{{balancer=\"{}\",member=\"{}\"}} {}",
                         prom_escape(&b.name),
                         prom_escape(&m.url),
-                        prom_escape(&m.route),
                         f(m)
                     );
                 }
+            }
+        }
+        // The route is an attribute that the manager can change: in a label of every
+        // series it would start new series (and restart the counters) when it changes. It
+        // goes in an info series to join on instead, as Prometheus exporters do.
+        let name = "lb_member_info";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The member's route and lbset (always 1).\n# TYPE {name} gauge"
+        );
+        for b in &views {
+            for m in &b.members {
+                let _ = writeln!(
+                    out,
+                    "{name}{{balancer=\"{}\",member=\"{}\",route=\"{}\",lbset=\"{}\"}} 1",
+                    prom_escape(&b.name),
+                    prom_escape(&m.url),
+                    prom_escape(&m.route),
+                    m.lbset
+                );
             }
         }
         out
@@ -934,6 +953,19 @@ mod tests {
             ),
             (7, "r2", true, false)
         );
+        // The route changed from a to r2: the member's series are the same ones (a route in
+        // their labels would have started new ones), and the info series has the new route.
+        let metrics = m.metrics();
+        assert!(
+            metrics.contains(
+                "lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:9\"} "
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("lb_member_info{balancer=\"web\",member=\"http://127.0.0.1:9\",route=\"r2\",lbset=\"0\"} 1"),
+            "{metrics}"
+        );
         a.loadfactor = Some(500);
         assert!(m.apply(&a).is_err());
         let add = Action {
@@ -954,7 +986,13 @@ mod tests {
         assert!(m.apply(&both).is_err());
         assert_eq!(m.view()[0].members[0].loadfactor, 7, "the change was made");
         assert_eq!(b.members().len(), 2);
-        assert!(m.metrics().contains("lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\"} 0"));
+        let metrics = m.metrics();
+        assert!(metrics.contains(
+            "lb_member_requests_total{balancer=\"web\",member=\"http://127.0.0.1:10\"} 0\n"
+        ));
+        assert!(metrics.contains(
+            "lb_member_info{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\",lbset=\"0\"} 1\n"
+        ));
     }
 
     #[test]
@@ -990,9 +1028,7 @@ mod tests {
         let metrics = m.metrics();
         for (url, usable) in members {
             let url = url.split(',').next().unwrap();
-            let line = format!(
-                "lb_member_usable{{balancer=\"web\",member=\"{url}\",route=\"\"}} {usable}\n"
-            );
+            let line = format!("lb_member_usable{{balancer=\"web\",member=\"{url}\"}} {usable}\n");
             assert!(metrics.contains(&line), "{line}in\n{metrics}");
         }
     }
