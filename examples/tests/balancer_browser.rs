@@ -140,17 +140,7 @@ async fn manager_page_disables_a_member_in_a_real_browser() {
     }
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "127.0.0.1:0",
-        "--member",
-        &a.url(),
-        "--member",
-        &b.url(),
-    ]);
-    let manager = p.manager.unwrap();
+    let (p, manager) = Proxy::managed(&[a.url(), b.url()]);
     let c = client();
     for _ in 0..4 {
         get(&c, &p.url("/"), None).await;

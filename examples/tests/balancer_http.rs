@@ -312,17 +312,7 @@ async fn health_checks_take_a_member_out_and_bring_it_back() {
 async fn manager_form_and_json_change_behaviour() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "127.0.0.1:0",
-        "--member",
-        &a.url(),
-        "--member",
-        &b.url(),
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::managed(&[a.url(), b.url()]);
     let c = client();
     let (_, _, page) = get(&c, &format!("http://{m}/"), None).await;
     assert!(page.contains("balancer://default") && page.contains(&a.url()));
@@ -402,15 +392,7 @@ async fn manager_form_and_json_change_behaviour() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manager_checks_every_field_before_changing_a_member() {
     let a = Backend::start("a").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "127.0.0.1:0",
-        "--member",
-        &a.url(),
-    ]);
-    let m = p.manager.unwrap();
+    let (_p, m) = Proxy::managed(&[a.url()]);
     let c = client();
     let view = || manager_view(m);
     let api = view().await;
@@ -632,15 +614,7 @@ async fn large_bodies_stream_both_ways() {
 async fn websocket_upgrade_is_tunnelled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Backend::start("a").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "127.0.0.1:0",
-        "--member",
-        &a.url(),
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::managed(&[a.url()]);
     // The member's busy count, as the manager's API shows it.
     let busy = || async move {
         manager_view(m).await["balancers"][0]["members"][0]["busy"]
@@ -993,13 +967,7 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
         .unwrap();
     };
     write(&[a.url(), b.url()]);
-    let p = Proxy::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--manager",
-        "127.0.0.1:0",
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::from_file_managed(&path);
     let c = client();
     let view = || manager_view(m);
     let member = |v: &serde_json::Value, url: &str| {

@@ -75,13 +75,7 @@ async fn a_refused_reload_changes_nothing_even_against_members_added_from_the_ma
     let dir = Dir::new("refused");
     let path = dir.file("balancer.toml");
     write_app(&path, "", &[a.url(), b.url()]);
-    let p = Proxy::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--manager",
-        "127.0.0.1:0",
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::from_file_managed(&path);
     assert_eq!(act(m, &format!(r#""add":"{}""#, c.url())).await, 200);
     assert!(member(&view(m).await, &c.url()).is_some());
     let before = view(m).await;
@@ -159,13 +153,7 @@ async fn a_member_whose_health_check_leaves_the_file_comes_back_up() {
             b.url(),
         ],
     );
-    let p = Proxy::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--manager",
-        "127.0.0.1:0",
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::from_file_managed(&path);
     let down = eventually(10, || async {
         member(&view(m).await, &a.url()).unwrap()["status"]
             .as_str()
@@ -219,13 +207,7 @@ async fn flags_the_manager_set_survive_a_reload_that_changes_the_line() {
     let dir = Dir::new("flags-kept");
     let path = dir.file("balancer.toml");
     write_app(&path, "", &[a.url(), b.url(), c.url()]);
-    let p = Proxy::start(&[
-        "--config",
-        path.to_str().unwrap(),
-        "--manager",
-        "127.0.0.1:0",
-    ]);
-    let m = p.manager.unwrap();
+    let (p, m) = Proxy::from_file_managed(&path);
     let set = |url: String, status: &'static str| async move {
         let s = act(m, &format!(r#""member":"{url}","status":"{status}""#)).await;
         assert_eq!(s, 200, "{url} {status}");

@@ -339,6 +339,31 @@ impl Proxy {
         }
     }
 
+    /// lb-balancer on a free port with `members` and the manager on another; also returns
+    /// the manager's address.
+    pub fn managed(members: &[String]) -> (Proxy, SocketAddr) {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--manager", "127.0.0.1:0"];
+        for m in members {
+            args.extend(["--member", m.as_str()]);
+        }
+        let p = Proxy::start(&args);
+        let m = p.manager.unwrap();
+        (p, m)
+    }
+
+    /// lb-balancer with the configuration file `path` and the manager on a free port; also
+    /// returns the manager's address.
+    pub fn from_file_managed(path: &std::path::Path) -> (Proxy, SocketAddr) {
+        let p = Proxy::start(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--manager",
+            "127.0.0.1:0",
+        ]);
+        let m = p.manager.unwrap();
+        (p, m)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
