@@ -1045,7 +1045,6 @@ async fn the_ewma_scheduler_learns_which_member_is_slow() {
 /// map holds something hyper reads (a custom reason phrase) keeps it, every time.
 #[tokio::test]
 async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
-    use tokio::io::AsyncWriteExt;
     let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
         let mut resp = http::Response::new(lb_http::body::full("ok"));
         if req.uri().path() == "/fine" {
@@ -1069,11 +1068,9 @@ async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
         ("/", "http/1.1 200 ok\r\n"),
         ("/fine", "http/1.1 200 fine indeed\r\n"),
     ] {
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
         // (The head comes lowercased.)
-        let (head, body) = read_response(&mut s).await;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n");
+        let (head, body) = exchange(&mut s, request.as_bytes()).await;
         assert!(head.starts_with(line), "{path}: {head}");
         assert_eq!(body, "ok");
     }
@@ -1114,14 +1111,11 @@ async fn serve_slow_with_idle_1s(delay: Duration, abort_on_close: bool) -> std::
 /// it is answered, with `abort_on_close` (where hyper watches the client meanwhile) too.
 #[tokio::test]
 async fn a_request_slower_than_the_idle_timeout_is_answered() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     for abort_on_close in [false, true] {
         let addr = serve_slow_with_idle_1s(Duration::from_millis(1800), abort_on_close).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let (head, body) = read_response(&mut s).await;
+        let (head, body) = exchange(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             head.starts_with("http/1.1 200"),
             "abort_on_close {abort_on_close}: {head}"
@@ -1381,6 +1375,13 @@ async fn a_request_with_a_body_fails_over_when_its_member_cannot_be_reached() {
     assert_eq!(*seen.lock().unwrap(), ["hello", "one two"]);
 }
 
+/// Writes `request` on `s` and reads the response, as [`read_response`] does.
+async fn exchange(s: &mut TcpStream, request: &[u8]) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(request).await.unwrap();
+    read_response(s).await
+}
+
 /// Reads one response with a `Content-Length` from `s` within 10 s: its head (lower case)
 /// and body.
 async fn read_response(s: &mut TcpStream) -> (String, String) {
@@ -1411,22 +1412,20 @@ async fn read_response(s: &mut TcpStream) -> (String, String) {
 
 #[tokio::test]
 async fn http_1_0_clients_asking_for_keep_alive_keep_their_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let backend = target_echo_backend("b").await;
     let lb = serve(one_member(&format!("http://{backend}"))).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
-    s.write_all(b"GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut s).await;
+    let (head, body) = exchange(
+        &mut s,
+        b"GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .await;
     assert!(head.starts_with("http/1.0 200"), "{head}");
     assert!(head.contains("connection: keep-alive"), "{head}");
     assert_eq!(body, "b GET /a");
     // Without keep-alive: answered on the same connection, which then closes.
-    s.write_all(b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut s).await;
+    let (head, body) = exchange(&mut s, b"GET /b HTTP/1.0\r\nHost: x\r\n\r\n").await;
     assert!(head.starts_with("http/1.0 200"), "{head}");
     assert_eq!(body, "b GET /b");
     let mut rest = [0u8; 16];
@@ -1438,21 +1437,18 @@ async fn http_1_0_clients_asking_for_keep_alive_keep_their_connection() {
 
 #[tokio::test]
 async fn options_asterisk_is_forwarded_as_is_and_connect_is_refused() {
-    use tokio::io::AsyncWriteExt;
     let backend = target_echo_backend("b").await;
     // A member with a path prefix: `*` is not a path to put under it.
     let lb = serve_sites(&[("/", format!("http://{backend}/public"))]).await;
     let mut s = TcpStream::connect(lb).await.unwrap();
-    s.write_all(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut s).await;
+    let (head, body) = exchange(&mut s, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, "b OPTIONS *");
-    s.write_all(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, body) = read_response(&mut s).await;
+    let (head, body) = exchange(
+        &mut s,
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+    )
+    .await;
     assert!(head.starts_with("http/1.1 405"), "{head}");
     assert!(head.contains("\r\nallow: get, "), "{head}");
     assert_eq!(body, "CONNECT is not supported by this reverse proxy\n");
