@@ -77,12 +77,40 @@ async fn serve(balancer: Balancer) -> std::net::SocketAddr {
 /// lb-http's server on loopback with one site, `/`, over `balancer`.
 async fn serve_with(balancer: Balancer, config: SiteConfig) -> std::net::SocketAddr {
     let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer, config)]));
+    serve_service(router, Default::default()).await
+}
+
+/// lb-http's server on loopback with one site, `/`, over `balancer`, configured as `config`.
+async fn serve_configured(
+    balancer: Balancer,
+    config: lb_http::server::ServerConfig,
+) -> std::net::SocketAddr {
+    let router = SharedRouter::new(Router::new(vec![Site::new(
+        "/",
+        balancer,
+        SiteConfig::default(),
+    )]));
+    serve_service(router, config).await
+}
+
+/// lb-http's server on loopback, serving `svc` as `config` says, until the test ends.
+async fn serve_service<S, B>(svc: S, config: lb_http::server::ServerConfig) -> std::net::SocketAddr
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<lb_http::BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<lb_http::BoxError>,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(lb_http::server::serve(
         l,
-        router,
-        Default::default(),
+        svc,
+        config,
         std::future::pending(),
     ));
     addr
@@ -957,23 +985,11 @@ async fn a_client_that_half_closes_gets_its_response_unless_abort_on_close() {
             }
         });
         let backend = hyper_backend(svc).await;
-        let router = SharedRouter::new(Router::new(vec![Site::new(
-            "/",
-            one_member(&format!("http://{backend}")),
-            SiteConfig::default(),
-        )]));
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let config = lb_http::server::ServerConfig {
             abort_on_close: abort,
             ..Default::default()
         };
-        tokio::spawn(lb_http::server::serve(
-            l,
-            router,
-            config,
-            std::future::pending(),
-        ));
+        let addr = serve_configured(one_member(&format!("http://{backend}")), config).await;
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -1053,14 +1069,7 @@ async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
         }
         Ok::<_, Infallible>(resp)
     });
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(lb_http::server::serve(
-        l,
-        svc,
-        Default::default(),
-        std::future::pending(),
-    ));
+    let addr = serve_service(svc, Default::default()).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     for (path, line) in [
         ("/", "http/1.1 200 ok\r\n"),
@@ -1086,25 +1095,12 @@ async fn serve_slow_with_idle_1s(delay: Duration, abort_on_close: bool) -> std::
         )))
     });
     let backend = hyper_backend(svc).await;
-    let router = SharedRouter::new(Router::new(vec![Site::new(
-        "/",
-        one_member(&format!("http://{backend}")),
-        SiteConfig::default(),
-    )]));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let mut config = lb_http::server::ServerConfig {
         abort_on_close,
         ..Default::default()
     };
     config.guard.idle_timeout = Duration::from_secs(1);
-    tokio::spawn(lb_http::server::serve(
-        l,
-        router,
-        config,
-        std::future::pending(),
-    ));
-    addr
+    serve_configured(one_member(&format!("http://{backend}")), config).await
 }
 
 /// The idle timeout is for a connection with no request in flight: a request slower than
@@ -1183,15 +1179,7 @@ async fn serve_sites(sites: &[(&str, String)]) -> std::net::SocketAddr {
         .iter()
         .map(|(mount, url)| Site::new(mount, one_member(url), SiteConfig::default()))
         .collect();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(lb_http::server::serve(
-        l,
-        SharedRouter::new(Router::new(sites)),
-        Default::default(),
-        std::future::pending(),
-    ));
-    addr
+    serve_service(SharedRouter::new(Router::new(sites)), Default::default()).await
 }
 
 /// [`send_request`] for `GET target`, as written (no dot segment removed on the client
