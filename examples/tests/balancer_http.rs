@@ -5,7 +5,9 @@ mod balancer_support;
 
 use std::time::Duration;
 
-use balancer_support::{Backend, Proxy, client, eventually, get, manager_view, raw, run_to_exit};
+use balancer_support::{
+    Backend, Proxy, client, eventually, get, manager_view, member_view, raw, run_to_exit,
+};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
@@ -970,20 +972,12 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
     let (p, m) = Proxy::from_file_managed(&path);
     let c = client();
     let view = || manager_view(m);
-    let member = |v: &serde_json::Value, url: &str| {
-        v["balancers"][0]["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["url"] == url)
-            .cloned()
-    };
     for _ in 0..10 {
         assert_eq!(get(&c, &p.url("/"), None).await.0, 200);
     }
     // The manager disables b.
     let nonce = view().await["nonce"].as_str().unwrap().to_string();
-    let b_id = member(&view().await, &b.url()).unwrap()["id"].to_string();
+    let b_id = member_view(&view().await, &b.url()).unwrap()["id"].to_string();
     let req = hyper::Request::post(format!("http://{m}/api"))
         .header("content-type", "application/json")
         .body(balancer_support::full(format!(
@@ -991,7 +985,7 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
         )))
         .unwrap();
     assert_eq!(c.request(req).await.unwrap().status().as_u16(), 200);
-    let elected_a = member(&view().await, &a.url()).unwrap()["elected"]
+    let elected_a = member_view(&view().await, &a.url()).unwrap()["elected"]
         .as_u64()
         .unwrap();
     assert!(elected_a >= 5, "{elected_a}");
@@ -1006,10 +1000,16 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
     // The file gains c and changes a's loadfactor; b's line is unchanged.
     write(&[format!("{},loadfactor=3", a.url()), b.url(), c2.url()]);
     reload();
-    let reloaded = eventually(10, || async { member(&view().await, &c2.url()).is_some() }).await;
+    let reloaded = eventually(10, || async {
+        member_view(&view().await, &c2.url()).is_some()
+    })
+    .await;
     assert!(reloaded, "c never appeared after the reload");
     let v = view().await;
-    let (ma, mb) = (member(&v, &a.url()).unwrap(), member(&v, &b.url()).unwrap());
+    let (ma, mb) = (
+        member_view(&v, &a.url()).unwrap(),
+        member_view(&v, &b.url()).unwrap(),
+    );
     assert!(ma["elected"].as_u64().unwrap() >= elected_a, "{ma}");
     assert_eq!(ma["loadfactor"], 3, "{ma}");
     assert_eq!(
@@ -1026,7 +1026,10 @@ async fn reload_keeps_counters_and_manager_changes_and_applies_the_file() {
     // b leaves the file: it leaves the balancer.
     write(&[format!("{},loadfactor=3", a.url()), c2.url()]);
     reload();
-    let gone = eventually(10, || async { member(&view().await, &b.url()).is_none() }).await;
+    let gone = eventually(10, || async {
+        member_view(&view().await, &b.url()).is_none()
+    })
+    .await;
     assert!(gone, "b is still a member after leaving the file");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,9 @@ mod balancer_support;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use balancer_support::{Backend, Dir, Proxy, client, eventually, get, manager_view as view};
+use balancer_support::{
+    Backend, Dir, Proxy, client, eventually, get, manager_view as view, member_view as member,
+};
 use http_body_util::BodyExt;
 
 /// Writes a file with one balancer `app` on `/` with `members` and `extra` lines.
@@ -38,16 +40,6 @@ fn stderr_count(p: &Proxy, text: &str) -> usize {
         .iter()
         .filter(|l| l.contains(text))
         .count()
-}
-
-/// The member of balancer `app` configured with `url`.
-fn member(v: &serde_json::Value, url: &str) -> Option<serde_json::Value> {
-    v["balancers"][0]["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["url"] == url)
-        .cloned()
 }
 
 /// Posts a JSON action (the nonce is added) to the manager; returns the status.

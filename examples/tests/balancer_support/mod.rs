@@ -509,6 +509,17 @@ impl Drop for Dir {
 }
 
 /// The JSON view of the manager on `m` (`GET /api`), which must answer 200.
+/// The member configured with `url` in the first balancer of a manager view
+/// ([`manager_view`]).
+pub fn member_view(v: &serde_json::Value, url: &str) -> Option<serde_json::Value> {
+    v["balancers"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["url"] == url)
+        .cloned()
+}
+
 pub async fn manager_view(m: SocketAddr) -> serde_json::Value {
     let (status, _, body) = get(&client(), &format!("http://{m}/api"), None).await;
     assert_eq!(status, 200, "{body}");
