@@ -60,6 +60,11 @@ pub fn error_response(err: &BoxError) -> Response<ProxyBody> {
     } else {
         (StatusCode::BAD_GATEWAY, err.to_string())
     };
+    plain_text(status, &text)
+}
+
+/// A response of `status` whose body is `text` and a newline, as plain text.
+fn plain_text(status: StatusCode, text: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(full(format!("{text}\n")));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -262,15 +267,9 @@ where
         && let Err((status, why)) = check_http2_head(&req, max_headers)
     {
         tracing::debug!("request from {peer} refused: {why}");
-        let mut resp = Response::new(full(format!("{why}\n")));
-        *resp.status_mut() = status;
-        // The text quotes the client: plain text, not to be sniffed as anything else.
-        let h = resp.headers_mut();
-        h.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        h.insert(
+        let mut resp = plain_text(status, &why);
+        // The text quotes the client: not to be sniffed as anything but text.
+        resp.headers_mut().insert(
             http::header::X_CONTENT_TYPE_OPTIONS,
             http::HeaderValue::from_static("nosniff"),
         );
