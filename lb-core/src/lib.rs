@@ -46,7 +46,7 @@ pub mod scheduler;
 pub mod stats;
 
 pub use backend::{Address, AdminState, Backend, BackendId, Failure, Health, Member, Role};
-pub use balancer::{Attempts, Balancer, BalancerBuilder, PipelineConfig};
+pub use balancer::{Attempts, Balancer, BalancerBuilder, Edit, PipelineConfig};
 pub use context::PickContext;
 pub use error::{Error, Result};
 pub use event::{Event, EventKind, Subscription};

@@ -19,6 +19,7 @@
 //! change never disturbs connections in flight.
 
 mod config;
+mod edit;
 mod shared;
 mod snapshot;
 
@@ -29,6 +30,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 pub use config::PipelineConfig;
+pub use edit::Edit;
 pub(crate) use shared::Shared;
 use snapshot::Snapshot;
 
@@ -409,56 +411,25 @@ impl<S: Scheduler> Balancer<S> {
 
     /// Adds a backend; it takes new traffic at once.
     pub fn add(&self, backend: Backend) -> Result<BackendId> {
-        let mut w = self.lock();
-        check_new(&w.members, &backend)?;
-        let id = BackendId(w.next_id);
-        w.next_id += 1;
-        let address = backend.address().clone();
-        let state = Arc::new(BackendState::new(
-            id,
-            self.inner.shared.clone(),
-            w.initial_health,
-        ));
-        w.members.push(Arc::new(Member::new(backend, state)));
-        self.publish(&w);
-        self.inner.shared.emit(id, EventKind::Added(address));
+        let mut e = self.edit();
+        let id = e.add(backend)?;
+        e.commit();
         Ok(id)
     }
 
     /// Removes a backend. Its leases in flight finish and release normally.
     pub fn remove(&self, id: BackendId) -> Result<Backend> {
-        let mut w = self.lock();
-        let i = position(&w.members, id)?;
-        let m = w.members.remove(i);
-        self.publish(&w);
-        self.inner.shared.emit(id, EventKind::Removed);
-        Ok(m.backend().clone())
+        let mut e = self.edit();
+        let backend = e.remove(id)?;
+        e.commit();
+        Ok(backend)
     }
 
     /// Changes any part of a backend's configuration; the change applies to new picks.
     pub fn update(&self, id: BackendId, change: impl FnOnce(&mut Backend)) -> Result<()> {
-        let mut w = self.lock();
-        let i = position(&w.members, id)?;
-        let old = &w.members[i];
-        let mut b = old.backend().clone();
-        change(&mut b);
-        if b == *old.backend() {
-            return Ok(());
-        }
-        let others: Vec<Arc<Member>> = w.members.iter().filter(|m| m.id() != id).cloned().collect();
-        check_new(&others, &b)?;
-        let weight_changed = b.weight() != old.backend().weight();
-        let weight = b.weight();
-        w.members[i] = Arc::new(Member::new(b, old.state_arc().clone()));
-        self.publish(&w);
-        self.inner.shared.emit(
-            id,
-            if weight_changed {
-                EventKind::Weight(weight)
-            } else {
-                EventKind::Updated
-            },
-        );
+        let mut e = self.edit();
+        e.update(id, change)?;
+        e.commit();
         Ok(())
     }
 
@@ -469,7 +440,9 @@ impl<S: Scheduler> Balancer<S> {
 
     /// Changes a backend's admin state.
     pub fn set_admin(&self, id: BackendId, admin: AdminState) -> Result<()> {
-        self.state(id)?.set_admin(admin);
+        let mut e = self.edit();
+        e.set_admin(id, admin)?;
+        e.commit();
         Ok(())
     }
 
@@ -494,7 +467,9 @@ impl<S: Scheduler> Balancer<S> {
 
     /// Sets Apache's `I` flag: passive health never ejects the backend.
     pub fn set_ignore_errors(&self, id: BackendId, ignore: bool) -> Result<()> {
-        self.state(id)?.set_ignore_errors(ignore);
+        let mut e = self.edit();
+        e.set_ignore_errors(id, ignore)?;
+        e.commit();
         Ok(())
     }
 
@@ -518,19 +493,16 @@ impl<S: Scheduler> Balancer<S> {
 
     /// Replaces the scheduler; new picks use it at once.
     pub fn set_scheduler(&self, scheduler: S) {
-        let mut w = self.lock();
-        w.scheduler = Arc::new(scheduler);
-        self.publish(&w);
+        let mut e = self.edit();
+        e.set_scheduler(scheduler);
+        e.commit();
     }
 
     /// Changes the pipeline settings.
     pub fn update_config(&self, change: impl FnOnce(&mut PipelineConfig)) -> Result<()> {
-        let mut w = self.lock();
-        let mut c = w.config.clone();
-        change(&mut c);
-        validate_config(&c)?;
-        w.config = c;
-        self.publish(&w);
+        let mut e = self.edit();
+        e.update_config(change)?;
+        e.commit();
         Ok(())
     }
 

@@ -419,3 +419,126 @@ fn attached_values_are_shared_by_every_clone_and_made_once() {
         &fresh.attached(|| std::sync::Mutex::new(0u32))
     ));
 }
+
+#[test]
+fn an_edit_dropped_after_a_refused_step_changes_nothing() {
+    let lb = lb(vec![Backend::new(addr(1)), Backend::new(addr(2))]);
+    let (one, two) = (lb.members()[0].id(), lb.members()[1].id());
+    let mut sub = lb.subscribe();
+    while sub.try_recv().is_some() {}
+
+    let mut e = lb.edit();
+    e.remove(one).unwrap();
+    e.set_admin(two, AdminState::Maintenance).unwrap();
+    e.set_ignore_errors(two, true).unwrap();
+    e.set_weight(two, 5).unwrap();
+    e.update_config(|c| c.max_attempts = 9).unwrap();
+    let added = e.add(Backend::new(addr(3))).unwrap();
+    // The edit sees its own changes...
+    assert_eq!(e.members().len(), 2);
+    assert!(e.get(one).is_none());
+    assert_eq!(e.get(two).unwrap().backend().weight(), 5);
+    assert_eq!(e.find(&Address::Socket(addr(3))).unwrap().id(), added);
+    assert_eq!(e.config().max_attempts, 9);
+    // ... and nobody else does.
+    assert_eq!(lb.members().len(), 2);
+    assert_eq!(
+        lb.config().max_attempts,
+        PipelineConfig::default().max_attempts
+    );
+    // An address already a member's (in the edit) is refused; the caller drops the edit.
+    assert!(matches!(
+        e.add(Backend::new(addr(3))),
+        Err(Error::DuplicateAddress(_))
+    ));
+    drop(e);
+
+    let members = lb.members();
+    assert_eq!(
+        members.iter().map(|m| m.id()).collect::<Vec<_>>(),
+        vec![one, two]
+    );
+    assert_eq!(members[1].backend().weight(), 1);
+    assert_eq!(members[1].state().admin(), AdminState::Ready);
+    assert!(!members[1].state().ignores_errors());
+    assert_eq!(
+        lb.config().max_attempts,
+        PipelineConfig::default().max_attempts
+    );
+    assert!(sub.try_recv().is_none(), "a dropped edit sends no event");
+    // The next member added gets the id the dropped edit had used: nothing of it is left.
+    assert_eq!(lb.add(Backend::new(addr(3))).unwrap(), added);
+}
+
+#[test]
+fn a_committed_edit_lands_whole_with_its_events_in_order() {
+    let lb = lb(vec![Backend::new(addr(1)), Backend::new(addr(2))]);
+    let (one, two) = (lb.members()[0].id(), lb.members()[1].id());
+    let mut sub = lb.subscribe();
+    while sub.try_recv().is_some() {}
+
+    let mut e = lb.edit();
+    let three = e.add(Backend::new(addr(3))).unwrap();
+    e.set_admin(three, AdminState::Drain).unwrap();
+    e.remove(one).unwrap();
+    e.update(two, |b| b.set_route(Some("b".into()))).unwrap();
+    e.set_weight(two, 4).unwrap();
+    e.commit();
+
+    let members = lb.members();
+    assert_eq!(
+        members.iter().map(|m| m.id()).collect::<Vec<_>>(),
+        vec![two, three]
+    );
+    assert_eq!(members[0].backend().route(), Some("b"));
+    assert_eq!(members[0].backend().weight(), 4);
+    assert_eq!(members[1].state().admin(), AdminState::Drain);
+    let events: Vec<_> = std::iter::from_fn(|| sub.try_recv())
+        .map(|e| (e.backend, e.kind))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (three, EventKind::Added(Address::Socket(addr(3)))),
+            (three, EventKind::Admin(AdminState::Drain)),
+            (one, EventKind::Removed),
+            (two, EventKind::Updated),
+            (two, EventKind::Weight(4)),
+        ]
+    );
+    // Picks see the result: the drained new member takes no new traffic.
+    assert!((0..4).all(|_| lb.pick(&PickContext::new()).unwrap().id() == two));
+}
+
+#[test]
+fn other_changes_wait_for_an_open_edit() {
+    let lb = lb(vec![Backend::new(addr(1))]);
+    let one = lb.members()[0].id();
+    let mut e = lb.edit();
+    e.set_weight(one, 2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let other = lb.clone();
+    let writer = std::thread::spawn(move || {
+        tx.send("started").unwrap();
+        // Reads the member as the edit left it: weight 2, not 1.
+        other
+            .update(one, |b| b.set_weight(b.weight() * 10))
+            .unwrap();
+        other.set_admin(one, AdminState::Maintenance).unwrap();
+        tx.send("done").unwrap();
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("started"));
+    // Picks go on while the edit is open.
+    assert_eq!(lb.pick(&PickContext::new()).unwrap().id(), one);
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "a change landed while an edit was open"
+    );
+    assert_eq!(lb.members()[0].backend().weight(), 1);
+    assert_eq!(lb.members()[0].state().admin(), AdminState::Ready);
+    e.commit();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("done"));
+    writer.join().unwrap();
+    assert_eq!(lb.members()[0].backend().weight(), 20);
+    assert_eq!(lb.members()[0].state().admin(), AdminState::Maintenance);
+}
