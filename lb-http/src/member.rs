@@ -109,9 +109,21 @@ impl StatusFlags {
         balancer: &lb_core::Balancer<S>,
         id: BackendId,
     ) -> lb_core::Result<()> {
-        balancer.set_admin(id, self.admin_state())?;
-        balancer.set_ignore_errors(id, self.ignore_errors)?;
-        balancer.update(id, |be| self.mark(be))
+        let mut edit = balancer.edit();
+        self.set_in(&mut edit, id)?;
+        edit.commit();
+        Ok(())
+    }
+
+    /// As [`set_on`](Self::set_on), as part of an [`Edit`](lb_core::Edit).
+    pub fn set_in<S: lb_core::scheduler::Scheduler>(
+        &self,
+        edit: &mut lb_core::Edit<'_, S>,
+        id: BackendId,
+    ) -> lb_core::Result<()> {
+        edit.update(id, |be| self.mark(be))?;
+        edit.set_admin(id, self.admin_state())?;
+        edit.set_ignore_errors(id, self.ignore_errors)
     }
 
     /// What of these flags lives on the backend itself: the stopped mark and the

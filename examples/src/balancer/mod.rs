@@ -96,28 +96,21 @@ impl Plan {
 /// Builds the plan of a configuration; with the `running` plan, balancers of the same name
 /// are kept with the file's changes applied ([`reload`]).
 pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan, String> {
-    if let Some(running) = running {
-        // Every balancer is built once on the side first, and every change to a running
-        // balancer tried on a scratch copy of it (with what the manager changed), so that a
-        // bad file is refused before any running balancer changes.
-        for c in &config.balancers {
-            build_balancer(c)?;
-            if let Some((b, old)) = reload::running(running, &c.name) {
-                reload::check(b, old, c)?;
-            }
-        }
-    }
+    // The changes to running balancers are made in edits, held until every balancer of the
+    // file is known to build: a bad file changes no running balancer, and a manager action
+    // cannot land between a balancer's check and its change (it waits for the commit).
+    let mut edits = Vec::new();
     let mut sites = Vec::new();
     for c in &config.balancers {
-        // Accepted (0 is lb's quiescent member), but likely a mistake: say what it does.
-        if !c.members.is_empty() && c.members.iter().all(|m| m.loadfactor == 0) {
-            eprintln!(
-                "lb-balancer: warning: balancer {}: every member has loadfactor 0, which takes \
-                 sticky sessions only; requests without a route get 503",
-                c.name
-            );
-        }
-        let balancer = reload::balancer_for(running.and_then(|p| reload::running(p, &c.name)), c)?;
+        let balancer = match running.and_then(|p| reload::running(p, &c.name)) {
+            Some((b, old)) => {
+                // The file's balancer must build on its own too (it would at a restart).
+                build_balancer(c)?;
+                edits.push(reload::edit(b, old, c)?);
+                b.clone()
+            }
+            None => build_balancer(c)?,
+        };
         let mut proxy = ProxyConfig {
             preserve_host: c.preservehost,
             connect_timeout: c.connect_timeout,
@@ -146,6 +139,19 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
             }),
         };
         sites.push((c.path.clone(), balancer, site));
+    }
+    for e in edits {
+        e.commit();
+    }
+    for c in &config.balancers {
+        // Accepted (0 is lb's quiescent member), but likely a mistake: say what it does.
+        if !c.members.is_empty() && c.members.iter().all(|m| m.loadfactor == 0) {
+            eprintln!(
+                "lb-balancer: warning: balancer {}: every member has loadfactor 0, which takes \
+                 sticky sessions only; requests without a route get 503",
+                c.name
+            );
+        }
     }
     Ok(Plan {
         sites,

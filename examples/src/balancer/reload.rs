@@ -10,54 +10,45 @@
 //! stays until a file names it; a member the old file named and the new one does not leaves
 //! (its requests in flight finish). A balancer that is new in the file is built fresh; one
 //! that is gone leaves with its routes.
+//!
+//! The changes to every running balancer are made in lb-core edits and committed together
+//! once the whole file is known good: a refused reload changes nothing, and a manager action
+//! waits for the commit rather than landing in the middle of the reload.
 
-use lb_core::{BackendId, Balancer};
+use lb_core::{BackendId, Balancer, Edit};
 use lb_http::member::{LABEL_URL, MemberSpec, StatusFlags};
 
+use super::Plan;
 use super::config::{BalancerConf, resolve_lbmethod};
-use super::{Plan, build_balancer};
 
-/// The member of `b` configured with `url`.
-fn member_by_url(b: &Balancer, url: &str) -> Option<BackendId> {
-    b.members()
+/// The member of `e` configured with `url`.
+fn member_by_url(e: &Edit<'_, lb_core::scheduler::AnyScheduler>, url: &str) -> Option<BackendId> {
+    e.members()
         .iter()
         .find(|m| m.backend().labels().get(LABEL_URL).map(String::as_str) == Some(url))
         .map(|m| m.id())
 }
 
-/// The balancer for `new`: the running one of `old` with the file's changes applied when
-/// there is one (`old_conf` is what it was built from), else a fresh one. Call [`check`]
-/// first: a change that fails here may have left the running balancer half-changed.
-pub(crate) fn balancer_for(
-    old: Option<(&Balancer, &BalancerConf)>,
+/// The changes that turn the running balancer `b` (built from `old_conf`, then changed
+/// from the manager) into what `new` says, in an edit of `b`: nothing changes until the
+/// caller commits it, and the manager's changes wait until then. Members the manager added
+/// count: a file line may not take their address.
+pub(crate) fn edit<'a>(
+    b: &'a Balancer,
+    old_conf: &BalancerConf,
     new: &BalancerConf,
-) -> Result<Balancer, String> {
-    let Some((b, old_conf)) = old else {
-        return build_balancer(new);
-    };
-    apply(b, old_conf, new)?;
-    Ok(b.clone())
+) -> Result<Edit<'a, lb_core::scheduler::AnyScheduler>, String> {
+    let mut e = b.edit();
+    apply(&mut e, old_conf, new)?;
+    Ok(e)
 }
 
-/// Whether `new` can be applied to the running balancer `b` (built from `old_conf`, then
-/// changed from the manager): the same steps as [`balancer_for`], on a scratch balancer
-/// holding copies of `b`'s members, so that an error leaves `b` as it is. Members the
-/// manager added count: a file line may not take their address.
-pub(crate) fn check(
-    b: &Balancer,
+/// Applies the difference between `old_conf` and `new` to `e`.
+fn apply(
+    e: &mut Edit<'_, lb_core::scheduler::AnyScheduler>,
     old_conf: &BalancerConf,
     new: &BalancerConf,
 ) -> Result<(), String> {
-    let scratch = Balancer::builder()
-        .backends(b.members().iter().map(|m| m.backend().clone()))
-        .config(b.config())
-        .build()
-        .map_err(|e| format!("balancer {}: {e}", new.name))?;
-    apply(&scratch, old_conf, new)
-}
-
-/// Applies the difference between `old_conf` and `new` to `b`.
-fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<(), String> {
     let scheduler = if new.lbmethod == old_conf.lbmethod {
         None
     } else {
@@ -72,24 +63,25 @@ fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<()
     }
     let ctx = |e: lb_core::Error| format!("balancer {}: {e}", new.name);
     // A member's address may already be another member's, one the manager added.
-    let member_ctx = |spec: &MemberSpec, address: &lb_core::Address, e: lb_core::Error| {
-        let holder = b
-            .find(address)
-            .and_then(|m| m.backend().labels().get(LABEL_URL).cloned())
-            .filter(|url| *url != spec.url);
-        match holder {
-            Some(url) => format!(
-                "balancer {}: member {}: {e} (member {url} has it)",
-                new.name, spec.url
-            ),
-            None => format!("balancer {}: member {}: {e}", new.name, spec.url),
-        }
-    };
+    let member_ctx =
+        |e: &Edit<'_, _>, spec: &MemberSpec, address: &lb_core::Address, err: lb_core::Error| {
+            let holder = e
+                .find(address)
+                .and_then(|m| m.backend().labels().get(LABEL_URL).cloned())
+                .filter(|url| *url != spec.url);
+            match holder {
+                Some(url) => format!(
+                    "balancer {}: member {}: {err} (member {url} has it)",
+                    new.name, spec.url
+                ),
+                None => format!("balancer {}: member {}: {err}", new.name, spec.url),
+            }
+        };
 
     if let Some(s) = scheduler {
-        b.set_scheduler(s);
+        e.set_scheduler(s);
     }
-    b.update_config(|p| {
+    e.update_config(|p| {
         p.max_attempts = new.maxattempts;
         p.stubborn = new.nofailover;
         p.force_recovery = new.forcerecovery;
@@ -102,14 +94,14 @@ fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<()
         .iter()
         .filter(|o| !new.members.iter().any(|n| n.url == o.url))
     {
-        if let Some(id) = member_by_url(b, &gone.url) {
-            b.remove(id).map_err(ctx)?;
+        if let Some(id) = member_by_url(e, &gone.url) {
+            e.remove(id).map_err(ctx)?;
         }
     }
     for (spec, backend) in wanted {
         let before: Option<&MemberSpec> = old_conf.members.iter().find(|o| o.url == spec.url);
         let address = backend.address().clone();
-        match (member_by_url(b, &spec.url), before) {
+        match (member_by_url(e, &spec.url), before) {
             // The same line as before: whatever the manager did to it stays.
             (Some(_), Some(before)) if before == spec => {}
             // A changed line, or a member the manager added that the file now names. The
@@ -121,16 +113,20 @@ fn apply(b: &Balancer, old_conf: &BalancerConf, new: &BalancerConf) -> Result<()
                 let flags = if before.is_none_or(|o| o.status != spec.status) {
                     spec.status
                 } else {
-                    b.get(id).map_or(spec.status, |m| StatusFlags::of(&m))
+                    e.get(id).map_or(spec.status, |m| StatusFlags::of(m))
                 };
-                b.update(id, |be| *be = backend)
-                    .map_err(|e| member_ctx(spec, &address, e))?;
-                flags.set_on(b, id).map_err(ctx)?;
+                if let Err(err) = e.update(id, |be| *be = backend) {
+                    return Err(member_ctx(e, spec, &address, err));
+                }
+                flags.set_in(e, id).map_err(ctx)?;
             }
             // New in the file (or removed from the manager since): added.
             (None, _) => {
-                let id = b.add(backend).map_err(|e| member_ctx(spec, &address, e))?;
-                spec.status.set_on(b, id).map_err(ctx)?;
+                let id = match e.add(backend) {
+                    Ok(id) => id,
+                    Err(err) => return Err(member_ctx(e, spec, &address, err)),
+                };
+                spec.status.set_in(e, id).map_err(ctx)?;
             }
         }
     }

@@ -250,47 +250,41 @@ impl Manager {
             }
             None => None,
         };
+        // Every step in one lb-core edit: other changes (a reload, another action) wait for
+        // it, and a refused step (an address already a member's, a member a reload removed
+        // meanwhile) leaves the balancer as it was.
+        let mut edit = b.edit();
         let change = match a.member.as_deref().filter(|m| !m.is_empty()) {
             Some(member) => {
-                let m = b
+                let m = edit
                     .members()
-                    .into_iter()
+                    .iter()
                     .find(|m| {
                         member.parse::<u32>().ok() == Some(m.id().0)
                             || m.backend().labels().get(LABEL_URL).map(String::as_str)
                                 == Some(member)
                     })
                     .ok_or_else(|| AdminError::NoMember(member.to_string()))?;
-                Some((member, m.id(), Change::check(a, &m)?))
+                Some((member, m.id(), Change::check(a, m)?))
             }
             None => None,
         };
-        // The add first: it is the part lb-core may refuse (an address already a member's).
-        // Should the change then fail (its member removed by a reload meanwhile), the added
-        // member goes again, so that a refused action leaves the members as they were. (It
-        // was a member in between, and may have had a request; its flags, `+D` say, apply
-        // just after it is added.)
         let added = match add {
             Some((spec, backend)) => {
-                let id = b.add(backend)?;
-                if let Err(e) = apply_flags(b, id, &spec.status) {
-                    let _ = b.remove(id);
-                    return Err(e);
-                }
-                Some((spec.url, id))
+                let id = edit.add(backend)?;
+                spec.status.set_in(&mut edit, id)?;
+                Some(spec.url)
             }
             None => None,
         };
-        if let Some((member, id, change)) = change {
-            if let Err(e) = change.apply(b, id) {
-                if let Some((_, added)) = &added {
-                    let _ = b.remove(*added);
-                }
-                return Err(e);
-            }
+        if let Some((_, id, change)) = &change {
+            change.apply(&mut edit, *id)?;
+        }
+        edit.commit();
+        if let Some((member, _, _)) = change {
             tracing::info!("manager: changed member {member} of {}", a.balancer);
         }
-        if let Some((url, _)) = added {
+        if let Some(url) = added {
             tracing::info!("manager: added member {url} to {}", a.balancer);
         }
         Ok(())
@@ -715,44 +709,33 @@ impl Change {
         })
     }
 
-    /// Applies the changes: the member's settings in one update (lb-core refuses it whole or
-    /// takes it whole), then its admin state.
-    fn apply(self, b: &Balancer, id: BackendId) -> Result<(), AdminError> {
-        let Change {
-            weight,
-            lbset,
-            route,
-            flags,
-        } = self;
-        b.update(id, |be| {
-            if let Some(w) = weight {
+    /// Applies the changes to member `id`: its settings in one update, then its admin
+    /// state.
+    fn apply<S: lb_core::scheduler::Scheduler>(
+        &self,
+        edit: &mut lb_core::Edit<'_, S>,
+        id: BackendId,
+    ) -> Result<(), AdminError> {
+        edit.update(id, |be| {
+            if let Some(w) = self.weight {
                 be.set_weight(w);
             }
-            if let Some(ls) = lbset {
+            if let Some(ls) = self.lbset {
                 be.set_lbset(ls);
             }
-            if let Some(r) = route {
-                be.set_route(r);
+            if let Some(r) = &self.route {
+                be.set_route(r.clone());
             }
-            if let Some(f) = &flags {
+            if let Some(f) = &self.flags {
                 f.mark(be);
             }
         })?;
-        if let Some(f) = flags {
-            b.set_admin(id, f.admin_state())?;
-            b.set_ignore_errors(id, f.ignore_errors)?;
+        if let Some(f) = &self.flags {
+            edit.set_admin(id, f.admin_state())?;
+            edit.set_ignore_errors(id, f.ignore_errors)?;
         }
         Ok(())
     }
-}
-
-fn apply_flags(
-    b: &Balancer,
-    id: BackendId,
-    f: &crate::member::StatusFlags,
-) -> Result<(), AdminError> {
-    f.set_on(b, id)?;
-    Ok(())
 }
 
 /// Whether the scheduler may give `m` new requests: not disabled, stopped or draining, not
