@@ -135,7 +135,8 @@ pub(crate) fn page(
     }
     h.push_str(
         "<p>Status: Ok ready, Dis disabled (D), Drn draining (N), Stby hot standby (H), Ign ignoring errors (I), \
-         Stop stopped (S), Err in error (retry pending), HcFl health check failed.</p>\n\
+         Stop stopped (S), Err in error (retry pending), HcFl health check failed, \
+         Lf0 loadfactor 0 (sticky sessions only).</p>\n\
          <p><a href=\"api\">JSON</a> | <a href=\"metrics\">metrics</a></p></body></html>\n",
     );
     h

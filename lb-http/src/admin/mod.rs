@@ -98,7 +98,8 @@ pub struct MemberView {
     pub loadfactor: u32,
     /// lbset.
     pub lbset: u32,
-    /// Status flags, Apache style (`Ok`, `Dis`, `Drn`, `Stby`, `Ign`, `Stop`, `Err`, `Down`).
+    /// Status flags, Apache style (`Ok`, `Dis`, `Drn`, `Stby`, `Ign`, `Stop`, `Err`, `HcFl`,
+    /// and `Lf0` for loadfactor 0: sticky sessions only).
     pub status: String,
     /// Individual flags.
     pub flags: Flags,
@@ -738,14 +739,17 @@ impl Change {
     }
 }
 
-/// Whether the scheduler may give `m` new requests: not disabled, stopped or draining, not
-/// in error, passing its health checks (lb-core's
+/// Whether the scheduler may give `m` new requests: not disabled, stopped or draining, a
+/// loadfactor above 0, not in error, passing its health checks (lb-core's
 /// [`BackendStats::is_usable`](lb_core::stats::BackendStats::is_usable)). Ignoring errors
 /// changes nothing here; a hot standby counts, as it is usable as a standby (it takes
 /// requests when the other members of its set are not usable).
 fn usable(m: &MemberView) -> bool {
     let f = &m.flags;
-    !(f.disabled || f.stopped || f.drain) && m.error_for.is_none() && m.health.starts_with("up")
+    !(f.disabled || f.stopped || f.drain)
+        && m.loadfactor > 0
+        && m.error_for.is_none()
+        && m.health.starts_with("up")
 }
 
 fn member_view(m: &lb_core::Member) -> MemberView {
@@ -774,6 +778,10 @@ fn member_view(m: &lb_core::Member) -> MemberView {
     }
     if s.health() == Health::Down {
         status.push("HcFl");
+    }
+    // Weight 0 takes sticky sessions only, as draining does (HAProxy shows it as DRAIN).
+    if b.weight() == 0 {
+        status.push("Lf0");
     }
     let status = if status.is_empty() || status == ["Stby"] || status == ["Ign"] {
         let mut v = vec!["Ok"];
@@ -989,6 +997,7 @@ mod tests {
             ("http://127.0.0.1:16,status=+S", 0),
             ("http://127.0.0.1:17", 0),
             ("http://127.0.0.1:18", 0),
+            ("http://127.0.0.1:19,loadfactor=0", 0),
         ];
         let specs = members.map(|(url, _)| url.parse::<MemberSpec>().unwrap());
         let b = Balancer::builder()
@@ -1007,6 +1016,13 @@ mod tests {
         let m = Manager::new(
             Arc::new(move || vec![("web".to_string(), b2.clone())]),
             ManagerConfig::default(),
+        );
+        let view = &m.view()[0].members;
+        assert_eq!(view[0].status, "Ok");
+        assert_eq!(view[2].status, "Ok Stby");
+        assert_eq!(
+            view[8].status, "Lf0",
+            "loadfactor 0 takes sticky sessions only"
         );
         let metrics = m.metrics();
         for (url, usable) in members {
