@@ -21,7 +21,8 @@ use crate::scheduler::Scheduler;
 /// Members' configuration, the scheduler and the pipeline settings change in one step at
 /// the commit. Admin states and "ignore errors" live with each member's counters; they are
 /// set just after, still under the lock, followed by the events of every change in the
-/// order the edit made them.
+/// order the edit made them. Until then, a member's state read through the edit is as it
+/// was before the edit.
 ///
 /// ```
 /// use lb_core::{AdminState, Backend, Balancer};
