@@ -6,36 +6,66 @@
 //! A segment is a dot segment also when its dots are percent-encoded (`%2e`, `%2E`): a
 //! backend that decodes them before resolving the path would otherwise see `..` where the
 //! proxy did not. A path that climbs above the root (`/..`, `/a/../..`) is refused, as
-//! Apache refuses it with 400, rather than clamped to `/`. Other segments, the query and
-//! targets that are not a path (`*`, an authority) are left as they are.
+//! Apache refuses it with 400, rather than clamped to `/`. So is a dot segment that only a
+//! backend would see: behind an encoded slash or a backslash (`/a/..%2fx`, `/a\..\x`: a
+//! backend that decodes `%2f`, or takes `\` for a separator, climbs out) or before path
+//! parameters (`/a/..;/x`, which Tomcat reads as `..`). Apache refuses every encoded slash
+//! by default (`AllowEncodedSlashes Off`); refusing only these keeps paths such as
+//! `/api/projects/group%2Fname` working. Other segments, the query and targets that are
+//! not a path (`*`, an authority) are left as they are.
 
 use std::borrow::Cow;
 
-/// The request path climbs above the root (`/../x`).
+/// Why a request path is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AboveRoot;
+pub(crate) enum BadPath {
+    /// It climbs above the root (`/../x`).
+    AboveRoot,
+    /// A dot segment hides behind an encoded slash, a backslash or a `;` (`/a/..%2fx`).
+    HiddenDotSegment,
+}
 
-/// `path` without its dot segments, borrowed when it has none; [`AboveRoot`] when a `..`
-/// has no segment left to remove.
-pub(crate) fn remove_dot_segments(path: &str) -> Result<Cow<'_, str>, AboveRoot> {
-    if !path.starts_with('/') || !has_dot_segment(path) {
+impl BadPath {
+    /// What the client is told, with a 400.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            BadPath::AboveRoot => "the path climbs above the root\n",
+            BadPath::HiddenDotSegment => {
+                "the path has a dot segment behind an encoded slash, a backslash or a ';'\n"
+            }
+        }
+    }
+}
+
+/// `path` without its dot segments, borrowed when it has none; [`BadPath`] when a `..`
+/// has no segment left to remove, or a dot segment hides in a segment.
+pub(crate) fn remove_dot_segments(path: &str) -> Result<Cow<'_, str>, BadPath> {
+    if !path.starts_with('/') || !(has_dot_segment(path) || may_hide_dots(path)) {
         return Ok(Cow::Borrowed(path));
     }
     let mut out: Vec<&str> = Vec::new();
     // A path ending in a dot segment names a directory: it keeps its final slash.
     let mut directory = false;
+    let mut changed = false;
     for segment in path[1..].split('/') {
         directory = true;
         match dots(segment) {
-            Some(1) => {}
+            Some(1) => changed = true,
             Some(2) => {
-                out.pop().ok_or(AboveRoot)?;
+                out.pop().ok_or(BadPath::AboveRoot)?;
+                changed = true;
             }
             _ => {
+                if hides_dots(segment) {
+                    return Err(BadPath::HiddenDotSegment);
+                }
                 out.push(segment);
                 directory = false;
             }
         }
+    }
+    if !changed {
+        return Ok(Cow::Borrowed(path));
     }
     let mut s = String::with_capacity(path.len());
     for segment in &out {
@@ -57,6 +87,47 @@ fn has_dot_segment(path: &str) -> bool {
             .any(|w| w[0] == b'/' && w[1] == b'%' && w[2] == b'2' && (w[3] | 0x20) == b'e')
 }
 
+/// Whether `path` has a separator only a backend may see (`%2f`, `%5c`, `\`): the quick
+/// test before [`hides_dots`].
+fn may_hide_dots(path: &str) -> bool {
+    path.bytes().any(|c| c == b'\\' || c == b'%')
+        && (path.contains('\\') || path.contains("%2") || path.contains("%5"))
+}
+
+/// Whether a segment that is not itself a dot segment holds one that a backend could see:
+/// a piece between encoded slashes or backslashes, or the segment before its `;`
+/// parameters, that is `.` or `..`.
+fn hides_dots(segment: &str) -> bool {
+    let bare = |piece: &str| piece.split(';').next().is_some_and(|p| dots(p).is_some());
+    if segment.contains(';') && bare(segment) {
+        return true;
+    }
+    let b = segment.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let sep = match b[i] {
+            b'\\' => 1,
+            b'%' if b.len() - i >= 3
+                && matches!((b[i + 1], b[i + 2] | 0x20), (b'2', b'f') | (b'5', b'c')) =>
+            {
+                3
+            }
+            _ => 0,
+        };
+        if sep > 0 {
+            if bare(&segment[start..i]) {
+                return true;
+            }
+            start = i + sep;
+            i += sep;
+        } else {
+            i += 1;
+        }
+    }
+    start > 0 && bare(&segment[start..])
+}
+
 /// The number of dots when `segment` is `.` or `..` (each dot possibly `%2e`).
 fn dots(segment: &str) -> Option<usize> {
     let mut rest = segment.as_bytes();
@@ -76,7 +147,7 @@ fn dots(segment: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn norm(p: &str) -> Result<String, AboveRoot> {
+    fn norm(p: &str) -> Result<String, BadPath> {
         remove_dot_segments(p).map(|c| c.into_owned())
     }
 
@@ -109,7 +180,14 @@ mod tests {
             "/a/...",
             "/a/..b",
             "/a/%2e%2ex",
-            "/a/%2f..",
+            "/api/projects/group%2Fname",
+            "/a/b%2f...",
+            "/a/x..%2fy",
+            "/a\\b/c",
+            "/a/page;jsessionid=1.r1",
+            "/a/%2f",
+            "/a/%25",
+            "/a/%",
         ] {
             assert_eq!(norm(p).unwrap(), p);
         }
@@ -119,7 +197,27 @@ mod tests {
     #[test]
     fn climbing_above_the_root_is_refused() {
         for p in ["/..", "/../secret", "/a/../..", "/a/../../etc", "/%2e%2e/x"] {
-            assert_eq!(norm(p), Err(AboveRoot), "{p}");
+            assert_eq!(norm(p), Err(BadPath::AboveRoot), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_only_a_backend_would_see_are_refused() {
+        for p in [
+            "/app/..%2fsecret",
+            "/app/%2e%2e%2fsecret",
+            "/app/%2E%2E%2Fsecret",
+            "/app/x%2f..",
+            "/app/x%2F.%2Fy",
+            "/app/..%5csecret",
+            "/app/y\\..\\..\\x",
+            "/app/..\\x",
+            "/app/..;/x",
+            "/app/.;x=1/y",
+            "/app/%2e%2e;/x",
+            "/a/./..%2fx",
+        ] {
+            assert_eq!(norm(p), Err(BadPath::HiddenDotSegment), "{p}");
         }
     }
 }

@@ -21,7 +21,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use crate::BoxError;
 use crate::balance::{BalanceConfig, BalanceLayer};
 use crate::body::{ProxyBody, boxed, full};
-use crate::path::{AboveRoot, remove_dot_segments};
+use crate::path::{BadPath, remove_dot_segments};
 use crate::proxy::{Proxy, ProxyConfig};
 use crate::retry::{RetryConfig, RetryLayer};
 use crate::sticky::{StickyConfig, StickyLayer};
@@ -182,12 +182,8 @@ where
         }
         // Routed, and forwarded, without its dot segments: `/x/../admin` is `/admin`, and
         // `/../secret` does not climb out of a member's prefix.
-        if normalize_path(&mut req).is_err() {
-            return answer(
-                req,
-                StatusCode::BAD_REQUEST,
-                "the path climbs above the root\n",
-            );
+        if let Err(bad) = normalize_path(&mut req) {
+            return answer(req, StatusCode::BAD_REQUEST, bad.message());
         }
         match router.sites.iter().find(|s| s.matches(req.uri().path())) {
             Some(site) => site.call(req),
@@ -202,7 +198,7 @@ where
 
 /// Removes the dot segments of `req`'s path (see [`crate::path`]), keeping its query and,
 /// in absolute form, its scheme and authority.
-fn normalize_path<B>(req: &mut Request<B>) -> Result<(), AboveRoot> {
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), BadPath> {
     let uri = req.uri();
     let std::borrow::Cow::Owned(path) = remove_dot_segments(uri.path())? else {
         return Ok(());

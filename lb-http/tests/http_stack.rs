@@ -1227,6 +1227,8 @@ async fn dot_segments_neither_escape_a_member_prefix_nor_pick_another_balancer()
         ("/admin/..", "public GET /public/"),
         ("/a/%2e%2E/b/.", "public GET /public/b/"),
         ("/plain", "public GET /public/plain"),
+        // An encoded slash alone is the application's business.
+        ("/g/group%2Fname", "public GET /public/g/group%2Fname"),
     ] {
         assert_eq!(
             get_as_is(lb, target).await,
@@ -1237,6 +1239,24 @@ async fn dot_segments_neither_escape_a_member_prefix_nor_pick_another_balancer()
     for target in ["/../secret", "/admin/../../etc", "/%2e%2e/x"] {
         let (status, body) = get_as_is(lb, target).await;
         assert_eq!(status, 400, "{target}: {body}");
+    }
+    // Dot segments only a backend would see: one that decodes `%2f`, takes `\` for a
+    // separator, or reads `..;` as `..` (Tomcat) would climb out of `/internal`.
+    for target in [
+        "/admin/..%2fpublic/x",
+        "/admin/%2e%2e%2Fpublic/x",
+        "/admin/y\\..\\..\\x",
+        "/admin/..;/public/x",
+    ] {
+        let (status, body) = get_as_is(lb, target).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                400,
+                "the path has a dot segment behind an encoded slash, a backslash or a ';'\n"
+            ),
+            "{target}"
+        );
     }
 }
 

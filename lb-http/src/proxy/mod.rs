@@ -509,7 +509,7 @@ impl Proxy {
         // With neither a prefix nor a mount point nor dot segments (the usual case) the
         // client's path goes as it is.
         let path = crate::path::remove_dot_segments(req.uri().path())
-            .map_err(|_| ProxyError::Request("the path climbs above the root".to_string()))?;
+            .map_err(|bad| ProxyError::Request(bad.message().trim_end().to_string()))?;
         // `OPTIONS *` (asterisk form) is about the server, not a path: it goes as it is.
         let asterisk = req.uri().path_and_query().is_some_and(|pq| pq == "*");
         let as_sent = asterisk
