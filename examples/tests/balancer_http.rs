@@ -194,6 +194,44 @@ async fn failover_when_the_routed_member_dies_and_503_with_nofailover() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxattempts_counts_failovers_as_apache_does() {
+    let a = Backend::start("a").await;
+    // Nothing listens here: every connection is refused.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The dead member is in the first set, so every request tries it first.
+    let dead = format!("http://{gone},lbset=0");
+    let live = member(&a, "lbset=1");
+    let c = client();
+    for (maxattempts, first) in [(Some("1"), 200), (None, 200), (Some("0"), 502)] {
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--member",
+            &dead,
+            "--member",
+            &live,
+        ];
+        if let Some(n) = maxattempts {
+            args.extend(["--maxattempts", n]);
+        }
+        let p = Proxy::start(&args);
+        let (s, _, body) = get(&c, &p.url("/"), None).await;
+        assert_eq!(s, first, "maxattempts {maxattempts:?}: {body}");
+        // The dead member is in error now: the next request goes to the live one.
+        let (s, _, body) = get(&c, &p.url("/"), None).await;
+        assert_eq!(
+            (s, body.as_str()),
+            (200, "a"),
+            "maxattempts {maxattempts:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_standby_only_when_every_other_member_is_down() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;

@@ -52,7 +52,8 @@ pub(crate) struct BalancerConf {
     pub(crate) scheduler_note: Option<String>,
     pub(crate) hashkey: Option<HashKey>,
     pub(crate) sticky: Option<StickyConfig>,
-    pub(crate) maxattempts: usize,
+    /// Apache's `maxattempts`: failovers after the first member; `None`: every member once.
+    pub(crate) maxattempts: Option<usize>,
     pub(crate) nofailover: bool,
     pub(crate) failonstatus: Vec<u16>,
     pub(crate) failontimeout: bool,
@@ -66,6 +67,13 @@ pub(crate) struct BalancerConf {
 }
 
 impl BalancerConf {
+    /// lb-core's `max_attempts` (members tried per request, 0: every one once) for Apache's
+    /// `maxattempts` (failovers after the first member: `maxattempts=1` tries two members,
+    /// 0 one).
+    pub(crate) fn max_attempts(&self) -> usize {
+        self.maxattempts.map_or(0, |n| n + 1)
+    }
+
     pub(crate) fn new(name: &str) -> Self {
         BalancerConf {
             name: name.into(),
@@ -74,7 +82,7 @@ impl BalancerConf {
             scheduler_note: None,
             hashkey: None,
             sticky: None,
-            maxattempts: 0,
+            maxattempts: None,
             nofailover: false,
             failonstatus: Vec::new(),
             failontimeout: false,
@@ -179,11 +187,13 @@ impl BalancerConf {
                 self.sticky = Some(StickyConfig::insert(name, o));
             }
             "maxattempts" => {
-                self.maxattempts = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n <= 100)
-                    .ok_or_else(|| format!("expected 0 to 100, got {value:?}"))?
+                self.maxattempts = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 100)
+                        .ok_or_else(|| format!("expected 0 to 100, got {value:?}"))?,
+                )
             }
             "nofailover" => self.nofailover = bool_of(value)?,
             "failonstatus" => self.failonstatus = statuses(value)?,

@@ -45,7 +45,7 @@ pub(crate) fn build_balancer(c: &BalancerConf) -> Result<Balancer, String> {
     }
     let mut builder = Balancer::builder()
         .scheduler(scheduler)
-        .max_attempts(c.maxattempts)
+        .max_attempts(c.max_attempts())
         .stubborn(c.nofailover)
         // Passive health is lb-http's (failonstatus, retry per member); keep lb-core's
         // counters but not its own ejection.

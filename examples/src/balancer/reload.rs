@@ -82,7 +82,7 @@ fn apply(
         e.set_scheduler(s);
     }
     e.update_config(|p| {
-        p.max_attempts = new.maxattempts;
+        p.max_attempts = new.max_attempts();
         p.stubborn = new.nofailover;
         p.force_recovery = new.forcerecovery;
     })

@@ -90,7 +90,8 @@ struct Cli {
     /// HAProxy inserted cookie: "NAME insert [indirect] [nocache] [httponly] [secure] [maxage N]".
     #[arg(long, conflicts_with = "stickysession")]
     cookie: Option<String>,
-    /// Most members tried per request (0: all).
+    /// Failovers per request after the first member, as Apache's maxattempts (0: none;
+    /// default: every member once).
     #[arg(long)]
     maxattempts: Option<usize>,
     /// Never move a routed session to another member: 503 instead.
