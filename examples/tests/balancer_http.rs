@@ -921,7 +921,29 @@ async fn backend_errors_map_to_502_and_504() {
         &format!("http://{gone}"),
     ]);
     let (s, _, body) = get(&c, &dead.url("/"), None).await;
-    assert!(s == 502 || s == 503, "{s} {body}");
+    // The client learns what failed, not where: the address is for the log, with the
+    // member put in error.
+    assert_eq!((s, body.as_str()), (502, "backend connect failed\n"));
+    let logged = |what: &'static str| {
+        let stderr = dead.stderr.clone();
+        let gone = gone.to_string();
+        move || {
+            let found = stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(what) && l.contains(&gone));
+            async move { found }
+        }
+    };
+    assert!(
+        eventually(5, logged("in error for")).await,
+        "no warning that the member is in error"
+    );
+    assert!(
+        eventually(5, logged("failed: backend connect failed")).await,
+        "no warning of the failed request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

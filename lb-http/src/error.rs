@@ -75,6 +75,17 @@ impl ProxyError {
         }
     }
 
+    /// What the client is told: the kind of failure, without the backend's address or
+    /// the system's error text, which go to the log (as Apache and nginx keep them in
+    /// their error logs).
+    pub fn client_text(&self) -> String {
+        match self {
+            ProxyError::Connect(_) => "backend connect failed".into(),
+            ProxyError::BadResponse(_) => "bad response from backend".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// True when no byte of the request reached the backend, so another backend may be tried
     /// even for a non-idempotent request.
     pub fn is_connect(&self) -> bool {
@@ -155,6 +166,16 @@ impl BalanceError {
     /// The status code the client gets for this error.
     pub fn status(&self) -> http::StatusCode {
         http::StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// What the client is told: as the error says, without a member's address.
+    pub fn client_text(&self) -> String {
+        match self {
+            BalanceError::QueueTimeout { waited, .. } => {
+                format!("member busy: no slot within {waited:?}")
+            }
+            other => other.to_string(),
+        }
     }
 }
 

@@ -51,14 +51,16 @@ impl Default for ServerConfig {
 }
 
 /// Turns an error from the service stack into the response the client sees: the status the
-/// leaf error names (502, 503, 504...) and a one-line body saying what happened.
+/// leaf error names (502, 503, 504...) and a one-line body saying what happened, without
+/// the backend's address ([`ProxyError::client_text`](crate::error::ProxyError::client_text));
+/// the error itself is for the log.
 pub fn error_response(err: &BoxError) -> Response<ProxyBody> {
     let (status, text) = if let Some(e) = crate::error::proxy_error(err) {
-        (e.status(), e.to_string())
+        (e.status(), e.client_text())
     } else if let Some(e) = err.downcast_ref::<BalanceError>() {
-        (e.status(), e.to_string())
+        (e.status(), e.client_text())
     } else {
-        (StatusCode::BAD_GATEWAY, err.to_string())
+        (StatusCode::BAD_GATEWAY, "bad gateway".to_string())
     };
     plain_text(status, &text)
 }
@@ -320,8 +322,15 @@ where
         }
         Err(e) => {
             let e: BoxError = e.into();
-            tracing::debug!("request from {peer} failed: {e}");
-            error_response(&e)
+            let resp = error_response(&e);
+            // A failure on the backends' side is the operator's to see (nginx and Apache
+            // log each one at their default level); a refused request is the client's.
+            if resp.status().is_server_error() {
+                tracing::warn!("request from {peer} failed: {e}");
+            } else {
+                tracing::debug!("request from {peer} failed: {e}");
+            }
+            resp
         }
     };
     if let Some((switch, connect)) = switch {

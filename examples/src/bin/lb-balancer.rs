@@ -60,7 +60,14 @@ const FILE_ONLY: [&str; 21] = [
 
 /// Load-balancing reverse proxy on mod_proxy_balancer's model.
 #[derive(Debug, Parser)]
-#[command(name = "lb-balancer", version, about)]
+#[command(
+    name = "lb-balancer",
+    version,
+    about,
+    after_help = "Logging: warnings by default (a member put in error, a request that failed on the \
+                  backends' side) on stderr. LB_LOG sets the filter, as tracing's EnvFilter \
+                  reads it: LB_LOG=info, LB_LOG=lb_http=debug."
+)]
 struct Cli {
     /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it. The
     /// file holds the listen address, the balancers and the limits: the flags that set them

@@ -342,7 +342,7 @@ where
                     );
                     if connect {
                         lease.failure(Failure::Connect);
-                        put_in_error("connect failed");
+                        put_in_error(&e.to_string());
                         if req.is_some() {
                             last_err = Some(e);
                             continue;
@@ -366,7 +366,7 @@ where
 /// `failontimeout`), unless it ignores errors (`+I`).
 pub(crate) fn put_in_error(lease: &lb_core::Lease, retry: Duration, why: &str) {
     if !lease.member().state().ignores_errors() {
-        tracing::info!(
+        tracing::warn!(
             "member {} in error for {retry:?}: {why}",
             lease.backend().address(),
         );
