@@ -90,6 +90,12 @@ macro_rules! any_scheduler {
                     $(AnyScheduler::$variant(s) => s.uses_latency(),)*
                 }
             }
+
+            fn uses_key(&self) -> bool {
+                match self {
+                    $(AnyScheduler::$variant(s) => s.uses_key(),)*
+                }
+            }
         }
     };
 }

@@ -163,6 +163,10 @@ impl Scheduler for Ketama {
         }
     }
 
+    fn uses_key(&self) -> bool {
+        true
+    }
+
     fn pick(&self, ring: &Ring, c: &Candidates<'_>, ctx: &PickContext<'_>) -> Option<usize> {
         let Some(h) = super::hash::with_key(ctx, key_hash) else {
             return rotate(&ring.next, c);

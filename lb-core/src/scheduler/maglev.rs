@@ -196,6 +196,10 @@ impl Scheduler for Maglev {
     }
 
     #[inline]
+    fn uses_key(&self) -> bool {
+        true
+    }
+
     fn pick(&self, t: &Table, c: &Candidates<'_>, ctx: &PickContext<'_>) -> Option<usize> {
         let Some(h) = with_key(ctx, |k| hash64(SEED_KEY, k)) else {
             return rotate(&t.next, c);

@@ -128,4 +128,11 @@ pub trait Scheduler: Send + Sync + fmt::Debug + 'static {
     fn uses_latency(&self) -> bool {
         false
     }
+
+    /// Whether picks hash the context's [`key`](PickContext::key) when it has one (the
+    /// consistent hashes do). A scheduler that does not ignores the key: a caller may tell
+    /// its user that a configured key does nothing.
+    fn uses_key(&self) -> bool {
+        false
+    }
 }
