@@ -101,15 +101,18 @@ fn a_second_balancer_on_a_taken_address_is_refused() {
     );
 }
 
+/// Runs lb-balancer with `args`, expecting it to refuse them: exit status 2 and one line on
+/// stderr holding `wanted`.
+fn refused(args: &[&str], wanted: &str) {
+    let (code, err) = run_to_exit(args);
+    assert_eq!(code, Some(2), "{args:?}: {err}");
+    assert!(err.contains(wanted), "{args:?}: wanted {wanted:?} in {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
 #[test]
 fn configuration_errors_name_the_file_line_and_key_or_the_flag() {
     let dir = Dir::new("config-errors");
-    let refused = |args: &[&str], wanted: &str| {
-        let (code, err) = run_to_exit(args);
-        assert_eq!(code, Some(2), "{args:?}: {err}");
-        assert!(err.contains(wanted), "{args:?}: wanted {wanted:?} in {err}");
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    };
     // Two members at one address, in the file and on the command line.
     let path = dir.write(
         "members.toml",
@@ -161,6 +164,80 @@ fn configuration_errors_name_the_file_line_and_key_or_the_flag() {
         "listen = \"127.0.0.1:0\"\nhead_timeout = -5\n[[balancer]]\nmembers = [\"http://127.0.0.1:19401\"]\n",
     );
     refused(&["--config", &path], &format!("{path}:2: head_timeout: "));
+}
+
+#[test]
+fn settings_that_could_never_work_are_refused() {
+    let dir = Dir::new("config-never");
+    let file = |name: &str, balancer: &str| {
+        dir.write(
+            name,
+            &format!("listen = \"127.0.0.1:0\"\n[[balancer]]\nname = \"app\"\n{balancer}"),
+        )
+    };
+    // Mount paths no request can match: requests lose their dot segments before they are
+    // matched, a query is not part of the path, and a space would come encoded.
+    for (i, mount) in ["/app/../x", "/app/%2E%2e", "/app?x=1", "/my app", "/a#b"]
+        .iter()
+        .enumerate()
+    {
+        let path = file(
+            &format!("mount{i}.toml"),
+            &format!("path = \"{mount}\"\nmembers = [\"http://127.0.0.1:19401\"]\n"),
+        );
+        refused(&["--config", &path], &format!("{path}:4: path: "));
+    }
+    // A member list element that is not a string: its own line, not the list's.
+    let path = file(
+        "element.toml",
+        "members = [\n  \"http://127.0.0.1:19401\",\n  5,\n]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:6: members: expected a member string"),
+    );
+    // Two members with one route: sticky sessions would all go to the first.
+    let path = file(
+        "routes.toml",
+        "members = [\n  \"http://127.0.0.1:19401,route=a\",\n  \"http://127.0.0.1:19402,route=a\",\n]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:6: members: duplicate route \"a\" (also member http://127.0.0.1:19401)"),
+    );
+    refused(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-m",
+            "http://127.0.0.1:19401,route=a",
+            "-m",
+            "http://127.0.0.1:19402,route=a",
+        ],
+        "--member http://127.0.0.1:19402,route=a: duplicate route \"a\"",
+    );
+    // A hash key with an lbmethod that ignores it.
+    let path = file(
+        "hashkey.toml",
+        "lbmethod = \"byrequests\"\nhashkey = \"path\"\nmembers = [\"http://127.0.0.1:19401\"]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:5: hashkey: lbmethod byrequests does not hash a key"),
+    );
+    refused(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "-m",
+            "http://127.0.0.1:19401",
+            "--lbmethod",
+            "sh",
+            "--hashkey",
+            "path",
+        ],
+        "--hashkey path: lbmethod sh does not hash a key",
+    );
 }
 
 #[test]

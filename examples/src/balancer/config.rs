@@ -74,6 +74,45 @@ impl BalancerConf {
         self.maxattempts.map_or(0, |n| n + 1)
     }
 
+    /// Whether `spec` may join the members so far: not at another member's address (lb-core
+    /// would refuse it at start), and not with another member's route (sticky sessions
+    /// would always go to the first of them).
+    pub(crate) fn clash(&self, spec: &MemberSpec) -> Result<(), String> {
+        let address = spec
+            .to_backend()
+            .map_err(|e| e.to_string())?
+            .address()
+            .clone();
+        for other in &self.members {
+            if other.to_backend().is_ok_and(|o| *o.address() == address) {
+                return Err(format!(
+                    "duplicate backend address {address} (also member {})",
+                    other.url
+                ));
+            }
+            if spec.route.is_some() && other.route == spec.route {
+                return Err(format!(
+                    "duplicate route {:?} (also member {}): sticky sessions would all go to one of them",
+                    spec.route.as_deref().unwrap_or_default(),
+                    other.url
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A `hashkey` needs an lbmethod that hashes it: the others would ignore it.
+    pub(crate) fn check_hashkey(&self) -> Result<(), String> {
+        use lb_core::scheduler::Scheduler;
+        if self.hashkey.is_some() && !resolve_lbmethod(&self.lbmethod)?.0.uses_key() {
+            return Err(format!(
+                "lbmethod {} does not hash a key and would ignore it: use maglev or ketama",
+                self.lbmethod
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(name: &str) -> Self {
         BalancerConf {
             name: name.into(),
@@ -133,9 +172,7 @@ impl BalancerConf {
                 self.name = value.into();
             }
             "path" => {
-                if !value.starts_with('/') {
-                    return Err(format!("a path must start with /, got {value:?}"));
-                }
+                check_mount(value)?;
                 self.path = value.into();
             }
             "lbmethod" => {
@@ -306,6 +343,38 @@ struct FileToml {
     balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
 }
 
+/// A mount path requests can match: it starts with `/`, holds only the characters a URL
+/// path may (RFC 3986 `pchar`: no space, `?` or `#`), and no dot segment (requests lose
+/// theirs before they are matched, so `/app/../x` would match nothing).
+fn check_mount(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("a path must start with /, got {path:?}"));
+    }
+    let b = path.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let ok = c.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=:@/".contains(&c)
+            || (c == b'%'
+                && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        if !ok {
+            return Err(format!(
+                "{:?} cannot be in a path (percent-encode it; a query cannot be mounted): {path:?}",
+                char::from(c)
+            ));
+        }
+    }
+    if path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    }) {
+        return Err(format!(
+            "a path cannot hold a dot segment (requests are matched without theirs): {path:?}"
+        ));
+    }
+    Ok(())
+}
+
 fn line_of(src: &str, offset: usize) -> usize {
     src[..offset.min(src.len())]
         .bytes()
@@ -430,8 +499,6 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        // Addresses of the members so far, with their URLs.
-        let mut addresses: Vec<(lb_core::Address, String)> = Vec::new();
         // name and stickysession first: other keys refer to them.
         let mut keys: Vec<_> = table.iter().collect();
         keys.sort_by_key(|(k, _)| match k.get_ref().as_str() {
@@ -448,30 +515,27 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 // Where to look for the next element's text in the list.
                 let mut from = v.span().start;
                 for item in items {
-                    let Some(text) = item.as_str() else {
-                        return Err(err(k.span(), key, "expected a list of member strings"));
+                    // The element's own line: find its text inside the list (a string's
+                    // contents, else the value as TOML writes it).
+                    let shown = match item {
+                        toml::Value::String(text) => text.clone(),
+                        other => other.to_string(),
                     };
-                    // The element's own line: find its text inside the list.
                     let at = src[from..v.span().end]
-                        .find(text)
+                        .find(&shown)
                         .map(|o| from + o)
                         .unwrap_or(from);
-                    from = at + text.len();
+                    from = at + shown.len();
                     let bad = |msg: &str| err(at..at, "members", msg);
+                    let Some(text) = item.as_str() else {
+                        return Err(bad(&format!(
+                            "expected a member string (\"http://host:port,key=value...\"), got {shown}"
+                        )));
+                    };
                     let m: MemberSpec = text
                         .parse()
                         .map_err(|e: lb_http::Error| bad(&e.to_string()))?;
-                    let address = m
-                        .to_backend()
-                        .map_err(|e| bad(&e.to_string()))?
-                        .address()
-                        .clone();
-                    if let Some((_, url)) = addresses.iter().find(|(a, _)| *a == address) {
-                        return Err(bad(&format!(
-                            "duplicate backend address {address} (also member {url})"
-                        )));
-                    }
-                    addresses.push((address, m.url.clone()));
+                    b.clash(&m).map_err(|e| bad(&e))?;
                     b.members.push(m);
                 }
                 continue;
@@ -480,6 +544,10 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 return Err(err(k.span(), key, "expected a string, number or boolean"));
             };
             b.set(key, &text).map_err(|e| err(k.span(), key, &e))?;
+        }
+        if let Err(e) = b.check_hashkey() {
+            let at = key_at("hashkey");
+            return Err(err(at..at, "hashkey", &e));
         }
         if b.members.is_empty() {
             let start = table.keys().next().map(|k| k.span()).unwrap_or(0..0);

@@ -205,21 +205,13 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
             config::set_limit(&mut limits, key, v).map_err(|e| format!("--{flag} {v}: {e}"))?;
         }
     }
+    if let Some(key) = &cli.hashkey {
+        b.check_hashkey()
+            .map_err(|e| format!("--hashkey {key}: {e}"))?;
+    }
     for m in &cli.member {
         let spec: MemberSpec = m.parse().map_err(|e| format!("--member {m}: {e}"))?;
-        let backend = spec
-            .to_backend()
-            .map_err(|e| format!("--member {m}: {e}"))?;
-        if let Some(other) = b.members.iter().find(|o| {
-            o.to_backend()
-                .is_ok_and(|o| o.address() == backend.address())
-        }) {
-            return Err(format!(
-                "--member {m}: duplicate backend address {} (also --member {})",
-                backend.address(),
-                other.url
-            ));
-        }
+        b.clash(&spec).map_err(|e| format!("--member {m}: {e}"))?;
         b.members.push(spec);
     }
     Ok(Config {
