@@ -15,6 +15,14 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// A setting's name is not one lb knows.
+    #[error("unknown setting {key:?} (known: {known})")]
+    UnknownSetting {
+        /// The name as given.
+        key: String,
+        /// The names that are known.
+        known: &'static str,
+    },
     /// A configuration value was refused.
     #[error("invalid value {value:?} for {key}: {reason}")]
     Value {

@@ -218,7 +218,13 @@ impl MemberSpec {
                 self.hc.retain(|(k, _)| k != key);
                 self.hc.push((key.into(), value.into()));
             }
-            _ => return Err(bad("unknown member setting")),
+            _ => {
+                return Err(Error::UnknownSetting {
+                    key: key.into(),
+                    known: "route, loadfactor, lbset, status, retry, max, timeout, hcmethod, \
+                            hcuri, hcinterval, hcpasses, hcfails, hcexpr, hcbody",
+                });
+            }
         }
         Ok(())
     }
@@ -575,6 +581,15 @@ mod tests {
         ] {
             assert!(bad.parse::<MemberSpec>().is_err(), "{bad}");
         }
+        // A misspelt key is named as the problem, not its value.
+        let e = "http://127.0.0.1:9001,lodfactor=3"
+            .parse::<MemberSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unknown setting \"lodfactor\" (known: route, loadfactor,"),
+            "{e}"
+        );
         // Health-check settings that could never take effect.
         let refused = |spec: &str| {
             spec.parse::<MemberSpec>()
