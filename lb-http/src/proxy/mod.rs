@@ -763,8 +763,19 @@ pub(crate) fn finish_response(
 }
 
 /// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.
+/// The scheme and host compare without regard to case (RFC 3986 section 6.2.2.1; Apache
+/// compares them so too), the path exactly.
 pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
-    let rest = value.strip_prefix(backend)?;
+    // Where the backend URL's path starts: after `scheme://authority`.
+    let origin = backend
+        .find("://")
+        .map(|i| i + 3)
+        .map_or(0, |a| backend[a..].find('/').map_or(backend.len(), |p| a + p));
+    let (head, rest) = (value.get(..origin)?, value.get(origin..)?);
+    if !head.eq_ignore_ascii_case(&backend[..origin]) {
+        return None;
+    }
+    let rest = rest.strip_prefix(&backend[origin..])?;
     if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
         return None;
     }
@@ -847,5 +858,14 @@ mod tests {
         );
         assert!(reverse_url("http://10.0.0.1:90011/x", b, f).is_none());
         assert!(reverse_url("http://elsewhere/x", b, f).is_none());
+        // The scheme and host in any case; the path as it is.
+        let b = "http://Backend.test:9001/base";
+        assert_eq!(
+            reverse_url("HTTP://backend.TEST:9001/base/x", b, f).unwrap(),
+            "http://front.test/app/x"
+        );
+        assert!(reverse_url("http://backend.test:9001/BASE/x", b, f).is_none());
+        assert!(reverse_url("http://backend.test:9001/basement", b, f).is_none());
+        assert!(reverse_url("http://b", b, f).is_none());
     }
 }
