@@ -267,6 +267,48 @@ async fn retry_sends_idempotent_requests_to_another_member() {
     assert_eq!(hits, [6, 6]);
 }
 
+#[tokio::test]
+async fn retry_covers_lbs_own_502_for_idempotent_requests_only() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let retry_on = |statuses: Vec<u16>| SiteConfig {
+        retry: Some(lb_http::retry::RetryConfig {
+            statuses,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let request = |method: &str| {
+        hyper::Request::builder()
+            .method(method)
+            .uri("/")
+            .header("host", "t")
+            .body(lb_http::body::empty())
+            .unwrap()
+    };
+    for (method, statuses, want) in [
+        ("GET", vec![502], 200),
+        ("PUT", vec![502, 503], 200),
+        ("POST", vec![502], 502),
+        ("GET", vec![503], 502),
+    ] {
+        // The first member reads the request and closes without answering.
+        let (closer, _, closer_requests) =
+            raw_backend_scripted("127.0.0.1:0", |_| b"", true, false).await;
+        let (good, good_hits) = counting_status_backend(200).await;
+        let addr = serve_with(first_of([closer, good]), retry_on(statuses.clone())).await;
+        let (status, _) = status_and_body(addr, request(method)).await;
+        assert_eq!(status, want, "{method} with retries on {statuses:?}");
+        // The request reached the closing member once, and the second only on a retry.
+        assert_eq!(closer_requests.load(SeqCst), 1, "{method} {statuses:?}");
+        let retried = want == 200;
+        assert_eq!(
+            good_hits.load(SeqCst),
+            u64::from(retried),
+            "{method} {statuses:?}"
+        );
+    }
+}
+
 /// A backend answering `status` with the request's method and body, and counting the
 /// bodies it received.
 async fn echo_backend(

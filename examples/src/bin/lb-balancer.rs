@@ -126,7 +126,9 @@ struct Cli {
     /// Also add the RFC 7239 Forwarded header.
     #[arg(long)]
     forwarded: bool,
-    /// Retry idempotent requests answered with these statuses on another member.
+    /// Retry idempotent requests on another member when the answer has one of these
+    /// statuses: a member's, or lb's own 502/504 for a member that closed without answering
+    /// or answered too late.
     #[arg(long)]
     retryon: Option<String>,
     /// Serve the balancer manager here (with --config: instead of the file's `manager`).

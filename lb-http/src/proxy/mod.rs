@@ -767,10 +767,9 @@ pub(crate) fn finish_response(
 /// compares them so too), the path exactly.
 pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
     // Where the backend URL's path starts: after `scheme://authority`.
-    let origin = backend
-        .find("://")
-        .map(|i| i + 3)
-        .map_or(0, |a| backend[a..].find('/').map_or(backend.len(), |p| a + p));
+    let origin = backend.find("://").map(|i| i + 3).map_or(0, |a| {
+        backend[a..].find('/').map_or(backend.len(), |p| a + p)
+    });
     let (head, rest) = (value.get(..origin)?, value.get(origin..)?);
     if !head.eq_ignore_ascii_case(&backend[..origin]) {
         return None;

@@ -9,9 +9,12 @@
 //! (RFC 9110 section 9.2.2). A request body is read whole before the first try when its
 //! `Content-Length` is at most [`RetryConfig::max_replay_body`] (64 KiB by default; HAProxy
 //! likewise retries only requests that fit its buffer), so it can be sent again; larger or
-//! chunked bodies stream through and their requests are not retried. When a retry cannot
-//! be made (no other usable member) or fails, the client gets the response that was to be
-//! replaced, as the backend sent it, not an error of lb's.
+//! chunked bodies stream through and their requests are not retried. lb's own 502 (a
+//! member that closed or sent garbage instead of a response) and 504 (a response timeout)
+//! count as those statuses, as nginx's `proxy_next_upstream error timeout` retries them;
+//! HAProxy's `retry-on empty-response junk-response response-timeout` does too. When a
+//! retry cannot be made (no other usable member) or fails, the client gets the answer that
+//! was to be replaced, as the backend sent it or as lb gave it.
 
 mod future;
 
@@ -156,9 +159,9 @@ where
             let (mut parts, _) = req.into_parts();
             parts.extensions.insert(tried);
             let mut retries = 0;
-            // The response a retry was made to replace: the client gets it, unchanged, when
+            // The answer a retry was made to replace: the client gets it, unchanged, when
             // the retry fails (no other usable member, or that member failed too).
-            let mut last: Option<Response<RB>> = None;
+            let mut last: Option<Result<Response<RB>, BoxError>> = None;
             loop {
                 let (mut p, ()) = Request::new(()).into_parts();
                 p.method = parts.method.clone();
@@ -171,25 +174,30 @@ where
                 } else {
                     crate::body::full(replay.clone())
                 };
-                let resp = match inner.clone().oneshot(Request::from_parts(p, body)).await {
-                    Ok(resp) => resp,
-                    Err(e) => match last {
-                        Some(resp) => {
-                            tracing::debug!("retry failed ({e}); answering the earlier response");
-                            return Ok(resp);
-                        }
-                        None => return Err(e),
-                    },
+                let answer = inner.clone().oneshot(Request::from_parts(p, body)).await;
+                // The status the client would get: the member's, or lb's own for a member
+                // that closed without answering (502) or answered too late (504). Connect
+                // failures are not retried here: the balance layer has tried every member
+                // it could already.
+                let status = match &answer {
+                    Ok(resp) => Some(resp.status().as_u16()),
+                    Err(e) => crate::error::proxy_error(e)
+                        .filter(|pe| !pe.is_connect())
+                        .map(|pe| pe.status().as_u16()),
                 };
-                let again = config.statuses.contains(&resp.status().as_u16())
+                if let (Err(e), Some(earlier)) = (&answer, last.take()) {
+                    tracing::debug!("retry failed ({e}); answering the earlier response");
+                    return earlier;
+                }
+                let again = status.is_some_and(|s| config.statuses.contains(&s))
                     && retries < config.max_retries
                     && budget.withdraw();
                 if !again {
-                    return Ok(resp);
+                    return answer;
                 }
-                tracing::debug!("retrying after status {}", resp.status());
+                tracing::debug!("retrying after status {status:?}");
                 retries += 1;
-                last = Some(resp);
+                last = Some(answer);
             }
         }))
     }
