@@ -614,6 +614,12 @@ async fn preservehost_and_proxypassreverse() {
             .contains("location: http://front.test:8080/landing"),
         "{out}"
     );
+    // HTTP/1.0 without Host: no front host to name, so the Location is made relative
+    // rather than left with the member's address.
+    let out = raw(p.addr, b"GET /redirect HTTP/1.0\r\n\r\n").await;
+    let lower = out.to_ascii_lowercase();
+    assert!(lower.contains("\r\nlocation: /landing\r\n"), "{out}");
+    assert!(!out.contains(&a.url()), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -548,14 +548,11 @@ impl Proxy {
         tunnel: Option<hyper::upgrade::OnUpgrade>,
         version: Version,
     ) -> Prepared {
-        let reverse = match (self.shared.config.reverse, plan.front_host) {
-            (true, Some(front_host)) => Some(Reverse {
-                target,
-                front_host,
-                tls: client.is_some_and(|c| c.tls),
-            }),
-            _ => None,
-        };
+        let reverse = self.shared.config.reverse.then(|| Reverse {
+            target,
+            front_host: plan.front_host,
+            tls: client.is_some_and(|c| c.tls),
+        });
         Prepared {
             tunnel,
             tunnelled: false,
@@ -652,16 +649,24 @@ fn backend_path(
 #[derive(Debug)]
 pub(crate) struct Reverse {
     target: Target,
-    front_host: HeaderValue,
+    /// The host the client asked for; `None` for an HTTP/1.0 request without `Host`.
+    front_host: Option<HeaderValue>,
     tls: bool,
 }
 
 impl Reverse {
-    /// (backend base URL, front base URL).
+    /// (backend base URL, front base URL). Without a host to name, the front URL is the
+    /// mount path alone: a relative `Location` (RFC 9110 section 10.2.2 allows it), rather
+    /// than the backend's address.
     fn urls(&self, mount: &str) -> Option<(String, String)> {
-        let scheme = if self.tls { "https" } else { "http" };
-        let front = self.front_host.to_str().ok()?;
-        Some((self.target.base_url(), format!("{scheme}://{front}{mount}")))
+        let front = match &self.front_host {
+            Some(host) => {
+                let scheme = if self.tls { "https" } else { "http" };
+                format!("{scheme}://{}{mount}", host.to_str().ok()?)
+            }
+            None => mount.to_string(),
+        };
+        Some((self.target.base_url(), front))
     }
 }
 
@@ -742,7 +747,11 @@ pub(crate) fn finish_response(
     if let Some((from, to)) = urls {
         for name in REWRITTEN {
             if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
-                if let Some(new) = reverse_url(v, &from, &to) {
+                if let Some(mut new) = reverse_url(v, &from, &to) {
+                    if new.is_empty() || new.starts_with('?') {
+                        // Relative to a root mount: from the root.
+                        new.insert(0, '/');
+                    }
                     if let Ok(v) = HeaderValue::from_str(&new) {
                         parts.headers.insert(name, v);
                     }
