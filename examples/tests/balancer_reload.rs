@@ -71,6 +71,9 @@ async fn a_refused_reload_changes_nothing_even_against_members_added_from_the_ma
     assert_eq!(act(m, &format!(r#""add":"{}""#, c.url())).await, 200);
     assert!(member(&view(m).await, &c.url()).is_some());
     let before = view(m).await;
+    // The manager names the lbmethod as the file does (the default), not as lb-core's
+    // scheduler (wrr).
+    assert_eq!(before["balancers"][0]["lbmethod"], "byrequests");
 
     // c's address under another URL: refused, since the manager's c holds it.
     write_app(

@@ -143,6 +143,13 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
     for e in edits {
         e.commit();
     }
+    // The manager shows the lbmethod as the file names it (byrequests, not lb-core's wrr);
+    // one lb-core lacks (heartbeat) runs another scheduler, which is named instead.
+    for ((_, b, _), c) in sites.iter().zip(&config.balancers) {
+        if c.scheduler_note.is_none() {
+            lb_http::admin::set_lbmethod_name(b, &c.lbmethod);
+        }
+    }
     for c in &config.balancers {
         // Accepted (0 is lb's quiescent member), but likely a mistake: say what it does.
         if !c.members.is_empty() && c.members.iter().all(|m| m.loadfactor == 0) {

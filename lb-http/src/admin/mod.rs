@@ -132,6 +132,32 @@ pub struct Flags {
     pub stopped: bool,
 }
 
+/// The lbmethod name a balancer was configured with, and lb-core's name of the scheduler
+/// it named then (see [`set_lbmethod_name`]).
+#[derive(Debug, Default)]
+struct LbMethodName(std::sync::Mutex<Option<(String, String)>>);
+
+/// Names the lbmethod of `balancer` as its configuration does (`byrequests`): the manager
+/// page and the JSON show that name instead of lb-core's name for the scheduler (`wrr`),
+/// for as long as the balancer keeps the scheduler it has now.
+pub fn set_lbmethod_name(balancer: &Balancer, name: &str) {
+    let named = balancer.attached(LbMethodName::default);
+    let mut named = named.0.lock().unwrap_or_else(|e| e.into_inner());
+    *named = Some((name.to_string(), balancer.scheduler().name().to_string()));
+}
+
+/// The name [`set_lbmethod_name`] gave, while the scheduler is the one it named; else
+/// lb-core's.
+fn lbmethod_name(balancer: &Balancer) -> String {
+    let scheduler = balancer.scheduler().name().to_string();
+    let named = balancer.attached(LbMethodName::default);
+    let named = named.0.lock().unwrap_or_else(|e| e.into_inner());
+    match &*named {
+        Some((name, of)) if *of == scheduler => name.clone(),
+        _ => scheduler,
+    }
+}
+
 /// One balancer as shown.
 #[derive(Debug, Clone, Serialize)]
 pub struct BalancerView {
@@ -227,7 +253,7 @@ impl Manager {
             .into_iter()
             .map(|(name, b)| BalancerView {
                 name,
-                lbmethod: b.scheduler().name().to_string(),
+                lbmethod: lbmethod_name(&b),
                 members: b.members().iter().map(|m| member_view(m)).collect(),
             })
             .collect()
@@ -984,6 +1010,22 @@ mod tests {
         assert!(metrics.contains(
             "lb_member_info{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\",lbset=\"0\"} 1\n"
         ));
+    }
+
+    #[test]
+    fn the_lbmethod_shows_as_configured_while_its_scheduler_stays() {
+        let b = lb();
+        let b2 = b.clone();
+        let m = Manager::new(
+            Arc::new(move || vec![("web".to_string(), b2.clone())]),
+            ManagerConfig::default(),
+        );
+        b.set_scheduler("wrr".parse().unwrap());
+        assert_eq!(m.view()[0].lbmethod, "wrr");
+        set_lbmethod_name(&b, "byrequests");
+        assert_eq!(m.view()[0].lbmethod, "byrequests");
+        b.set_scheduler("leastconn".parse().unwrap());
+        assert_eq!(m.view()[0].lbmethod, "leastconn");
     }
 
     #[test]
