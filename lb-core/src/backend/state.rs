@@ -265,12 +265,17 @@ impl BackendState {
     }
 
     pub(crate) fn set_admin(&self, admin: AdminState) -> bool {
-        let old = self.admin.swap(admin.to_u8(), Relaxed);
-        let changed = old != admin.to_u8();
+        let changed = self.set_admin_silently(admin);
         if changed {
             self.shared.emit(self.id, EventKind::Admin(admin));
         }
         changed
+    }
+
+    /// Sets the admin state without an event: for a member not published yet, whose
+    /// event comes after its `Added`.
+    pub(crate) fn set_admin_silently(&self, admin: AdminState) -> bool {
+        self.admin.swap(admin.to_u8(), Relaxed) != admin.to_u8()
     }
 
     pub(crate) fn set_health(&self, health: Health) -> bool {

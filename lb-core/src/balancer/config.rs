@@ -16,8 +16,8 @@ pub struct PipelineConfig {
     /// A sticky client whose backend cannot take it fails rather than moving (pen's `-s`,
     /// Apache's `nofailover` for routes).
     pub stubborn: bool,
-    /// How many backends one request may try before the emergency backend (Apache
-    /// `maxattempts`); 0 means every member once.
+    /// How many backends one request may try before the emergency backend; 0 means every
+    /// member once. (Apache's `maxattempts` counts failovers: it is this minus one.)
     pub max_attempts: usize,
     /// Use every usable backup member, not only the first (HAProxy `allbackups`).
     pub all_backups: bool,

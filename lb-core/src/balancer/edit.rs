@@ -12,17 +12,24 @@ use crate::scheduler::Scheduler;
 /// [`commit`](Edit::commit); dropped without a commit, none of them happens.
 ///
 /// An edit holds the balancer's write lock from [`Balancer::edit`] until it is committed or
-/// dropped: every other change to the balancer (from any clone of it, such as a manager
-/// page's) waits meanwhile, so what the edit read is still true when it lands. Picks are
-/// not held up: they read the published members, which change only at the commit. Do not
-/// call the balancer's own change methods on the thread holding an edit of it; they would
-/// wait for the edit.
+/// dropped: other changes of configuration (from any clone of the balancer, such as a
+/// manager page's) wait meanwhile, so what the edit read of the configuration is still true
+/// when it lands. Picks are not held up: they read the published members, which change only
+/// at the commit.
 ///
 /// Members' configuration, the scheduler and the pipeline settings change in one step at
-/// the commit. Admin states and "ignore errors" live with each member's counters; they are
-/// set just after, still under the lock, followed by the events of every change in the
-/// order the edit made them. Until then, a member's state read through the edit is as it
+/// the commit. Admin states and "ignore errors" live with each member's counters: a member
+/// the edit added has them from the start, and the others get them just after the
+/// commit, still under the lock. The events of every change follow, in the order the edit
+/// made them. Until the commit, an existing member's state read through the edit is as it
 /// was before the edit.
+///
+/// What waits for an open edit is every change of configuration: the methods of
+/// [`Balancer`] that an edit also has, from any clone of the balancer. Health and error
+/// states ([`Balancer::set_health`], [`Balancer::set_error_for`], passive health) do not
+/// wait: they may change while an edit is open. A thread that holds an edit and calls one
+/// of the waiting methods of the same balancer waits for itself for ever (or panics, as a
+/// std `Mutex` may): make the change through the edit.
 ///
 /// ```
 /// use lb_core::{AdminState, Backend, Balancer};
@@ -60,6 +67,8 @@ pub struct Edit<'a, S: Scheduler> {
     next_id: u32,
     /// Whether anything published (members, scheduler, settings) changed.
     changed: bool,
+    /// Members this edit added: not published yet, so their state is set at once.
+    added: Vec<BackendId>,
     /// What happens after the members are published, in the order the edit made it.
     after: Vec<After>,
 }
@@ -73,7 +82,8 @@ enum After {
 
 impl<S: Scheduler> Balancer<S> {
     /// Starts an [`Edit`]: changes that land together at its commit, or not at all. Other
-    /// changes to this balancer wait until the edit is committed or dropped.
+    /// changes of this balancer's configuration wait until the edit is committed or
+    /// dropped (see [`Edit`] for which).
     pub fn edit(&self) -> Edit<'_, S> {
         let lock = self.lock();
         Edit {
@@ -84,6 +94,7 @@ impl<S: Scheduler> Balancer<S> {
             next_id: lock.next_id,
             lock,
             changed: false,
+            added: Vec::new(),
             after: Vec::new(),
         }
     }
@@ -125,6 +136,7 @@ impl<S: Scheduler> Edit<'_, S> {
         ));
         self.members.push(Arc::new(Member::new(backend, state)));
         self.changed = true;
+        self.added.push(id);
         self.after.push(After::Emit(id, EventKind::Added(address)));
         Ok(id)
     }
@@ -171,17 +183,28 @@ impl<S: Scheduler> Edit<'_, S> {
         self.update(id, |b| b.set_weight(weight))
     }
 
-    /// Changes a backend's admin state (at the commit).
+    /// Changes a backend's admin state (at the commit). A member this edit added has it
+    /// from the start: it never takes a request in the state it was added with.
     pub fn set_admin(&mut self, id: BackendId, admin: AdminState) -> Result<()> {
         let state = self.member_state(id)?;
-        self.after.push(After::Admin(state, admin));
+        if self.added.contains(&id) {
+            if state.set_admin_silently(admin) {
+                self.after.push(After::Emit(id, EventKind::Admin(admin)));
+            }
+        } else {
+            self.after.push(After::Admin(state, admin));
+        }
         Ok(())
     }
 
     /// Sets Apache's `I` flag (at the commit): passive health never ejects the backend.
     pub fn set_ignore_errors(&mut self, id: BackendId, ignore: bool) -> Result<()> {
         let state = self.member_state(id)?;
-        self.after.push(After::IgnoreErrors(state, ignore));
+        if self.added.contains(&id) {
+            state.set_ignore_errors(ignore);
+        } else {
+            self.after.push(After::IgnoreErrors(state, ignore));
+        }
         Ok(())
     }
 
@@ -216,6 +239,7 @@ impl<S: Scheduler> Edit<'_, S> {
             config,
             next_id,
             changed,
+            added: _,
             after,
         } = self;
         if changed {

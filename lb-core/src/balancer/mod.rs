@@ -384,8 +384,9 @@ impl<S: Scheduler> Balancer<S> {
             } else {
                 snap.scheduler.pick(&tier.state, &c, ctx)
             };
+            // (No check that `i` is still eligible: an admin change or a health check may
+            // land between the scheduler's reading and ours, and the pick stands.)
             if let Some(i) = i {
-                debug_assert!(c.is_eligible(i), "scheduler picked an ineligible member");
                 return Some(tier.members[i].clone());
             }
         }
@@ -438,7 +439,8 @@ impl<S: Scheduler> Balancer<S> {
         self.update(id, |b| b.set_weight(weight))
     }
 
-    /// Changes a backend's admin state.
+    /// Changes a backend's admin state. Like every change of configuration, it waits for
+    /// an open [`Edit`].
     pub fn set_admin(&self, id: BackendId, admin: AdminState) -> Result<()> {
         let mut e = self.edit();
         e.set_admin(id, admin)?;

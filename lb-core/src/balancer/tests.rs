@@ -542,3 +542,43 @@ fn other_changes_wait_for_an_open_edit() {
     assert_eq!(lb.members()[0].backend().weight(), 20);
     assert_eq!(lb.members()[0].state().admin(), AdminState::Maintenance);
 }
+
+#[test]
+fn a_member_added_in_maintenance_by_an_edit_never_takes_a_pick() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    // The only member is in maintenance: no pick may succeed.
+    let lb = lb(vec![Backend::new(addr(1))]);
+    lb.set_admin(lb.members()[0].id(), AdminState::Maintenance)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let picked = Arc::new(AtomicUsize::new(0));
+    let picker = {
+        let (lb, stop, picked) = (lb.clone(), stop.clone(), picked.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                if lb.pick(&PickContext::new()).is_ok() {
+                    picked.fetch_add(1, Relaxed);
+                }
+            }
+        })
+    };
+    for _ in 0..20_000 {
+        // Added in maintenance in one edit, as lb-balancer's reload and the manager add a
+        // `status=+D` member: it must land in maintenance.
+        let mut e = lb.edit();
+        let id = e.add(Backend::new(addr(2))).unwrap();
+        e.set_admin(id, AdminState::Maintenance).unwrap();
+        e.commit();
+        lb.remove(id).unwrap();
+        if picked.load(Relaxed) > 0 {
+            break;
+        }
+    }
+    stop.store(true, Relaxed);
+    picker.join().unwrap();
+    assert_eq!(
+        picked.load(Relaxed),
+        0,
+        "a member added in maintenance was leased between the publish and its admin state"
+    );
+}

@@ -195,11 +195,11 @@ impl Scheduler for Maglev {
         }
     }
 
-    #[inline]
     fn uses_key(&self) -> bool {
         true
     }
 
+    #[inline]
     fn pick(&self, t: &Table, c: &Candidates<'_>, ctx: &PickContext<'_>) -> Option<usize> {
         let Some(h) = with_key(ctx, |k| hash64(SEED_KEY, k)) else {
             return rotate(&t.next, c);
