@@ -322,15 +322,16 @@ where
         }
         Err(e) => {
             let e: BoxError = e.into();
-            let resp = error_response(&e);
-            // A failure on the backends' side is the operator's to see (nginx and Apache
-            // log each one at their default level); a refused request is the client's.
-            if resp.status().is_server_error() {
+            // No member could take the request (503): the operator's to see, as nginx's
+            // "no live upstreams". A member's failure was logged where the member is known
+            // (the balance layer names it); anything else is the client's, or its
+            // connection's.
+            if e.downcast_ref::<BalanceError>().is_some() {
                 tracing::warn!("request from {peer} failed: {e}");
             } else {
                 tracing::debug!("request from {peer} failed: {e}");
             }
-            resp
+            error_response(&e)
         }
     };
     if let Some((switch, connect)) = switch {

@@ -64,9 +64,9 @@ const FILE_ONLY: [&str; 21] = [
     name = "lb-balancer",
     version,
     about,
-    after_help = "Logging: warnings by default (a member put in error, a request that failed on the \
-                  backends' side) on stderr. LB_LOG sets the filter, as tracing's EnvFilter \
-                  reads it: LB_LOG=info, LB_LOG=lb_http=debug."
+    after_help = "Logging: warnings by default (each failed try at a member, naming it; a member \
+                  put in error; a request no member could take) on stderr. LB_LOG sets the \
+                  filter, as tracing's EnvFilter reads it: LB_LOG=info, LB_LOG=lb_http=debug."
 )]
 struct Cli {
     /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it. The
@@ -231,10 +231,20 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
 fn main() -> ExitCode {
     let demo = std::env::args_os().len() == 1;
     let cli = Cli::parse();
+    let filter = match std::env::var("LB_LOG") {
+        Err(_) => tracing_subscriber::EnvFilter::new("warn"),
+        Ok(v) => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("lb-balancer: LB_LOG={v:?}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LB_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
+        // Colours only for a terminal: a log file or journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     // Read the HA files first: a bad one is one line naming it, and exit status 2.

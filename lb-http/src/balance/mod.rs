@@ -340,20 +340,31 @@ where
                         e.downcast_ref::<ProxyError>(),
                         Some(ProxyError::ResponseTimeout(_))
                     );
-                    if connect {
+                    let in_error = if connect {
                         lease.failure(Failure::Connect);
-                        put_in_error(&e.to_string());
-                        if req.is_some() {
-                            last_err = Some(e);
-                            continue;
-                        }
+                        error_for(&lease, member.retry)
                     } else if timeout {
                         lease.failure(Failure::Timeout);
-                        if config.failontimeout {
-                            put_in_error("response timeout");
-                        }
+                        config.failontimeout && error_for(&lease, member.retry)
                     } else {
                         lease.failure(Failure::Other);
+                        false
+                    };
+                    // One line per failed try, naming the member (the client is not told
+                    // which): nginx and Apache log each at their default level.
+                    tracing::warn!(
+                        "balancer {}: member {}: {e}{}",
+                        config.name,
+                        lease.backend().address(),
+                        if in_error {
+                            format!("; in error for {:?}", member.retry)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    if connect && req.is_some() {
+                        last_err = Some(e);
+                        continue;
                     }
                     return Err(e);
                 }
@@ -363,13 +374,21 @@ where
 }
 
 /// Puts the leased member in error for `retry` (Apache's `failonstatus` and
-/// `failontimeout`), unless it ignores errors (`+I`).
+/// `failontimeout`), unless it ignores errors (`+I`), and says so in the log.
 pub(crate) fn put_in_error(lease: &lb_core::Lease, retry: Duration, why: &str) {
-    if !lease.member().state().ignores_errors() {
+    if error_for(lease, retry) {
         tracing::warn!(
             "member {} in error for {retry:?}: {why}",
             lease.backend().address(),
         );
+    }
+}
+
+/// Puts the leased member in error for `retry` unless it ignores errors; whether it did.
+fn error_for(lease: &lb_core::Lease, retry: Duration) -> bool {
+    let ignores = lease.member().state().ignores_errors();
+    if !ignores {
         lease.set_error_for(retry);
     }
+    !ignores
 }

@@ -149,7 +149,16 @@ where
             } else if body_len.is_some_and(|n| n <= config.max_replay_body) {
                 // Small and of known length: read it now, so that it can be sent again.
                 let (parts, body) = req.into_parts();
-                let bytes = body.collect().await?.to_bytes();
+                // The client's failure (an abort, a bad chunk): a 400, not a backend's.
+                let bytes = body
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        crate::error::ProxyError::Request(format!(
+                            "cannot read the request body: {e}"
+                        ))
+                    })?
+                    .to_bytes();
                 req = Request::from_parts(parts, crate::body::empty());
                 bytes
             } else {
