@@ -12,7 +12,9 @@
 //! parameters (`/a/..;/x`, which Tomcat reads as `..`). Apache refuses every encoded slash
 //! by default (`AllowEncodedSlashes Off`); refusing only these keeps paths such as
 //! `/api/projects/group%2Fname` working. Other segments, the query and targets that are
-//! not a path (`*`, an authority) are left as they are.
+//! not a path (`*`, an authority) are left as they are. So are forms only a backend that
+//! decodes twice or reads bytes oddly would take for dots or separators (`%252e`, `%3b`,
+//! `%00`, overlong UTF-8): as behind Apache, they are the backend's to refuse.
 
 use std::borrow::Cow;
 
@@ -40,7 +42,15 @@ impl BadPath {
 /// `path` without its dot segments, borrowed when it has none; [`BadPath`] when a `..`
 /// has no segment left to remove, or a dot segment hides in a segment.
 pub(crate) fn remove_dot_segments(path: &str) -> Result<Cow<'_, str>, BadPath> {
-    if !path.starts_with('/') || !(has_dot_segment(path) || may_hide_dots(path)) {
+    if !path.starts_with('/') {
+        return Ok(Cow::Borrowed(path));
+    }
+    if !has_dot_segment(path) {
+        // No segment starts with a dot, so none is one and none hides one before `;`:
+        // only a separator a backend may see could hide one.
+        if may_hide_dots(path) && path[1..].split('/').any(hides_dots) {
+            return Err(BadPath::HiddenDotSegment);
+        }
         return Ok(Cow::Borrowed(path));
     }
     let mut out: Vec<&str> = Vec::new();
@@ -90,8 +100,15 @@ fn has_dot_segment(path: &str) -> bool {
 /// Whether `path` has a separator only a backend may see (`%2f`, `%5c`, `\`): the quick
 /// test before [`hides_dots`].
 fn may_hide_dots(path: &str) -> bool {
-    path.bytes().any(|c| c == b'\\' || c == b'%')
-        && (path.contains('\\') || path.contains("%2") || path.contains("%5"))
+    let b = path.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'\\'
+            || (c == b'%'
+                && matches!(
+                    (b.get(i + 1), b.get(i + 2).map(|c| c | 0x20)),
+                    (Some(b'2'), Some(b'f')) | (Some(b'5'), Some(b'c'))
+                ))
+    })
 }
 
 /// Whether a segment that is not itself a dot segment holds one that a backend could see:

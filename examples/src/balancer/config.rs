@@ -351,16 +351,15 @@ fn check_mount(path: &str) -> Result<(), String> {
         return Err(format!("a path must start with /, got {path:?}"));
     }
     let b = path.as_bytes();
-    for (i, &c) in b.iter().enumerate() {
+    for (i, c) in path.char_indices() {
         let ok = c.is_ascii_alphanumeric()
-            || b"-._~!$&'()*+,;=:@/".contains(&c)
-            || (c == b'%'
+            || "-._~!$&'()*+,;=:@/".contains(c)
+            || (c == '%'
                 && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
         if !ok {
             return Err(format!(
-                "{:?} cannot be in a path (percent-encode it; a query cannot be mounted): {path:?}",
-                char::from(c)
+                "{c:?} cannot be in a path (percent-encode it; a query cannot be mounted): {path:?}"
             ));
         }
     }

@@ -765,10 +765,11 @@ impl Change {
     }
 }
 
-/// Whether the scheduler may give `m` new requests: not disabled, stopped or draining, a
-/// loadfactor above 0, not in error, passing its health checks (lb-core's
-/// [`BackendStats::is_usable`](lb_core::stats::BackendStats::is_usable)). Ignoring errors
-/// changes nothing here; a hot standby counts, as it is usable as a standby (it takes
+/// Whether the scheduler may give `m` new requests: lb-core's
+/// [`BackendStats::is_usable`](lb_core::stats::BackendStats::is_usable) (not disabled,
+/// stopped or draining, not in error, passing its health checks), and a loadfactor above 0,
+/// which that leaves aside (a member of weight 0 takes sticky sessions only). Ignoring
+/// errors changes nothing here; a hot standby counts, as it is usable as a standby (it takes
 /// requests when the other members of its set are not usable).
 fn usable(m: &MemberView) -> bool {
     let f = &m.flags;
