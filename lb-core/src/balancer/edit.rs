@@ -67,8 +67,6 @@ pub struct Edit<'a, S: Scheduler> {
     next_id: u32,
     /// Whether anything published (members, scheduler, settings) changed.
     changed: bool,
-    /// Members this edit added: not published yet, so their state is set at once.
-    added: Vec<BackendId>,
     /// What happens after the members are published, in the order the edit made it.
     after: Vec<After>,
 }
@@ -94,7 +92,6 @@ impl<S: Scheduler> Balancer<S> {
             next_id: lock.next_id,
             lock,
             changed: false,
-            added: Vec::new(),
             after: Vec::new(),
         }
     }
@@ -136,7 +133,6 @@ impl<S: Scheduler> Edit<'_, S> {
         ));
         self.members.push(Arc::new(Member::new(backend, state)));
         self.changed = true;
-        self.added.push(id);
         self.after.push(After::Emit(id, EventKind::Added(address)));
         Ok(id)
     }
@@ -187,7 +183,7 @@ impl<S: Scheduler> Edit<'_, S> {
     /// from the start: it never takes a request in the state it was added with.
     pub fn set_admin(&mut self, id: BackendId, admin: AdminState) -> Result<()> {
         let state = self.member_state(id)?;
-        if self.added.contains(&id) {
+        if self.is_added(id) {
             if state.set_admin_silently(admin) {
                 self.after.push(After::Emit(id, EventKind::Admin(admin)));
             }
@@ -200,7 +196,7 @@ impl<S: Scheduler> Edit<'_, S> {
     /// Sets Apache's `I` flag (at the commit): passive health never ejects the backend.
     pub fn set_ignore_errors(&mut self, id: BackendId, ignore: bool) -> Result<()> {
         let state = self.member_state(id)?;
-        if self.added.contains(&id) {
+        if self.is_added(id) {
             state.set_ignore_errors(ignore);
         } else {
             self.after.push(After::IgnoreErrors(state, ignore));
@@ -224,6 +220,12 @@ impl<S: Scheduler> Edit<'_, S> {
         Ok(())
     }
 
+    /// Whether this edit added member `id`: not published yet, so its state is set at
+    /// once. Ids only grow, and the edit's start from the balancer's next one.
+    fn is_added(&self, id: BackendId) -> bool {
+        id.0 >= self.lock.next_id
+    }
+
     fn member_state(&self, id: BackendId) -> Result<Arc<BackendState>> {
         let i = position(&self.members, id)?;
         Ok(self.members[i].state_arc().clone())
@@ -239,7 +241,6 @@ impl<S: Scheduler> Edit<'_, S> {
             config,
             next_id,
             changed,
-            added: _,
             after,
         } = self;
         if changed {
