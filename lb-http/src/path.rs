@@ -97,6 +97,39 @@ fn has_dot_segment(path: &str) -> bool {
             .any(|w| w[0] == b'/' && w[1] == b'%' && w[2] == b'2' && (w[3] | 0x20) == b'e')
 }
 
+/// Whether `c` may stand as it is in a URL path: RFC 3986 `pchar` or `/` (a `%` must start
+/// a percent-encoding, which callers check where it matters).
+pub(crate) fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c)
+}
+
+/// Whether `mount` (a [`Site`](crate::router::Site)'s path prefix) can match a request: it
+/// starts with `/`, holds only what a URL path may (no space, `?` or `#`; `%` only to
+/// start an encoding), and no dot segment, since requests lose theirs before they are
+/// matched. The error says what is wrong.
+pub(crate) fn check_mount(mount: &str) -> Result<(), String> {
+    if !mount.starts_with('/') {
+        return Err(format!("a path must start with /, got {mount:?}"));
+    }
+    let b = mount.as_bytes();
+    if let Some((_, c)) = mount.char_indices().find(|&(i, c)| {
+        !is_path_char(c)
+            || (c == '%'
+                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)))
+    }) {
+        return Err(format!(
+            "{c:?} cannot be in a path (percent-encode it; a query cannot be mounted): {mount:?}"
+        ));
+    }
+    if mount.split('/').any(|seg| dots(seg).is_some()) {
+        return Err(format!(
+            "a path cannot hold a dot segment (requests are matched without theirs): {mount:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `path` has a separator only a backend may see (`%2f`, `%5c`, `\`): the quick
 /// test before [`hides_dots`].
 fn may_hide_dots(path: &str) -> bool {
@@ -216,6 +249,30 @@ mod tests {
         for p in ["/..", "/../secret", "/a/../..", "/a/../../etc", "/%2e%2e/x"] {
             assert_eq!(norm(p), Err(BadPath::AboveRoot), "{p}");
         }
+    }
+
+    #[test]
+    fn mounts_that_no_request_can_match_are_refused() {
+        for ok in ["/", "/app", "/app/", "/a%20b", "/v1.0/x", "/.well-known"] {
+            assert_eq!(check_mount(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "app",
+            "/app/../x",
+            "/app/%2E%2e",
+            "/app?x=1",
+            "/my app",
+            "/a#b",
+            "/a%zz",
+            "/caf\u{e9}",
+        ] {
+            assert!(check_mount(bad).is_err(), "{bad}");
+        }
+        assert!(
+            check_mount("/caf\u{e9}")
+                .unwrap_err()
+                .starts_with("'\u{e9}' cannot")
+        );
     }
 
     #[test]

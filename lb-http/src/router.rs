@@ -109,6 +109,12 @@ impl Site {
     }
 }
 
+/// Checks a mount path before it is given to [`Site::new`]: one that no request could
+/// match (`/app/../x`, `/app?x=1`, `/my app`) is refused, with a message saying why.
+pub fn check_mount(mount: &str) -> Result<(), String> {
+    crate::path::check_mount(mount)
+}
+
 /// Sends requests to sites by longest path prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Router {

@@ -172,7 +172,7 @@ impl BalancerConf {
                 self.name = value.into();
             }
             "path" => {
-                check_mount(value)?;
+                lb_http::router::check_mount(value)?;
                 self.path = value.into();
             }
             "lbmethod" => {
@@ -341,37 +341,6 @@ struct FileToml {
     abort_on_close: Option<Spanned<toml::Value>>,
     #[serde(default)]
     balancer: Vec<BTreeMap<Spanned<String>, Spanned<toml::Value>>>,
-}
-
-/// A mount path requests can match: it starts with `/`, holds only the characters a URL
-/// path may (RFC 3986 `pchar`: no space, `?` or `#`), and no dot segment (requests lose
-/// theirs before they are matched, so `/app/../x` would match nothing).
-fn check_mount(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("a path must start with /, got {path:?}"));
-    }
-    let b = path.as_bytes();
-    for (i, c) in path.char_indices() {
-        let ok = c.is_ascii_alphanumeric()
-            || "-._~!$&'()*+,;=:@/".contains(c)
-            || (c == '%'
-                && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
-        if !ok {
-            return Err(format!(
-                "{c:?} cannot be in a path (percent-encode it; a query cannot be mounted): {path:?}"
-            ));
-        }
-    }
-    if path.split('/').any(|seg| {
-        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
-        seg == "." || seg == ".."
-    }) {
-        return Err(format!(
-            "a path cannot hold a dot segment (requests are matched without theirs): {path:?}"
-        ));
-    }
-    Ok(())
 }
 
 fn line_of(src: &str, offset: usize) -> usize {

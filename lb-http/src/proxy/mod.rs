@@ -91,11 +91,7 @@ impl Target {
             return Err(bad("a member url cannot have a query"));
         }
         // The path goes into request lines as it is: only what RFC 3986 allows in one.
-        if let Some(c) = uri
-            .path()
-            .chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c)))
-        {
+        if let Some(c) = uri.path().chars().find(|&c| !crate::path::is_path_char(c)) {
             return Err(bad(&format!("{c:?} in the path (percent-encode it)")));
         }
         let path = uri.path().trim_end_matches('/').to_string();
