@@ -244,7 +244,7 @@ pub(crate) struct HeadRewrite<'a> {
 
 /// Fields [`write_request_head`] writes after the client's other fields, each as one line
 /// with this hop's entry appended, or as the client sent them when this hop adds nothing.
-const LISTS: [HeaderName; 5] = [
+static LISTS: [HeaderName; 5] = [
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
     X_FORWARDED_HOST,

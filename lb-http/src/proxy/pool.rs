@@ -68,17 +68,24 @@ struct Lists {
     direct: Vec<(Box<Direct>, Instant)>,
 }
 
+/// The same backend, for the pool: the authorities as written. `Authority`'s own `==`
+/// ignores case, byte by byte, on every checkout and checkin; a member's authority is the
+/// same text each time, so spellings differing in case merely get lists of their own.
+fn same(a: &Authority, b: &Authority) -> bool {
+    a.as_str() == b.as_str()
+}
+
 impl Inner {
     fn lists(&mut self, authority: &Authority) -> Option<&mut Lists> {
         self.idle
             .iter_mut()
-            .find(|(a, _)| a == authority)
+            .find(|(a, _)| same(a, authority))
             .map(|(_, lists)| lists)
     }
 
     /// The lists of `authority`, made if missing.
     fn lists_or_new(&mut self, authority: Authority) -> &mut Lists {
-        let i = match self.idle.iter().position(|(a, _)| *a == authority) {
+        let i = match self.idle.iter().position(|(a, _)| same(a, &authority)) {
             Some(i) => i,
             None => {
                 self.idle.push((authority, Lists::default()));
