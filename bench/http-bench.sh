@@ -53,26 +53,11 @@ done
 
 BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113
 
-echo "building lb-balancer (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p lb-examples --bin lb-balancer)
-LBBIN="$ROOT/target/release/lb-balancer"
-
-# Backends: one nginx, two servers.
-mkdir -p "$WORK/ngb" "$WORK/ngl"
-cat >"$WORK/backends.conf" <<EOF
-worker_processes 1;
-pid $WORK/ngb/nginx.pid;
-error_log $WORK/ngb/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$BE1; location / { return 200 "hello\n"; } }
-    server { listen 127.0.0.1:$BE2; location / { return 200 "hello\n"; } }
-}
-EOF
-nginx -c "$WORK/backends.conf" -p "$WORK/ngb" -g 'daemon off;' &
-PIDS+=($!)
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+build_lb
+start_backends $BE1 $BE2
+mkdir -p "$WORK/ngl"
 
 # lb-balancer.
 "$LBBIN" --listen 127.0.0.1:$LB --stickysession ROUTEID \
@@ -83,16 +68,8 @@ SRVPID[lb-balancer]=$!
 # What the peers add, when they do the same work as lb-balancer.
 HA_HEADERS= NG_HEADERS= AP_VIA=Off
 if [ "$PEER_HEADERS" = same ]; then
-    HA_HEADERS='    option forwardfor
-    http-request set-header X-Forwarded-Proto http
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request add-header Via "1.1 haproxy"
-    http-response add-header Via "1.1 haproxy"'
-    NG_HEADERS='        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_set_header X-Forwarded-Host $http_host;
-        proxy_set_header Via "1.1 nginx";
-        add_header Via "1.1 nginx";'
+    HA_HEADERS=$HA_SAME_HEADERS
+    NG_HEADERS=$NG_SAME_HEADERS
     AP_VIA=On
 fi
 

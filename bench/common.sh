@@ -1,0 +1,43 @@
+# Shared by bench/http-bench.sh and bench/instr-bench.sh (sourced, not run): the backends and
+# what the peers add to do the same work as lb-balancer. Expects ROOT and WORK to be set and
+# a PIDS array to which the processes started here are added.
+
+# build_lb: builds lb-balancer (release) and sets LBBIN.
+build_lb() {
+    echo "building lb-balancer (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p lb-examples --bin lb-balancer)
+    LBBIN="$ROOT/target/release/lb-balancer"
+}
+
+# start_backends BE1 BE2: one nginx, two servers answering a 6-byte body.
+start_backends() {
+    mkdir -p "$WORK/ngb"
+    cat >"$WORK/backends.conf" <<EOB
+worker_processes 1;
+pid $WORK/ngb/nginx.pid;
+error_log $WORK/ngb/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$1; location / { return 200 "hello\n"; } }
+    server { listen 127.0.0.1:$2; location / { return 200 "hello\n"; } }
+}
+EOB
+    nginx -c "$WORK/backends.conf" -p "$WORK/ngb" -g 'daemon off;' &
+    PIDS+=($!)
+}
+
+# What the peers add, when they do the same work as lb-balancer: X-Forwarded-For, -Proto,
+# -Host and Via on requests, Via on responses.
+HA_SAME_HEADERS='    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request add-header Via "1.1 haproxy"
+    http-response add-header Via "1.1 haproxy"'
+# shellcheck disable=SC2016 # nginx variables, not the shell's
+NG_SAME_HEADERS='        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
+        proxy_set_header Via "1.1 nginx";
+        add_header Via "1.1 nginx";'
