@@ -45,6 +45,14 @@ impl Lease {
         &self.member
     }
 
+    /// The member as the balancer shares it. A member's configuration never changes in
+    /// place: a change makes a new `Member` (sharing the same live state), so while picks
+    /// hand out this same `Arc` (compare with [`Arc::ptr_eq`]), a cache of what was derived
+    /// from the configuration is still good.
+    pub fn shared_member(&self) -> &Arc<Member> {
+        &self.member
+    }
+
     /// Whether the pick came from persistence or a sticky route rather than the scheduler.
     pub fn is_sticky(&self) -> bool {
         self.sticky

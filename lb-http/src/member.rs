@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_core::{Address, Backend, BackendId, Role};
+use lb_core::{Address, Backend, BackendId, Member, Role};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -436,7 +436,19 @@ pub struct Members {
     slots: Arc<Slots>,
 }
 
-type Map = HashMap<BackendId, (Arc<MemberHttp>, u64), Fnvs>;
+type Map = HashMap<BackendId, Entry, Fnvs>;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    http: Arc<MemberHttp>,
+    /// The hash of the settings `http` was parsed from ([`label_hash`]).
+    hash: u64,
+    /// The balancer's member it was last checked against. A member's configuration never
+    /// changes in place (a change makes a new `Member`), so while the balancer still hands
+    /// out this very `Arc`, nothing needs hashing; and held here, its address cannot be
+    /// reused by another.
+    seen: Option<Arc<Member>>,
+}
 
 /// FNV-1a: this hash only tells whether a member's settings changed since its entry was
 /// made (it runs on every request; SipHash showed in profiles), not a table keyed by input
@@ -490,25 +502,62 @@ impl Members {
 
     /// The HTTP view of member `id` whose configuration is `backend`.
     pub fn get(&self, id: BackendId, backend: &Backend) -> Result<Arc<MemberHttp>> {
+        self.lookup(id, backend, None)
+    }
+
+    /// The HTTP view of a balancer's `member` (as a [`Lease`](lb_core::Lease) shares it).
+    /// While the balancer hands out the same `Arc`, this costs a map lookup; a new one
+    /// (its configuration changed) is checked as [`get`](Members::get) checks a backend.
+    pub fn get_member(&self, member: &Arc<Member>) -> Result<Arc<MemberHttp>> {
+        let id = member.id();
+        if let Some(e) = self.map.load().get(&id)
+            && e.seen
+                .as_ref()
+                .is_some_and(|seen| Arc::ptr_eq(seen, member))
+        {
+            return Ok(e.http.clone());
+        }
+        self.lookup(id, member.backend(), Some(member))
+    }
+
+    fn lookup(
+        &self,
+        id: BackendId,
+        backend: &Backend,
+        seen: Option<&Arc<Member>>,
+    ) -> Result<Arc<MemberHttp>> {
         let hash = label_hash(backend);
-        let current = |map: &Map| {
-            map.get(&id)
-                .filter(|(_, h)| *h == hash)
-                .map(|(m, _)| m.clone())
-        };
-        if let Some(m) = current(&self.map.load()) {
-            return Ok(m);
+        let current = |map: &Map| map.get(&id).filter(|e| e.hash == hash).cloned();
+        if seen.is_none()
+            && let Some(e) = current(&self.map.load())
+        {
+            return Ok(e.http);
         }
         let _writing = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let map = self.map.load_full();
-        if let Some(m) = current(&map) {
-            return Ok(m);
-        }
-        let m = Arc::new(MemberHttp::parse(backend, Some((&self.slots, id)))?);
+        let http = match current(&map) {
+            // Another thread made it meanwhile, or only the member to remember is new.
+            Some(e)
+                if seen.is_none()
+                    || e.seen
+                        .as_ref()
+                        .zip(seen)
+                        .is_some_and(|(a, b)| Arc::ptr_eq(a, b)) =>
+            {
+                return Ok(e.http);
+            }
+            Some(e) => e.http,
+            None => Arc::new(MemberHttp::parse(backend, Some((&self.slots, id)))?),
+        };
         let mut next = Map::clone(&map);
-        next.insert(id, (m.clone(), hash));
+        let entry = Entry {
+            http: http.clone(),
+            hash,
+            seen: seen.cloned(),
+        };
+        next.insert(id, entry);
         self.map.store(Arc::new(next));
-        Ok(m)
+        Ok(http)
     }
 }
 
@@ -547,6 +596,40 @@ mod tests {
         assert_eq!(changed.slots.as_ref().unwrap().available_permits(), 3);
         let other = members.get(BackendId(1), &first).unwrap();
         assert!(!Arc::ptr_eq(&other, &changed));
+    }
+
+    /// A balancer's member is looked up by the `Arc` its lease shares: the same `Arc` finds
+    /// the same entry; a new one with the same HTTP settings (a weight change) keeps it; a
+    /// new one with other settings gets a new entry.
+    #[test]
+    fn a_lease_member_is_cached_until_its_settings_change() {
+        let backend = |spec: &str| spec.parse::<MemberSpec>().unwrap().to_backend().unwrap();
+        let lb = lb_core::Balancer::builder()
+            .backend(backend("http://127.0.0.1:9001,max=2"))
+            .build()
+            .unwrap();
+        let members = Members::shared(&lb);
+        let pick = || lb.pick(&lb_core::PickContext::new()).unwrap();
+        let lease = pick();
+        let first = members.get_member(lease.shared_member()).unwrap();
+        assert!(Arc::ptr_eq(&first, &members.get_member(pick().shared_member()).unwrap()));
+        let id = lease.id();
+        // The same settings for HTTP under a new Member.
+        lb.update(id, |b| b.set_weight(5)).unwrap();
+        let reweighted = pick();
+        assert!(!Arc::ptr_eq(reweighted.shared_member(), lease.shared_member()));
+        assert!(Arc::ptr_eq(&first, &members.get_member(reweighted.shared_member()).unwrap()));
+        assert!(Arc::ptr_eq(&first, &members.get_member(reweighted.shared_member()).unwrap()));
+        // Other settings: a new entry, with its own `max`, also for `get`.
+        lb.update(id, |b| {
+            b.labels_mut().insert(LABEL_MAX.to_string(), "3".to_string());
+        })
+        .unwrap();
+        let changed = members.get_member(pick().shared_member()).unwrap();
+        assert!(!Arc::ptr_eq(&changed, &first));
+        assert_eq!(changed.slots.as_ref().unwrap().available_permits(), 3);
+        let by_backend = members.get(id, pick().backend()).unwrap();
+        assert!(Arc::ptr_eq(&changed, &by_backend));
     }
 
     #[test]

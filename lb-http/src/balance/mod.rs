@@ -227,7 +227,7 @@ where
                 }
             };
             let id = lease.id();
-            let member = match members.get(id, lease.backend()) {
+            let member = match members.get_member(lease.shared_member()) {
                 Ok(m) => m,
                 Err(e) => {
                     lease.failure(Failure::Other);
