@@ -91,6 +91,17 @@ fn bench(c: &mut Criterion) {
     c.bench_function("member cache: hit", |b| {
         b.iter(|| black_box(members.get(lb_core::BackendId(0), &backend).unwrap()))
     });
+    // What the balance layer does: by the member its lease shares.
+    let lb = lb_core::Balancer::builder()
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    let members = Members::shared(&lb);
+    let lease = lb.pick(&lb_core::PickContext::new()).unwrap();
+    members.get_member(lease.shared_member()).unwrap();
+    c.bench_function("member cache: hit by lease", |b| {
+        b.iter(|| black_box(members.get_member(lease.shared_member()).unwrap()))
+    });
 }
 
 criterion_group!(benches, bench);
