@@ -1456,3 +1456,129 @@ async fn member_max_holds_across_worker_threads() {
         "requests at once on a max=1 member"
     );
 }
+
+/// An upload is timed on the client's side: a client that stalls its body gets 408 after
+/// the idle timeout, an upload that keeps moving may outlast the response timeout, a client
+/// that goes away mid-upload is not the backend's failure, and none of them puts the member
+/// in error (the fourth QA pass: they got 504s, or 502s logged against the member, and with
+/// `--failontimeout` the member was put in error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_timed_on_the_client_side_and_never_blamed_on_the_member() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--timeout",
+        "1",
+        "--failontimeout",
+        "--forcerecovery",
+        "off",
+        "--idletimeout",
+        "2",
+        "--member",
+        &a.url(),
+    ]);
+    let answer = |mut s: tokio::net::TcpStream| async move {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "no answer within 10 s");
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    // 10 of 1000 bytes, then nothing.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let text = answer(s).await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    assert!(text.contains("client request body stalled"), "{text}");
+    // 20 pieces 150 ms apart: 3 s of upload against a 1 s response timeout.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(&[b'u'; 1000]).await.unwrap();
+    }
+    let text = answer(s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.ends_with("a 20000"), "{text}");
+    // A client that goes away half-way through its upload.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'u'; 1000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    // The member was never put in error: with --forcerecovery off it would refuse this.
+    let c = client();
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!((status, body.as_str()), (200, "a"));
+    let log = p.stderr.lock().unwrap().join("\n");
+    assert!(!log.contains("in error"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+}
+
+/// Running out of file descriptors is lb-balancer's own shortage: the clients that meet it
+/// get 503, and no member is put in error for it (the fourth QA pass: every member was, for
+/// its `retry` time, and with `--forcerecovery off` every request got 503 long after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_puts_no_member_in_error() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start_with_nofile(
+        40,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--forcerecovery",
+            "off",
+            "--member",
+            &a.url(),
+        ],
+    );
+    let at_rest = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+        .unwrap()
+        .count();
+    assert!(at_rest < 30, "{at_rest} descriptors open at rest");
+    // More clients at once than there are descriptors left, each needing a second one
+    // for its backend.
+    let addr = p.addr;
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            tokio::spawn(async move {
+                raw(
+                    addr,
+                    b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.push(c.await.unwrap());
+    }
+    let short = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503 ") && a.contains("out of resources"))
+        .count();
+    assert!(short > 0, "no request met the shortage: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.starts_with("HTTP/1.1 503 ") || a.starts_with("HTTP/1.1 200 ")),
+        "{answers:?}"
+    );
+    let (status, _, body) = get(&client(), &p.url("/"), None).await;
+    assert_eq!((status, body.as_str()), (200, "a"));
+    let log = p.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("out of local resources"), "{log}");
+    assert!(!log.contains("in error"), "{log}");
+}

@@ -68,6 +68,19 @@ pub enum ProxyError {
     /// The request could not be rewritten for the backend.
     #[error("cannot forward request: {0}")]
     Request(String),
+    /// This proxy ran out of what it needs to open a connection (file descriptors, memory,
+    /// local ports): its own shortage, not the backend's failure (HAProxy's "resource"
+    /// termination). No other member is tried: it would meet the same shortage.
+    #[error("out of local resources to connect to the backend: {0}")]
+    LocalResources(String),
+    /// The client sent no byte of its request body for this long while the proxy waited
+    /// for one (nginx's `client_body_timeout`, Apache's `RequestReadTimeout body=`).
+    #[error("client request body stalled for {0:?}")]
+    ClientBodyTimeout(Duration),
+    /// The client's request body failed while it was being sent on: the client went away or
+    /// sent a malformed body.
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
 }
 
 impl ProxyError {
@@ -77,8 +90,11 @@ impl ProxyError {
             ProxyError::ResponseTimeout(_) | ProxyError::BodyTimeout(_) => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
-            ProxyError::NoTarget => http::StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Request(_) => http::StatusCode::BAD_REQUEST,
+            ProxyError::NoTarget | ProxyError::LocalResources(_) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Request(_) | ProxyError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout(_) => http::StatusCode::REQUEST_TIMEOUT,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -90,6 +106,8 @@ impl ProxyError {
         match self {
             ProxyError::Connect(_) => "backend connect failed".into(),
             ProxyError::BadResponse(_) => "bad response from backend".into(),
+            ProxyError::LocalResources(_) => "proxy out of resources, try again".into(),
+            ProxyError::ClientBody(_) => "request body failed".into(),
             other => other.to_string(),
         }
     }
@@ -98,6 +116,19 @@ impl ProxyError {
     /// even for a non-idempotent request.
     pub fn is_connect(&self) -> bool {
         matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
+    }
+
+    /// True when the backend is not to blame: the client's fault or this proxy's own
+    /// shortage. Passive health does not count it against the member.
+    pub fn is_not_the_backends(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::NoTarget
+                | ProxyError::Request(_)
+                | ProxyError::LocalResources(_)
+                | ProxyError::ClientBodyTimeout(_)
+                | ProxyError::ClientBody(_)
+        )
     }
 }
 

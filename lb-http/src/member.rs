@@ -612,17 +612,30 @@ mod tests {
         let pick = || lb.pick(&lb_core::PickContext::new()).unwrap();
         let lease = pick();
         let first = members.get_member(lease.shared_member()).unwrap();
-        assert!(Arc::ptr_eq(&first, &members.get_member(pick().shared_member()).unwrap()));
+        assert!(Arc::ptr_eq(
+            &first,
+            &members.get_member(pick().shared_member()).unwrap()
+        ));
         let id = lease.id();
         // The same settings for HTTP under a new Member.
         lb.update(id, |b| b.set_weight(5)).unwrap();
         let reweighted = pick();
-        assert!(!Arc::ptr_eq(reweighted.shared_member(), lease.shared_member()));
-        assert!(Arc::ptr_eq(&first, &members.get_member(reweighted.shared_member()).unwrap()));
-        assert!(Arc::ptr_eq(&first, &members.get_member(reweighted.shared_member()).unwrap()));
+        assert!(!Arc::ptr_eq(
+            reweighted.shared_member(),
+            lease.shared_member()
+        ));
+        assert!(Arc::ptr_eq(
+            &first,
+            &members.get_member(reweighted.shared_member()).unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &first,
+            &members.get_member(reweighted.shared_member()).unwrap()
+        ));
         // Other settings: a new entry, with its own `max`, also for `get`.
         lb.update(id, |b| {
-            b.labels_mut().insert(LABEL_MAX.to_string(), "3".to_string());
+            b.labels_mut()
+                .insert(LABEL_MAX.to_string(), "3".to_string());
         })
         .unwrap();
         let changed = members.get_member(pick().shared_member()).unwrap();

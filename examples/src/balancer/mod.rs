@@ -123,6 +123,9 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
         if let Some(t) = c.timeout {
             proxy.response_timeout = t;
         }
+        // As HAProxy's `timeout client`: one silence allowed from a client, between requests
+        // or in the middle of a request body.
+        proxy.client_body_timeout = config.limits.idle_timeout;
         let site = SiteConfig {
             proxy,
             balance: BalanceConfig {
@@ -405,7 +408,7 @@ async fn control_loop(
                 };
                 let fresh = config::load_file(path).and_then(|c| {
                     // The command line's values win over the file's at every reload too.
-                    let c = c.with_overrides(overrides);
+                    let mut c = c.with_overrides(overrides);
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
                     }
@@ -414,6 +417,8 @@ async fn control_loop(
                     }
                     if (c.limits, c.abort_on_close) != client_side {
                         eprintln!("lb-balancer: reload: head_timeout, idle_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");
+                        // The proxies take the idle timeout for request bodies from them.
+                        (c.limits, c.abort_on_close) = client_side;
                     }
                     let running = plan_rx.borrow().clone();
                     build_plan(&c, Some(&running)).map_err(ConfigError)

@@ -113,8 +113,8 @@ struct Cli {
     /// Use members in error when none is usable (on/off; default on).
     #[arg(long)]
     forcerecovery: Option<String>,
-    /// Backend response timeout in seconds: for the head, then for each wait of the body
-    /// (default 60).
+    /// Backend response timeout in seconds: for the head, counted from the last piece of the
+    /// request body sent, then for each wait of the response body (default 60).
     #[arg(long)]
     timeout: Option<String>,
     /// Backend connect timeout in seconds (default 5).
@@ -145,7 +145,8 @@ struct Cli {
     /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
     #[arg(long)]
     headtimeout: Option<u64>,
-    /// Seconds an idle client connection is kept (default 60).
+    /// Seconds a client may stay silent: idle between requests (the connection is closed),
+    /// or in the middle of a request body (408) (default 60).
     #[arg(long)]
     idletimeout: Option<u64>,
     /// Most header fields in a request (default 100) -> 431.

@@ -284,8 +284,25 @@ pub struct Proxy {
 impl Proxy {
     /// Starts lb-balancer with `args` and waits (up to 20 s) until it serves.
     pub fn start(args: &[&str]) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lb-balancer"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb-balancer"));
+        command.args(args);
+        Proxy::start_command(command, args)
+    }
+
+    /// As [`Proxy::start`], with at most `nofile` file descriptors (`ulimit -n`, soft and
+    /// hard, so that lb-balancer cannot raise it).
+    pub fn start_with_nofile(nofile: u32, args: &[&str]) -> Proxy {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_lb-balancer"))
+            .args(args);
+        Proxy::start_command(command, args)
+    }
+
+    fn start_command(mut command: Command, args: &[&str]) -> Proxy {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -333,6 +333,19 @@ where
                         }
                         Err(e) => e,
                     };
+                    // The client's fault, or this proxy's own shortage: the member is not
+                    // blamed, and no other is tried.
+                    if let Some(pe) = e
+                        .downcast_ref::<ProxyError>()
+                        .filter(|pe| pe.is_not_the_backends())
+                    {
+                        if matches!(pe, ProxyError::LocalResources(_)) {
+                            tracing::warn!("balancer {}: {e}", config.name);
+                        } else {
+                            tracing::debug!("balancer {}: {e}", config.name);
+                        }
+                        return Err(e);
+                    }
                     let connect = e
                         .downcast_ref::<ProxyError>()
                         .is_some_and(ProxyError::is_connect);

@@ -23,6 +23,7 @@ mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
 mod read_timer;
+mod upload;
 
 use std::future::Future;
 use std::task::{Context, Poll};
@@ -141,9 +142,16 @@ pub struct ProxyConfig {
     /// brings no byte for this long is cut, the client's connection closed (its HTTP/2
     /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do. So a
     /// stream that goes quiet for longer (server-sent events, long polling) needs a longer
-    /// timeout. A backend that answers while it still reads the request's body waits for
-    /// the client as much as the proxy waits for it: a pause in a slow upload counts.
+    /// timeout. While a request body is sent, the wait starts afresh at each piece of it
+    /// handed on, and not at all while the client is the one awaited (see
+    /// [`client_body_timeout`](Self::client_body_timeout)): an upload that keeps moving may
+    /// take longer.
     pub response_timeout: Duration,
+    /// The longest a client's request body may bring no byte while the proxy waits for one
+    /// (default 60 s, as nginx's `client_body_timeout`): then the client gets `408` and the
+    /// member is not blamed. While the proxy waits for the client, the response timeout
+    /// does not run: the backend is not the one late.
+    pub client_body_timeout: Duration,
     /// The front-end path prefix this proxy is mounted on (Apache `ProxyPass /app ...`),
     /// removed before the backend's own prefix is put in; empty for `/`.
     pub mount: String,
@@ -164,6 +172,7 @@ impl Default for ProxyConfig {
             via: Some("lb".to_string()),
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
             mount: String::new(),
             reverse: true,
             pool_idle_timeout: Duration::from_secs(90),
@@ -249,10 +258,22 @@ fn forward(
     let timeout = target
         .response_timeout
         .unwrap_or(proxy.shared.config.response_timeout);
+    // A body to send: the response timer leaves out the waits for the client.
+    let (req, upload) = if req.body().is_end_stream() {
+        (req, None)
+    } else {
+        let progress = upload::Progress::new();
+        let client_timeout = proxy.shared.config.client_body_timeout;
+        let req = req.map(|b| {
+            crate::body::boxed(upload::UploadBody::new(b, progress.clone(), client_timeout))
+        });
+        (req, Some(progress))
+    };
     Timed {
         exchange: exchange(proxy, target, req, timeout),
         timer: None,
         timeout,
+        upload,
     }
 }
 
@@ -266,6 +287,8 @@ pin_project_lite::pin_project! {
         #[pin]
         timer: Option<tokio::time::Sleep>,
         timeout: Duration,
+        // How the request's body is getting on, when it has one.
+        upload: Option<std::sync::Arc<upload::Progress>>,
     }
 }
 
@@ -290,8 +313,21 @@ where
                 )
             }));
         }
-        if let Some(timer) = this.timer.as_pin_mut() {
-            std::task::ready!(timer.poll(cx));
+        if let Some(mut timer) = this.timer.as_pin_mut() {
+            loop {
+                std::task::ready!(timer.as_mut().poll(cx));
+                // While the body is sent, the backend's wait starts at its last move, and
+                // the waits for the client are not the backend's.
+                let Some(progress) = this.upload.as_ref() else {
+                    break;
+                };
+                let now = tokio::time::Instant::now();
+                match progress.backend_deadline(*this.timeout) {
+                    Some(deadline) if deadline <= now => break,
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => timer.as_mut().reset(upload::deadline(*this.timeout)),
+                }
+            }
         }
         Poll::Ready(Err(ProxyError::ResponseTimeout(*this.timeout).into()))
     }
@@ -399,7 +435,10 @@ async fn exchange_hyper(
                     tracing::debug!("kept-alive connection to {authority} closed; reconnecting");
                     req = unsent;
                 }
-                _ => return Err(ProxyError::BadResponse(error_chain(e.error()))),
+                _ => {
+                    return Err(upload::client_side(e.error())
+                        .unwrap_or_else(|| ProxyError::BadResponse(error_chain(e.error()))));
+                }
             },
         }
         conn = pool.get(authority).await?;

@@ -249,6 +249,9 @@ impl Pool {
         let timeout = self.config.connect_timeout;
         let stream = match tokio::time::timeout(timeout, open(authority)).await {
             Ok(Ok(s)) => s,
+            Ok(Err(e)) if is_local_shortage(&e) => {
+                return Err(ProxyError::LocalResources(format!("{authority}: {e}")));
+            }
             Ok(Err(e)) => return Err(ProxyError::Connect(format!("{authority}: {e}"))),
             Err(_) => return Err(ProxyError::ConnectTimeout(timeout)),
         };
@@ -275,6 +278,16 @@ impl Pool {
 /// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
 /// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs). Without a
 /// port, the `http` one (80): members are `http://`.
+/// Whether a failed `socket()` or `connect()` says that this host ran short (file
+/// descriptors, buffers, memory, local ports) rather than that the backend failed: every
+/// other backend would meet the same shortage, and none of them is to blame.
+fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 pub(crate) async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
     let host = authority.host();
     let host = host

@@ -187,11 +187,12 @@ where
                 // The status the client would get: the member's, or lb's own for a member
                 // that closed without answering (502) or answered too late (504). Connect
                 // failures are not retried here: the balance layer has tried every member
-                // it could already.
+                // it could already. Nor are failures no member is to blame for (the
+                // client's, or this proxy's own shortage).
                 let status = match &answer {
                     Ok(resp) => Some(resp.status().as_u16()),
                     Err(e) => crate::error::proxy_error(e)
-                        .filter(|pe| !pe.is_connect())
+                        .filter(|pe| !pe.is_connect() && !pe.is_not_the_backends())
                         .map(|pe| pe.status().as_u16()),
                 };
                 if let (Err(e), Some(earlier)) = (&answer, last.take()) {
