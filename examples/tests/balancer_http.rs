@@ -1582,3 +1582,49 @@ async fn running_out_of_file_descriptors_puts_no_member_in_error() {
     assert!(log.contains("out of local resources"), "{log}");
     assert!(!log.contains("in error"), "{log}");
 }
+
+/// A client that stops reading its response is disconnected after the idle timeout, which
+/// gives its member's busy count (and `max` slot) back; before, it held them for as long as
+/// it kept the connection open (the fourth QA pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--idletimeout",
+        "2",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let busy = || async move {
+        manager_view(m).await["balancers"][0]["members"][0]["busy"]
+            .as_u64()
+            .unwrap()
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(p.addr).await.unwrap();
+    s.write_all(b"GET /download?bytes=1000000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the response fills the socket buffers and lb-balancer's writes wait.
+    assert!(eventually(5, || async { busy().await == 1 }).await);
+    assert!(
+        eventually(15, || async { busy().await == 0 }).await,
+        "the member stayed busy for a client that reads nothing"
+    );
+    // The connection was closed: what is left to read ends.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await;
+    assert!(read.is_ok(), "the connection is still open");
+    drop(s);
+}

@@ -132,6 +132,9 @@ pub struct GuardConfig {
     /// The whole head must arrive within this time of its first byte (default 20 s).
     pub head_timeout: Duration,
     /// A connection with no request in progress is closed after this time (default 60 s).
+    /// So is one whose client takes no byte of what is written to it for this long, a
+    /// response or a tunnel's data (nginx's `send_timeout`; HAProxy's `timeout client`
+    /// covers both).
     pub idle_timeout: Duration,
     /// Largest request head; a larger one gets 431 and the connection is closed (default
     /// 64 KiB).
@@ -215,6 +218,8 @@ pin_project_lite::pin_project! {
         shared: Option<Arc<Shared>>,
         // A request asking to switch has a body still passing: the wait starts after it.
         switch_after_body: bool,
+        // Since when the client has taken no byte written to it (boxed: rarely set).
+        write_stall: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -235,6 +240,7 @@ impl<T> Guarded<T> {
             plain_close: false,
             shared: None,
             switch_after_body: false,
+            write_stall: None,
         }
     }
 
@@ -943,7 +949,9 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let written = this.inner.poll_write(cx, buf);
+        write_stalled(written, this.write_stall, this.config.idle_timeout, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -963,12 +971,35 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let written = this.inner.poll_write_vectored(cx, bufs);
+        write_stalled(written, this.write_stall, this.config.idle_timeout, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// A write that found the client's side full: after `limit` without one taking a byte, the
+/// connection fails (a client that stopped reading holds a backend connection and its
+/// member's slot otherwise, for as long as it likes).
+fn write_stalled(
+    written: Poll<io::Result<usize>>,
+    stall: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if written.is_ready() {
+        *stall = None;
+        return written;
+    }
+    let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    ready!(timer.as_mut().poll(cx));
+    Poll::Ready(Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client took no byte for {limit:?}"),
+    )))
 }
 
 #[cfg(test)]

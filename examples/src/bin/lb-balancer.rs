@@ -145,8 +145,9 @@ struct Cli {
     /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
     #[arg(long)]
     headtimeout: Option<u64>,
-    /// Seconds a client may stay silent: idle between requests (the connection is closed),
-    /// or in the middle of a request body (408) (default 60).
+    /// Seconds a client may stay silent: idle between requests or taking no byte of a
+    /// response (the connection is closed), or in the middle of a request body (408)
+    /// (default 60).
     #[arg(long)]
     idletimeout: Option<u64>,
     /// Most header fields in a request (default 100) -> 431.
