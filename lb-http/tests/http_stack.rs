@@ -1610,3 +1610,33 @@ async fn garbage_after_an_interim_response_is_not_retried() {
         "the second request was sent twice"
     );
 }
+
+/// A response head is held to one size limit whichever path its request takes: a bodiless
+/// request goes straight on the connection, one with a body through hyper's client, and
+/// before, the second let heads of up to about 400 KiB through where the first answered
+/// 502 above 64 KiB (the fourth QA pass).
+#[tokio::test]
+async fn a_response_head_has_one_size_limit_with_or_without_a_request_body() {
+    let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'b', 70_000));
+    head.extend_from_slice(b"\r\n\r\nok");
+    let head: &'static [u8] = Box::leak(head.into_boxed_slice());
+    for with_body in [false, true] {
+        let (backend, _) = raw_backend_paced("127.0.0.1:0", head, true, false).await;
+        let addr = serve_with(
+            one_member(&format!("http://{backend}")),
+            SiteConfig::default(),
+        )
+        .await;
+        let req = hyper::Request::post("/")
+            .header("host", "t")
+            .body(if with_body {
+                lb_http::body::full(Bytes::from_static(b"payload"))
+            } else {
+                lb_http::body::empty()
+            })
+            .unwrap();
+        let (status, body) = status_and_body(addr, req).await;
+        assert_eq!(status, 502, "with a body: {with_body}: {body}");
+    }
+}

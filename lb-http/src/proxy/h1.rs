@@ -40,9 +40,9 @@ use super::read_timer::ReadTimer;
 use crate::error::ProxyError;
 
 /// Largest response head accepted (status line and fields).
-const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most fields accepted in a response head (hyper's default too).
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Largest trailer section.

@@ -443,6 +443,20 @@ async fn exchange_hyper(
         }
         conn = pool.get(authority).await?;
     };
+    // hyper's client checks its limit only on a head still incomplete, so one that arrives
+    // whole in a read may be larger: held to the direct path's limit here.
+    let head_len = 16
+        + resp
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>();
+    if head_len > h1::MAX_HEAD {
+        return Err(ProxyError::BadResponse(format!(
+            "response head larger than {} KiB",
+            h1::MAX_HEAD / 1024
+        )));
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = prepared.tunnel.take() {
             let backend = hyper::upgrade::on(&mut resp);

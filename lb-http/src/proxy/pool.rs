@@ -261,8 +261,12 @@ impl Pool {
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<ProxyBody>, ProxyError> {
         let stream = self.open_timed(authority).await?;
+        // The same limits on a response head as the direct path's: which path a request
+        // takes must not decide whether its answer passes.
         let (tx, conn) = http1::Builder::new()
             .writev(false)
+            .max_buf_size(super::h1::MAX_HEAD.max(8192))
+            .max_headers(super::h1::MAX_HEADERS)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::Connect(format!("{authority}: {e}")))?;
