@@ -1531,7 +1531,7 @@ async fn uploads_are_timed_on_the_client_side_and_never_blamed_on_the_member() {
 async fn running_out_of_file_descriptors_puts_no_member_in_error() {
     let a = Backend::start("a").await;
     let p = Proxy::start_with_nofile(
-        40,
+        "-n 40",
         &[
             "--listen",
             "127.0.0.1:0",
@@ -1549,6 +1549,7 @@ async fn running_out_of_file_descriptors_puts_no_member_in_error() {
     assert!(at_rest < 30, "{at_rest} descriptors open at rest");
     // More clients at once than there are descriptors left, each needing a second one
     // for its backend.
+    let started = tokio::time::Instant::now();
     let addr = p.addr;
     let clients: Vec<_> = (0..40)
         .map(|_| {
@@ -1581,6 +1582,13 @@ async fn running_out_of_file_descriptors_puts_no_member_in_error() {
     let log = p.stderr.lock().unwrap().join("\n");
     assert!(log.contains("out of local resources"), "{log}");
     assert!(!log.contains("in error"), "{log}");
+    // Failed accepts are retried every 50 ms, and said once a second at most.
+    let accept_lines = log.matches("accept failed").count() as u64;
+    assert!(
+        accept_lines <= started.elapsed().as_secs() + 1,
+        "{accept_lines} lines in {:?}: {log}",
+        started.elapsed()
+    );
 }
 
 /// A client that stops reading its response is disconnected after the idle timeout, which
@@ -1627,4 +1635,22 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_idle_timeout() {
     .await;
     assert!(read.is_ok(), "the connection is still open");
     drop(s);
+}
+
+/// lb-balancer raises its soft limit on open files to the hard one at start, as HAProxy
+/// does: a soft limit of 64 left it refusing clients (the fourth QA pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start_with_nofile(
+        "-S -n 64 && ulimit -H -n 1000",
+        &["--listen", "127.0.0.1:0", "--member", &a.url()],
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["1000", "1000"], "{open_files}");
 }

@@ -127,14 +127,22 @@ where
     // (seconds or more) are set without a wake-up.
     let mut anchor = tokio::time::interval(Duration::from_secs(1));
     anchor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut accept_failures = AcceptFailures::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = anchor.tick() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
+                // A connection that went away before it was accepted: the next one may be
+                // fine.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning, and say so once a
+                    // second rather than at every try.
+                    accept_failures.note(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -184,6 +192,37 @@ where
             "connections still open after {:?}; closing",
             config.drain_timeout
         );
+    }
+}
+
+/// Failed accepts (out of file descriptors, most often), logged at most once a second
+/// with how many there were since the last line.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    fn note(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        if self.unlogged == 1 {
+            tracing::warn!("accept failed: {e}");
+        } else {
+            tracing::warn!(
+                "accept failed: {e} ({} failures since the last such line)",
+                self.unlogged
+            );
+        }
+        self.logged = Some(now);
+        self.unlogged = 0;
     }
 }
 

@@ -249,6 +249,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = lb_examples::limits::raise_nofile_limit() {
+        tracing::warn!("{e}");
+    }
     // Read the HA files first: a bad one is one line naming it, and exit status 2.
     let ha = match lb_examples::ha::HaPlan::load(&cli.ha) {
         Ok(ha) => ha,

@@ -26,6 +26,9 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = lb_examples::limits::raise_nofile_limit() {
+        tracing::warn!("{e}");
+    }
     // The first worker: this thread's runtime also runs the control port, the signals
     // and the HA node; `pen::run` starts the others, each on a runtime of its own.
     let runtime = match tokio::runtime::Builder::new_current_thread()

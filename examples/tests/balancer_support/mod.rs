@@ -289,13 +289,13 @@ impl Proxy {
         Proxy::start_command(command, args)
     }
 
-    /// As [`Proxy::start`], with at most `nofile` file descriptors (`ulimit -n`, soft and
-    /// hard, so that lb-balancer cannot raise it).
-    pub fn start_with_nofile(nofile: u32, args: &[&str]) -> Proxy {
+    /// As [`Proxy::start`], under the open-files limit `ulimit` sets with `nofile`: `-n 40`
+    /// sets the soft and hard limits (lb-balancer cannot raise it), `-S -n 64` the soft one.
+    pub fn start_with_nofile(nofile: &str, args: &[&str]) -> Proxy {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(format!("ulimit {nofile} && exec \"$0\" \"$@\""))
             .arg(env!("CARGO_BIN_EXE_lb-balancer"))
             .args(args);
         Proxy::start_command(command, args)
