@@ -667,20 +667,7 @@ async fn websocket_upgrade_is_tunnelled() {
             .as_u64()
             .unwrap()
     };
-    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"));
+    let mut s = open_websocket(p.addr).await;
     for msg in [&b"hello through the tunnel"[..], b"second frame"] {
         s.write_all(msg).await.unwrap();
         let mut back = vec![0u8; msg.len()];
@@ -697,6 +684,69 @@ async fn websocket_upgrade_is_tunnelled() {
         eventually(10, || async { busy().await == 0 }).await,
         "a closed tunnel is still counted"
     );
+}
+
+/// A connection to `addr` upgraded to a WebSocket (the test backend's `/ws` echoes).
+async fn open_websocket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"));
+    s
+}
+
+/// A tunnel through which nothing passes for the response timeout is closed, which gives
+/// its member's busy count back; before, a silent tunnel stayed open for good (the fourth
+/// QA pass), and one whose peer vanished without a FIN held it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_after_the_response_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--timeout",
+        "1",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let busy = || async move {
+        manager_view(m).await["balancers"][0]["members"][0]["busy"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut s = open_websocket(p.addr).await;
+    // Traffic keeps it open past the timeout: 6 echoes 300 ms apart.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"ping");
+    }
+    assert_eq!(busy().await, 1);
+    // Then silence: closed, and the member is no longer busy.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent tunnel stayed open");
+    assert!(eventually(10, || async { busy().await == 0 }).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

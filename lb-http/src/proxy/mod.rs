@@ -145,7 +145,8 @@ pub struct ProxyConfig {
     /// timeout. While a request body is sent, the wait starts afresh at each piece of it
     /// handed on, and not at all while the client is the one awaited (see
     /// [`client_body_timeout`](Self::client_body_timeout)): an upload that keeps moving may
-    /// take longer.
+    /// take longer. A tunnel (a WebSocket, say) through which no byte passes either way for
+    /// this long is closed, as nginx closes one after `proxy_read_timeout`.
     pub response_timeout: Duration,
     /// The longest a client's request body may bring no byte while the proxy waits for one
     /// (default 60 s, as nginx's `client_body_timeout`): then the client gets `408` and the
@@ -462,7 +463,7 @@ async fn exchange_hyper(
             let backend = hyper::upgrade::on(&mut resp);
             let hold = crate::ext::TunnelHold::default();
             resp.extensions_mut().insert(hold.clone());
-            spawn_tunnel(client, backend, hold);
+            spawn_tunnel(client, backend, hold, timeout);
             prepared.tunnelled = true;
         }
     }
@@ -839,12 +840,16 @@ pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
     Some(format!("{front}{rest}"))
 }
 
-/// Joins the client's and the backend's upgraded connections.
-/// Joins the two upgraded connections; what `hold` keeps lives until they close.
+/// Joins the client's and the backend's upgraded connections; what `hold` keeps lives until
+/// they close. A tunnel through which no byte passes either way for `idle` is closed, as
+/// nginx closes one after `proxy_read_timeout` and HAProxy after `timeout tunnel`: a peer
+/// that vanished without a FIN would hold both connections, and its member's busy count,
+/// for good.
 pub(crate) fn spawn_tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     hold: crate::ext::TunnelHold,
+    idle: Duration,
 ) {
     tokio::spawn(async move {
         let _hold = hold;
@@ -855,12 +860,94 @@ pub(crate) fn spawn_tunnel(
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut b = TokioIo::new(b);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-            tracing::debug!("tunnel closed: {e}");
+        let activity = upload::Progress::new();
+        let mut c = Watched::new(TokioIo::new(c), activity.clone());
+        let mut b = Watched::new(TokioIo::new(b), activity.clone());
+        let copy = tokio::io::copy_bidirectional(&mut c, &mut b);
+        tokio::pin!(copy);
+        let timer = tokio::time::sleep_until(upload::deadline(idle));
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                done = &mut copy => {
+                    if let Err(e) = done {
+                        tracing::debug!("tunnel closed: {e}");
+                    }
+                    return;
+                }
+                () = &mut timer => {
+                    let deadline = activity
+                        .backend_deadline(idle)
+                        .unwrap_or_else(|| upload::deadline(idle));
+                    if deadline <= tokio::time::Instant::now() {
+                        tracing::debug!("tunnel idle for {idle:?}; closed");
+                        return;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+            }
         }
     });
+}
+
+pin_project_lite::pin_project! {
+    /// One end of a tunnel, telling `activity` when bytes pass.
+    struct Watched<T> {
+        #[pin]
+        io: T,
+        activity: std::sync::Arc<upload::Progress>,
+    }
+}
+
+impl<T> Watched<T> {
+    fn new(io: T, activity: std::sync::Arc<upload::Progress>) -> Self {
+        Watched { io, activity }
+    }
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let read = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.moved();
+        }
+        read
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let written = this.io.poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.moved();
+        }
+        written
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

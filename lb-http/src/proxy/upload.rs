@@ -27,7 +27,8 @@ use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
-/// What the body tells the response timer.
+/// What the body tells the response timer (and, in a tunnel, what the two connections tell
+/// the idle timer).
 #[derive(Debug)]
 pub(crate) struct Progress {
     base: Instant,
@@ -57,7 +58,8 @@ impl Progress {
         Some(self.base + moved + timeout)
     }
 
-    fn moved(&self) {
+    /// Something moved: a frame handed on, the body's end, bytes through a tunnel.
+    pub(crate) fn moved(&self) {
         let since = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.moved.store(since, Ordering::Relaxed);
         self.awaiting_client.store(false, Ordering::Relaxed);
