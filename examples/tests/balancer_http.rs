@@ -6,7 +6,8 @@ mod balancer_support;
 use std::time::Duration;
 
 use balancer_support::{
-    Backend, Proxy, client, eventually, get, manager_view, member_view, raw, run_to_exit,
+    Backend, Proxy, client, eventually, first_member_busy, get, manager_view, member_view, raw,
+    run_to_exit,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -661,12 +662,7 @@ async fn websocket_upgrade_is_tunnelled() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = Backend::start("a").await;
     let (p, m) = Proxy::managed(&[a.url()]);
-    // The member's busy count, as the manager's API shows it.
-    let busy = || async move {
-        manager_view(m).await["balancers"][0]["members"][0]["busy"]
-            .as_u64()
-            .unwrap()
-    };
+    let busy = || first_member_busy(m);
     let mut s = open_websocket(p.addr).await;
     for msg in [&b"hello through the tunnel"[..], b"second frame"] {
         s.write_all(msg).await.unwrap();
@@ -724,11 +720,7 @@ async fn an_idle_tunnel_is_closed_after_the_response_timeout() {
         &a.url(),
     ]);
     let m = p.manager.unwrap();
-    let busy = || async move {
-        manager_view(m).await["balancers"][0]["members"][0]["busy"]
-            .as_u64()
-            .unwrap()
-    };
+    let busy = || first_member_busy(m);
     let mut s = open_websocket(p.addr).await;
     // Traffic keeps it open past the timeout: 6 echoes 300 ms apart.
     for _ in 0..6 {
@@ -1659,11 +1651,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_idle_timeout() {
         &a.url(),
     ]);
     let m = p.manager.unwrap();
-    let busy = || async move {
-        manager_view(m).await["balancers"][0]["members"][0]["busy"]
-            .as_u64()
-            .unwrap()
-    };
+    let busy = || first_member_busy(m);
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut s = socket.connect(p.addr).await.unwrap();

@@ -537,6 +537,13 @@ pub fn member_view(v: &serde_json::Value, url: &str) -> Option<serde_json::Value
         .cloned()
 }
 
+/// The busy count of the first balancer's first member, as the manager's API shows it.
+pub async fn first_member_busy(m: SocketAddr) -> u64 {
+    manager_view(m).await["balancers"][0]["members"][0]["busy"]
+        .as_u64()
+        .unwrap()
+}
+
 pub async fn manager_view(m: SocketAddr) -> serde_json::Value {
     let (status, _, body) = get(&client(), &format!("http://{m}/api"), None).await;
     assert_eq!(status, 200, "{body}");
