@@ -138,6 +138,7 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
             sticky: c.sticky.clone(),
             retry: (!c.retry_on.is_empty()).then(|| RetryConfig {
                 statuses: c.retry_on.clone(),
+                client_body_timeout: config.limits.idle_timeout,
                 ..Default::default()
             }),
         };

@@ -23,7 +23,7 @@ mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
 mod read_timer;
-mod upload;
+pub(crate) mod upload;
 
 use std::future::Future;
 use std::task::{Context, Poll};

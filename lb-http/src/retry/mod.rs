@@ -54,6 +54,10 @@ pub struct RetryConfig {
     /// Bodies up to this size (by `Content-Length`) are read before the first try so the
     /// request can be retried (default 64 KiB; 0: only requests without a body are).
     pub max_replay_body: u64,
+    /// While such a body is read, the longest the client may send nothing: then it gets
+    /// `408`, as from the proxy (default 60 s; see
+    /// [`ProxyConfig::client_body_timeout`](crate::proxy::ProxyConfig::client_body_timeout)).
+    pub client_body_timeout: std::time::Duration,
 }
 
 impl Default for RetryConfig {
@@ -64,6 +68,7 @@ impl Default for RetryConfig {
             budget_percent: 0.2,
             budget_min_per_sec: 10,
             max_replay_body: 64 * 1024,
+            client_body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -149,14 +154,21 @@ where
             } else if body_len.is_some_and(|n| n <= config.max_replay_body) {
                 // Small and of known length: read it now, so that it can be sent again.
                 let (parts, body) = req.into_parts();
-                // The client's failure (an abort, a bad chunk): a 400, not a backend's.
+                // The client's failure (a stall, an abort, a bad chunk): a 408 or a 400, not
+                // a backend's.
+                let body = crate::proxy::upload::UploadBody::new(
+                    body,
+                    crate::proxy::upload::Progress::new(),
+                    config.client_body_timeout,
+                );
                 let bytes = body
                     .collect()
                     .await
-                    .map_err(|e| {
-                        crate::error::ProxyError::Request(format!(
+                    .map_err(|e| match e.downcast::<crate::error::ProxyError>() {
+                        Ok(stalled) => *stalled,
+                        Err(e) => crate::error::ProxyError::Request(format!(
                             "cannot read the request body: {e}"
-                        ))
+                        )),
                     })?
                     .to_bytes();
                 req = Request::from_parts(parts, crate::body::empty());
