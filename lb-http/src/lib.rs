@@ -81,6 +81,7 @@ pub mod retry;
 pub mod router;
 pub mod server;
 pub mod sticky;
+mod throttle;
 
 pub use error::{AdminError, BalanceError, Error, NotSent, ProxyError, Result};
 

@@ -127,7 +127,8 @@ where
     // (seconds or more) are set without a wake-up.
     let mut anchor = tokio::time::interval(Duration::from_secs(1));
     anchor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut accept_failures = AcceptFailures::default();
+    // Failed accepts (out of file descriptors, most often): one line a second at most.
+    let accept_failures = crate::throttle::Throttle::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = anchor.tick() => continue,
@@ -142,7 +143,9 @@ where
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning, and say so once a
                     // second rather than at every try.
-                    accept_failures.note(&e);
+                    if let Some(n) = accept_failures.allow() {
+                        tracing::warn!("accept failed: {e}{}", crate::throttle::left_out(n));
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -192,37 +195,6 @@ where
             "connections still open after {:?}; closing",
             config.drain_timeout
         );
-    }
-}
-
-/// Failed accepts (out of file descriptors, most often), logged at most once a second
-/// with how many there were since the last line.
-#[derive(Debug, Default)]
-struct AcceptFailures {
-    logged: Option<tokio::time::Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    fn note(&mut self, e: &std::io::Error) {
-        self.unlogged += 1;
-        let now = tokio::time::Instant::now();
-        if self
-            .logged
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        if self.unlogged == 1 {
-            tracing::warn!("accept failed: {e}");
-        } else {
-            tracing::warn!(
-                "accept failed: {e} ({} failures since the last such line)",
-                self.unlogged
-            );
-        }
-        self.logged = Some(now);
-        self.unlogged = 0;
     }
 }
 

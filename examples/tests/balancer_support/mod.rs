@@ -196,6 +196,13 @@ async fn handle(state: State, mut req: Request<Incoming>) -> Result<Response<Bod
             });
             Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
         }
+        // Answers at once and echoes the request body as it arrives (a full-duplex
+        // exchange, as a streaming upload endpoint or a bidirectional stream has).
+        "/echostream" => Ok(Response::new(
+            req.into_body()
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                .boxed(),
+        )),
         "/upload" => {
             let mut n = 0u64;
             let mut body = req.into_body();

@@ -75,16 +75,12 @@ impl<B: Body> LeaseBody<B> {
 }
 
 /// How long the body stalled, when `e` is a [`ProxyError::BodyTimeout`] (as it is, or boxed).
-fn stalled<E: 'static>(e: &E) -> Option<Duration> {
+fn proxy_error<E: 'static>(e: &E) -> Option<&ProxyError> {
     let any: &dyn Any = e;
-    let proxy = any.downcast_ref::<ProxyError>().or_else(|| {
+    any.downcast_ref::<ProxyError>().or_else(|| {
         any.downcast_ref::<BoxError>()
             .and_then(|b| b.downcast_ref::<ProxyError>())
-    });
-    match proxy {
-        Some(ProxyError::BodyTimeout(t)) => Some(*t),
-        _ => None,
-    }
+    })
 }
 
 impl<B> Body for LeaseBody<B>
@@ -118,9 +114,13 @@ where
                 }
             }
             Some(Err(e)) => {
-                if let (Some(lease), true) = (this.lease.take(), *this.outcome) {
-                    match stalled(e) {
-                        Some(t) => {
+                let error = proxy_error(e);
+                // The client's failure (its upload broke off while this body was read)
+                // says nothing of the member.
+                let members = !error.is_some_and(ProxyError::is_not_the_backends);
+                if let (Some(lease), true, true) = (this.lease.take(), *this.outcome, members) {
+                    match error {
+                        Some(ProxyError::BodyTimeout(t)) => {
                             lease.failure(Failure::Timeout);
                             if *this.error_for_ms != NO_ERROR {
                                 super::put_in_error(
@@ -130,7 +130,7 @@ where
                                 );
                             }
                         }
-                        None => lease.failure(Failure::Other),
+                        _ => lease.failure(Failure::Other),
                     }
                 }
                 this.lease.take();

@@ -340,7 +340,16 @@ where
                         .filter(|pe| pe.is_not_the_backends())
                     {
                         if matches!(pe, ProxyError::LocalResources(_)) {
-                            tracing::warn!("balancer {}: {e}", config.name);
+                            // Every request meets it while it lasts: a line a second.
+                            static SHORTAGE: crate::throttle::Throttle =
+                                crate::throttle::Throttle::new();
+                            if let Some(n) = SHORTAGE.allow() {
+                                tracing::warn!(
+                                    "balancer {}: {e}{}",
+                                    config.name,
+                                    crate::throttle::left_out(n)
+                                );
+                            }
                         } else {
                             tracing::debug!("balancer {}: {e}", config.name);
                         }

@@ -271,7 +271,7 @@ fn forward(
         (req, Some(progress))
     };
     Timed {
-        exchange: exchange(proxy, target, req, timeout),
+        exchange: exchange(proxy, target, req, timeout, upload.clone()),
         timer: None,
         timeout,
         upload,
@@ -345,6 +345,7 @@ fn exchange(
     target: Target,
     mut req: Request<ProxyBody>,
     timeout: Duration,
+    upload: Option<std::sync::Arc<upload::Progress>>,
 ) -> impl Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>> + Send + 'static
 {
     let tunnel = headers::wants_upgrade(req.version(), req.headers());
@@ -363,7 +364,8 @@ fn exchange(
                 };
                 let (req, mut prepared) = proxy.prepare(req, client, target, tunnel)?;
                 let resp =
-                    exchange_hyper(pool, &authority, req, conn, &mut prepared, timeout).await?;
+                    exchange_hyper(pool, &authority, req, conn, &mut prepared, timeout, upload)
+                        .await?;
                 Ok((resp, prepared, proxy))
             })
             .await;
@@ -427,6 +429,7 @@ async fn exchange_hyper(
     mut conn: pool::Conn,
     prepared: &mut Prepared,
     timeout: Duration,
+    upload: Option<std::sync::Arc<upload::Progress>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut resp = loop {
         match conn.tx.try_send_request(req).await {
@@ -469,7 +472,7 @@ async fn exchange_hyper(
     }
     let tx = conn.tx;
     Ok(
-        PooledBody::wrap(resp, pool.clone(), authority.clone(), tx, timeout)
+        PooledBody::wrap(resp, pool.clone(), authority.clone(), tx, timeout, upload)
             .map(crate::body::pooled),
     )
 }

@@ -279,19 +279,22 @@ impl Pool {
     }
 }
 
-/// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
-/// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs). Without a
-/// port, the `http` one (80): members are `http://`.
 /// Whether a failed `socket()` or `connect()` says that this host ran short (file
-/// descriptors, buffers, memory, local ports) rather than that the backend failed: every
-/// other backend would meet the same shortage, and none of them is to blame.
+/// descriptors, buffers, memory) rather than that the backend failed: every other backend
+/// would meet the same shortage, and none of them is to blame. Not EADDRNOTAVAIL: it
+/// depends on the destination (an IPv6 member on a host without IPv6, the local ports to
+/// one backend used up), so it stays that member's connect failure, and the request fails
+/// over.
 fn is_local_shortage(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 
+/// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
+/// turn; an IP literal is used as it is (IPv6 literals come bracketed in URLs). Without a
+/// port, the `http` one (80): members are `http://`.
 pub(crate) async fn open(authority: &Authority) -> std::io::Result<TcpStream> {
     let host = authority.host();
     let host = host
@@ -308,6 +311,9 @@ pub(crate) struct PooledBody {
     body: Incoming,
     home: Option<Home>,
     timer: ReadTimer,
+    /// The request's body, still on its way when the backend answers early: while the
+    /// backend waits for the client, so does this body, and the wait is not the backend's.
+    upload: Option<Arc<super::upload::Progress>>,
 }
 
 #[derive(Debug)]
@@ -326,6 +332,7 @@ impl PooledBody {
         authority: Authority,
         tx: SendRequest<ProxyBody>,
         timeout: Duration,
+        upload: Option<Arc<super::upload::Progress>>,
     ) -> Response<PooledBody> {
         let reusable = resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
         resp.map(|body| {
@@ -337,6 +344,7 @@ impl PooledBody {
                     tx,
                 }),
                 timer: ReadTimer::new(timeout),
+                upload,
             };
             if b.body.is_end_stream() {
                 b.release();
@@ -368,15 +376,29 @@ impl Body for PooledBody {
             Poll::Ready(Some(Err(_))) => {
                 // The connection is broken: not given back.
                 this.home = None;
+                // Because the client's body failed: the client's doing, not the backend's.
+                if this.upload.as_ref().is_some_and(|u| u.client_failed()) {
+                    return Poll::Ready(Some(Err(ProxyError::ClientBody(
+                        "the request body failed while the response was read".into(),
+                    )
+                    .into())));
+                }
             }
             Poll::Pending => {
-                if this.timer.expired(cx) {
-                    // Neither given back nor kept: dropping the body closes the connection.
-                    this.home = None;
-                    let timeout = this.timer.timeout();
-                    return Poll::Ready(Some(Err(ProxyError::BodyTimeout(timeout).into())));
+                if !this.timer.expired(cx) {
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
+                if this.upload.as_ref().is_some_and(|u| u.on_the_client()) {
+                    // The backend waits on the client (whose own timer ends that wait): a
+                    // new deadline from now.
+                    this.timer.moved();
+                    let _ = this.timer.expired(cx);
+                    return Poll::Pending;
+                }
+                // Neither given back nor kept: dropping the body closes the connection.
+                this.home = None;
+                let timeout = this.timer.timeout();
+                return Poll::Ready(Some(Err(ProxyError::BodyTimeout(timeout).into())));
             }
             Poll::Ready(Some(Ok(_))) => {}
         }

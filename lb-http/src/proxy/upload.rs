@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -28,41 +28,74 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
 /// What the body tells the response timer (and, in a tunnel, what the two connections tell
-/// the idle timer).
+/// the idle timer): one word, so that a reader on another thread never pairs a new state
+/// with an old time.
 #[derive(Debug)]
 pub(crate) struct Progress {
     base: Instant,
     /// When the body last moved (a frame handed on, or its end), in nanoseconds after
-    /// `base`.
-    moved: AtomicU64,
-    /// The body's last poll found nothing: the client is the one awaited.
-    awaiting_client: AtomicBool,
+    /// `base`; or [`AWAITING_CLIENT`], or [`CLIENT_FAILED`].
+    state: AtomicU64,
 }
+
+/// The body's last poll found nothing: the client is the one awaited.
+const AWAITING_CLIENT: u64 = u64::MAX;
+/// The client's body failed (it stalled, or broke off): whatever follows is the client's.
+const CLIENT_FAILED: u64 = u64::MAX - 1;
 
 impl Progress {
     pub(crate) fn new() -> Arc<Progress> {
         Arc::new(Progress {
             base: Instant::now(),
-            moved: AtomicU64::new(0),
-            awaiting_client: AtomicBool::new(false),
+            state: AtomicU64::new(0),
         })
     }
 
     /// When a backend wait of `timeout` that began no earlier than the body's last move
-    /// ends; `None` while the client is the one awaited.
+    /// ends; `None` while the client is the one awaited, or once its body failed.
     pub(crate) fn backend_deadline(&self, timeout: Duration) -> Option<Instant> {
-        if self.awaiting_client.load(Ordering::Relaxed) {
-            return None;
-        }
-        let moved = Duration::from_nanos(self.moved.load(Ordering::Relaxed));
-        Some(self.base + moved + timeout)
+        let state = self.state.load(Ordering::Relaxed);
+        (state < CLIENT_FAILED).then(|| self.base + Duration::from_nanos(state) + timeout)
+    }
+
+    /// Whether the backend waits on the client now, or waited on a client whose body failed.
+    pub(crate) fn on_the_client(&self) -> bool {
+        self.state.load(Ordering::Relaxed) >= CLIENT_FAILED
+    }
+
+    /// Whether the client's body failed.
+    pub(crate) fn client_failed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == CLIENT_FAILED
     }
 
     /// Something moved: a frame handed on, the body's end, bytes through a tunnel.
     pub(crate) fn moved(&self) {
         let since = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.moved.store(since, Ordering::Relaxed);
-        self.awaiting_client.store(false, Ordering::Relaxed);
+        self.set(since.min(CLIENT_FAILED - 1));
+    }
+
+    fn set(&self, state: u64) {
+        // After a failure nothing moves again.
+        if self.state.load(Ordering::Relaxed) != CLIENT_FAILED {
+            self.state.store(state, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An error of the client's request body, as it reached the proxy: marked, so that hyper's
+/// report of it (an error of the body it was sending) is known for the client's.
+#[derive(Debug)]
+pub(crate) struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
     }
 }
 
@@ -100,12 +133,20 @@ impl Body for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            this.stall.set(None);
-            this.progress.moved();
-            return Poll::Ready(frame);
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.stall.set(None);
+                this.progress.set(CLIENT_FAILED);
+                return Poll::Ready(Some(Err(ClientBodyError(e).into())));
+            }
+            Poll::Ready(frame) => {
+                this.stall.set(None);
+                this.progress.moved();
+                return Poll::Ready(frame);
+            }
+            Poll::Pending => {}
         }
-        this.progress.awaiting_client.store(true, Ordering::Relaxed);
+        this.progress.set(AWAITING_CLIENT);
         if this.stall.is_none() {
             this.stall
                 .set(Some(tokio::time::sleep_until(deadline(*this.timeout))));
@@ -113,6 +154,7 @@ impl Body for UploadBody {
         if let Some(stall) = this.stall.as_pin_mut() {
             ready!(stall.poll(cx));
         }
+        this.progress.set(CLIENT_FAILED);
         Poll::Ready(Some(Err(
             ProxyError::ClientBodyTimeout(*this.timeout).into()
         )))
@@ -135,15 +177,18 @@ pub(crate) fn deadline(timeout: Duration) -> Instant {
 }
 
 /// The client's part in a failed exchange through hyper's client: hyper reports an error
-/// of the body it was sending as the user's. `None` when the failure is the backend's.
+/// of the body it was sending as the user's, with that error as its source. `None` when
+/// the failure is not the client's body's.
 pub(crate) fn client_side(e: &hyper::Error) -> Option<ProxyError> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(ProxyError::ClientBodyTimeout(d)) = s.downcast_ref::<ProxyError>() {
             return Some(ProxyError::ClientBodyTimeout(*d));
         }
+        if s.is::<ClientBodyError>() {
+            return Some(ProxyError::ClientBody(super::error_chain(e)));
+        }
         source = s.source();
     }
-    e.is_user()
-        .then(|| ProxyError::ClientBody(super::error_chain(e)))
+    None
 }
