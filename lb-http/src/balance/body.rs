@@ -74,7 +74,7 @@ impl<B: Body> LeaseBody<B> {
     }
 }
 
-/// How long the body stalled, when `e` is a [`ProxyError::BodyTimeout`] (as it is, or boxed).
+/// The [`ProxyError`] `e` is (as it is, or boxed), if any.
 fn proxy_error<E: 'static>(e: &E) -> Option<&ProxyError> {
     let any: &dyn Any = e;
     any.downcast_ref::<ProxyError>().or_else(|| {
