@@ -68,8 +68,8 @@ pub enum ProxyError {
     /// The request could not be rewritten for the backend.
     #[error("cannot forward request: {0}")]
     Request(String),
-    /// This proxy ran out of what it needs to open a connection (file descriptors, memory,
-    /// local ports): its own shortage, not the backend's failure (HAProxy's "resource"
+    /// This proxy ran out of what it needs to open a connection (file descriptors, buffers,
+    /// memory): its own shortage, not the backend's failure (HAProxy's "resource"
     /// termination). No other member is tried: it would meet the same shortage.
     #[error("out of local resources to connect to the backend: {0}")]
     LocalResources(String),
