@@ -1584,6 +1584,69 @@ async fn uploads_are_timed_on_the_client_side_and_never_blamed_on_the_member() {
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
 }
 
+/// `--clienttimeout` times a client's silences in the middle of an exchange apart from the
+/// keep-alive timeout, as Apache's `Timeout` and `KeepAliveTimeout` (or HAProxy's `timeout
+/// client` and `timeout http-keep-alive`) are: a short `--idletimeout` closes idle
+/// connections soon, and an upload may still pause for longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_timeout_is_apart_from_the_keep_alive_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--idletimeout",
+        "1",
+        "--clienttimeout",
+        "8",
+        "--member",
+        &a.url(),
+    ]);
+    // An upload that pauses for 2 s: twice the keep-alive timeout, a quarter of the client one.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.write_all(b"0123456789").await.unwrap();
+    let mut head = [0u8; 12];
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await;
+    assert!(read.is_ok(), "no answer within 10 s");
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert_eq!(head, "HTTP/1.1 200", "the paused upload was cut off");
+    // A connection left idle is closed after about the keep-alive timeout, not the client
+    // timeout.
+    let mut idle = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the idle connection was still open after 10 s"
+    );
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}, not after the 1 s keep-alive timeout",
+        started.elapsed()
+    );
+    // A bad value names its flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lb-balancer"))
+        .args(["--clienttimeout", "0", "--member", &a.url()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--clienttimeout 0"), "{err}");
+}
+
 /// Running out of file descriptors is lb-balancer's own shortage: the clients that meet it
 /// get 503, and no member is put in error for it (the fourth QA pass: every member was, for
 /// its `retry` time, and with `--forcerecovery off` every request got 503 long after).

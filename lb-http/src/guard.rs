@@ -14,7 +14,8 @@
 //! The head deadline is Apache's `RequestReadTimeout header=`: once the first byte of a head
 //! has arrived, the whole head must arrive within [`GuardConfig::head_timeout`], else the
 //! client gets `408 Request Timeout` and the connection is closed (slowloris). A connection
-//! idle between requests for [`GuardConfig::idle_timeout`] is closed silently.
+//! idle between requests for [`GuardConfig::idle_timeout`] is closed silently, and so is one
+//! whose client takes nothing of what is written to it for [`GuardConfig::client_timeout`].
 //!
 //! A head ends where hyper's parser (httparse) finds its end: lines may end with CRLF or a
 //! bare LF. A head over [`GuardConfig::max_head`] bytes, whole or still arriving, is
@@ -131,11 +132,17 @@ impl Drop for InFlight {
 pub struct GuardConfig {
     /// The whole head must arrive within this time of its first byte (default 20 s).
     pub head_timeout: Duration,
-    /// A connection with no request in progress is closed after this time (default 60 s).
-    /// So is one whose client takes no byte of what is written to it for this long, a
-    /// response or a tunnel's data (nginx's `send_timeout`; HAProxy's `timeout client`
-    /// covers both).
+    /// A connection with no request in progress is closed after this time (default 60 s):
+    /// the keep-alive timeout (Apache's `KeepAliveTimeout`, nginx's `keepalive_timeout`,
+    /// HAProxy's `timeout http-keep-alive`).
     pub idle_timeout: Duration,
+    /// A connection whose client takes no byte of what is written to it for this long, a
+    /// response or a tunnel's data, is closed (default 60 s; nginx's `send_timeout`,
+    /// HAProxy's `timeout client`). [`ProxyConfig::client_body_timeout`] is its
+    /// counterpart for a request body the client stops sending.
+    ///
+    /// [`ProxyConfig::client_body_timeout`]: crate::proxy::ProxyConfig::client_body_timeout
+    pub client_timeout: Duration,
     /// Largest request head; a larger one gets 431 and the connection is closed (default
     /// 64 KiB).
     pub max_head: usize,
@@ -148,6 +155,7 @@ impl Default for GuardConfig {
         GuardConfig {
             head_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
+            client_timeout: Duration::from_secs(60),
             max_head: 64 * 1024,
             max_headers: 100,
         }
@@ -951,7 +959,7 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let written = this.inner.poll_write(cx, buf);
-        write_stalled(written, this.write_stall, this.config.idle_timeout, cx)
+        write_stalled(written, this.write_stall, this.config.client_timeout, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -973,7 +981,7 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let written = this.inner.poll_write_vectored(cx, bufs);
-        write_stalled(written, this.write_stall, this.config.idle_timeout, cx)
+        write_stalled(written, this.write_stall, this.config.client_timeout, cx)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -26,7 +26,8 @@ use crate::headers::ClientInfo;
 /// Limits on client connections.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Head deadline, idle timeout, head size and field count (see [`GuardConfig`]).
+    /// Head deadline, idle and client timeouts, head size and field count (see
+    /// [`GuardConfig`]).
     pub guard: GuardConfig,
     /// Accept HTTP/2 (prior knowledge, `h2c`) as well as HTTP/1.1 (default true).
     pub http2: bool,

@@ -306,8 +306,9 @@ impl Config {
     }
 }
 
-/// Sets one client-side limit (`head_timeout`, `idle_timeout` in seconds; `max_headers`;
-/// `max_head_size` in bytes).
+/// Sets one client-side limit (`head_timeout`, `idle_timeout`, `client_timeout` in seconds;
+/// `max_headers`; `max_head_size` in bytes). A `client_timeout` not set is the
+/// `idle_timeout`: see [`default_client_timeout`].
 pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Result<(), String> {
     let range = |lo: u64, hi: u64| {
         if (lo..=hi).contains(&value) {
@@ -319,11 +320,22 @@ pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Resu
     match key {
         "head_timeout" => limits.head_timeout = Duration::from_secs(range(1, 3600)?),
         "idle_timeout" => limits.idle_timeout = Duration::from_secs(range(1, 86_400)?),
+        "client_timeout" => limits.client_timeout = Duration::from_secs(range(1, 86_400)?),
         "max_headers" => limits.max_headers = range(8, 1000)? as usize,
         "max_head_size" => limits.max_head = range(1024, 1 << 20)? as usize,
         _ => return Err("unknown limit".into()),
     }
     Ok(())
+}
+
+/// Without a `client_timeout` of its own, a client may stay silent mid-exchange (a
+/// response it does not read, a request body it stops sending) for as long as it may stay
+/// idle between requests: one silence, as HAProxy's `timeout client` is. `given` says
+/// whether `client_timeout` was set.
+pub(crate) fn default_client_timeout(limits: &mut GuardConfig, given: bool) {
+    if !given {
+        limits.client_timeout = limits.idle_timeout;
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +348,7 @@ struct FileToml {
     manager_remote: Option<Spanned<toml::Value>>,
     head_timeout: Option<Spanned<toml::Value>>,
     idle_timeout: Option<Spanned<toml::Value>>,
+    client_timeout: Option<Spanned<toml::Value>>,
     max_headers: Option<Spanned<toml::Value>>,
     max_head_size: Option<Spanned<toml::Value>>,
     abort_on_close: Option<Spanned<toml::Value>>,
@@ -416,6 +429,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     for (key, v) in [
         ("head_timeout", &file.head_timeout),
         ("idle_timeout", &file.idle_timeout),
+        ("client_timeout", &file.client_timeout),
         ("max_headers", &file.max_headers),
         ("max_head_size", &file.max_head_size),
     ] {
@@ -434,6 +448,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
             set_limit(&mut limits, key, n).map_err(|e| err(v.span(), key, &e))?;
         }
     }
+    default_client_timeout(&mut limits, file.client_timeout.is_some());
     let mut balancers = Vec::new();
     // Where each balancer's name and path are given (its first key when they are not).
     let mut places: Vec<(usize, usize)> = Vec::new();
@@ -600,6 +615,24 @@ mod tests {
         let p =
             write("abort_on_close = true\n[[balancer]]\nmembers = [\"http://127.0.0.1:9001\"]\n");
         assert!(load_file(&p).unwrap().abort_on_close);
+    }
+
+    #[test]
+    fn the_client_timeout_is_the_idle_one_unless_given() {
+        let members = "[[balancer]]\nmembers = [\"http://127.0.0.1:9001\"]\n";
+        let p = write(&format!("idle_timeout = 7\n{members}"));
+        let limits = load_file(&p).unwrap().limits;
+        assert_eq!(limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(limits.client_timeout, Duration::from_secs(7));
+        let p = write(&format!(
+            "idle_timeout = 7\nclient_timeout = 120\n{members}"
+        ));
+        let limits = load_file(&p).unwrap().limits;
+        assert_eq!(limits.idle_timeout, Duration::from_secs(7));
+        assert_eq!(limits.client_timeout, Duration::from_secs(120));
+        let p = write(&format!("\nclient_timeout = 0\n{members}"));
+        let e = load_file(&p).unwrap_err().0;
+        assert!(e.contains(":2: client_timeout: expected 1 to 86400"), "{e}");
     }
 
     #[test]

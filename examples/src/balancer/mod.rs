@@ -123,9 +123,9 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
         if let Some(t) = c.timeout {
             proxy.response_timeout = t;
         }
-        // As HAProxy's `timeout client`: one silence allowed from a client, between requests
-        // or in the middle of a request body.
-        proxy.client_body_timeout = config.limits.idle_timeout;
+        // A client silent in the middle of a request body is timed as one that takes no byte
+        // of its response (the guard's write stall): HAProxy's `timeout client`.
+        proxy.client_body_timeout = config.limits.client_timeout;
         let site = SiteConfig {
             proxy,
             balance: BalanceConfig {
@@ -138,7 +138,7 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
             sticky: c.sticky.clone(),
             retry: (!c.retry_on.is_empty()).then(|| RetryConfig {
                 statuses: c.retry_on.clone(),
-                client_body_timeout: config.limits.idle_timeout,
+                client_body_timeout: config.limits.client_timeout,
                 ..Default::default()
             }),
         };
@@ -417,8 +417,8 @@ async fn control_loop(
                         eprintln!("lb-balancer: reload: manager and manager_remote changes need a restart; keeping the running ones");
                     }
                     if (c.limits, c.abort_on_close) != client_side {
-                        eprintln!("lb-balancer: reload: head_timeout, idle_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");
-                        // The proxies take the idle timeout for request bodies from them.
+                        eprintln!("lb-balancer: reload: head_timeout, idle_timeout, client_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");
+                        // The proxies take the client timeout for request bodies from them.
                         (c.limits, c.abort_on_close) = client_side;
                     }
                     let running = plan_rx.borrow().clone();

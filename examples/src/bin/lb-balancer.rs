@@ -34,7 +34,7 @@ use balancer::config::{self, BalancerConf, Config};
 
 /// The flags whose settings a `--config` file holds (its `listen`, `[[balancer]]` keys and
 /// limits): given with `--config` they would be ignored, so clap refuses them.
-const FILE_ONLY: [&str; 21] = [
+const FILE_ONLY: [&str; 22] = [
     "listen",
     "member",
     "lbmethod",
@@ -54,6 +54,7 @@ const FILE_ONLY: [&str; 21] = [
     "retryon",
     "headtimeout",
     "idletimeout",
+    "clienttimeout",
     "maxheaders",
     "maxheadsize",
 ];
@@ -146,11 +147,15 @@ struct Cli {
     /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
     #[arg(long)]
     headtimeout: Option<u64>,
-    /// Seconds a client may stay silent: idle between requests or taking no byte of a
-    /// response (the connection is closed), or in the middle of a request body (408)
-    /// (default 60).
+    /// Seconds a connection may stay idle between requests before it is closed, the
+    /// keep-alive timeout (default 60).
     #[arg(long)]
     idletimeout: Option<u64>,
+    /// Seconds a client may stay silent in the middle of an exchange: taking no byte of a
+    /// response (the connection is closed) or sending none of a request body it started
+    /// (408) (default: the idle timeout).
+    #[arg(long)]
+    clienttimeout: Option<u64>,
     /// Most header fields in a request (default 100) -> 431.
     #[arg(long)]
     maxheaders: Option<u64>,
@@ -203,6 +208,7 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
     for (key, flag, v) in [
         ("head_timeout", "headtimeout", cli.headtimeout),
         ("idle_timeout", "idletimeout", cli.idletimeout),
+        ("client_timeout", "clienttimeout", cli.clienttimeout),
         ("max_headers", "maxheaders", cli.maxheaders),
         ("max_head_size", "maxheadsize", cli.maxheadsize),
     ] {
@@ -210,6 +216,7 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
             config::set_limit(&mut limits, key, v).map_err(|e| format!("--{flag} {v}: {e}"))?;
         }
     }
+    config::default_client_timeout(&mut limits, cli.clienttimeout.is_some());
     if let Some(key) = &cli.hashkey {
         b.check_hashkey()
             .map_err(|e| format!("--hashkey {key}: {e}"))?;
