@@ -271,11 +271,14 @@ pub(crate) fn write_request_head(
     w.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     w.extend_from_slice(rw.host.as_bytes());
     w.extend_from_slice(b"\r\n");
-    let connection = headers.contains_key(header::CONNECTION);
+    // Whether `Connection` names other fields: most often it holds only `close` or
+    // `keep-alive`, and then no field needs looking up in it.
+    let names_fields =
+        headers.contains_key(header::CONNECTION) && connection_names(headers).next().is_some();
     let dropped = |name: &HeaderName| {
         *name == header::HOST
             || is_hop_by_hop(name)
-            || (connection && named_by_connection(headers, name))
+            || (names_fields && named_by_connection(headers, name))
     };
     let mut cookies_written = false;
     for (name, value) in headers {
