@@ -1294,6 +1294,56 @@ fn goaway_of(frame: &H2Frame) -> (u32, u32) {
     )
 }
 
+/// An idle HTTP/2 connection ends with GOAWAY (RFC 9113 section 6.8), not a silent close: a
+/// client sending a request just then learns it was not taken and may retry it elsewhere.
+/// The server first announces the end (last stream 2^31-1), then, once the client answered
+/// its ping, names the last stream it took, and closes. A client that never answers is
+/// closed anyway, after the head timeout.
+#[tokio::test]
+async fn an_idle_http2_connection_ends_with_goaway() {
+    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
+    });
+    let mut config = lb_http::server::ServerConfig::default();
+    config.guard.idle_timeout = Duration::from_secs(1);
+    config.guard.head_timeout = Duration::from_secs(1);
+    let addr = serve_service(svc, config).await;
+    for answer_pings in [true, false] {
+        let frames = h2_get_then_listen(addr, answer_pings).await;
+        let response = frames
+            .iter()
+            .position(|(f, _)| f.kind == H2_HEADERS && f.stream == 1)
+            .unwrap_or_else(|| panic!("no response: {frames:?}"));
+        // (:status 200 from HPACK's static table.)
+        assert_eq!(frames[response].0.payload.first(), Some(&0x88));
+        let goaways: Vec<_> = frames
+            .iter()
+            .filter(|(f, _)| f.kind == H2_GOAWAY)
+            .map(|(f, at)| (goaway_of(f), *at))
+            .collect();
+        let Some(&(_, first_at)) = goaways.first() else {
+            panic!("closed without GOAWAY (pings answered: {answer_pings}): {frames:?}");
+        };
+        assert!(
+            first_at - frames[response].1 >= Duration::from_millis(500),
+            "GOAWAY long before the idle timeout"
+        );
+        let codes: Vec<_> = goaways
+            .iter()
+            .map(|((last, code), _)| (*last, *code))
+            .collect();
+        if answer_pings {
+            assert_eq!(
+                codes,
+                [(0x7fff_ffff, 0), (1, 0)],
+                "NO_ERROR, then stream 1 the last taken"
+            );
+        } else {
+            assert_eq!(codes, [(0x7fff_ffff, 0)], "NO_ERROR, the end announced");
+        }
+    }
+}
+
 /// When the server shuts down, an HTTP/1 request in flight is answered and its connection
 /// closed, an idle HTTP/2 client gets GOAWAY, and `serve` returns once both are gone.
 #[tokio::test]
