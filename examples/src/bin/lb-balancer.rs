@@ -143,11 +143,13 @@ struct Cli {
     /// (default: the number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
-    /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
+    /// Seconds a client has to send a whole request head once it started (default 20) -> 408;
+    /// and an HTTP/2 client to close after the idle timeout's GOAWAY.
     #[arg(long)]
     headtimeout: Option<u64>,
     /// Seconds a client may stay silent: idle between requests or taking no byte of a
-    /// response (the connection is closed), or in the middle of a request body (408)
+    /// response (the connection is closed; an idle HTTP/2 client gets GOAWAY, and is closed
+    /// if still there --headtimeout later), or in the middle of a request body (408)
     /// (default 60).
     #[arg(long)]
     idletimeout: Option<u64>,
