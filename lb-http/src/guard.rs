@@ -23,7 +23,14 @@
 //! (400 or 431, then it closes), and nothing after them is read.
 //!
 //! After an HTTP/2 preface the guard steps aside: HTTP/2 has its own framing, handled by
-//! hyper. After a request asking to switch protocols (`Upgrade`, `CONNECT`), what the client
+//! hyper. It still keeps the idle timeout, run while no request is in flight: when it
+//! passes, the code serving the connection is told (as `serve` is) and ends it with GOAWAY
+//! (RFC 9113 section 6.8), so that a request the client was sending just then can be
+//! retried elsewhere; a client that has not closed [`GuardConfig::head_timeout`] later (with
+//! no request in flight) is closed. Used on its own, the guard closes an idle HTTP/2
+//! connection silently.
+//!
+//! After a request asking to switch protocols (`Upgrade`, `CONNECT`), what the client
 //! sends is held until the answer is known, when the guard is told it (as `serve` does):
 //! after a switch the bytes pass untouched; otherwise they are the next requests, checked
 //! as any. Used on its own, without being told, the guard steps aside after such a request.
@@ -56,11 +63,14 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\
 /// - how many requests are in flight (until their response body ends), when they are
 ///   counted: the idle timeout is for a connection with none. They are counted on HTTP/2
 ///   connections, and on HTTP/1 ones when hyper reads from the client while a request is in
-///   flight (`abort_on_close`).
+///   flight (`abort_on_close`);
+/// - that an HTTP/2 connection has been idle for the idle timeout and is to be ended with
+///   GOAWAY ([`Shared::goaway_due`]).
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     switch: AtomicU8,
     counting: AtomicBool,
+    goaway: AtomicBool,
     in_flight: AtomicUsize,
     waker: AtomicWaker,
 }
@@ -112,6 +122,13 @@ impl Shared {
     fn busy(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
     }
+
+    /// True once the guard found the HTTP/2 connection idle for the idle timeout: whoever
+    /// polls the connection is to end it gracefully (GOAWAY). The guard sets it while being
+    /// read, so from within the connection's poll, and wakes the connection's task.
+    pub(crate) fn goaway_due(&self) -> bool {
+        self.goaway.load(Ordering::Relaxed)
+    }
 }
 
 /// A request in flight on a connection (see [`Shared::begin`]).
@@ -134,7 +151,9 @@ pub struct GuardConfig {
     pub head_timeout: Duration,
     /// A connection with no request in progress is closed after this time (default 60 s):
     /// the keep-alive timeout (Apache's `KeepAliveTimeout`, nginx's `keepalive_timeout`,
-    /// HAProxy's `timeout http-keep-alive`).
+    /// HAProxy's `timeout http-keep-alive`). Under [`serve`](crate::server::serve) an
+    /// HTTP/2 one gets GOAWAY instead, and is closed if the client has not closed it
+    /// [`head_timeout`](Self::head_timeout) later.
     pub idle_timeout: Duration,
     /// A connection whose client takes no byte of what is written to it for this long, a
     /// response or a tunnel's data, is closed (default 60 s; nginx's `send_timeout`,
@@ -177,9 +196,15 @@ enum Mode {
     /// A request asking to switch protocols was passed on; what follows is held back until
     /// its answer is known (see [`Shared`]).
     AwaitSwitch,
-    /// HTTP/2: bytes pass untouched; the connection is closed after the idle timeout with
-    /// no request in flight (when told about them, see [`Shared`]) and nothing read.
+    /// HTTP/2: bytes pass untouched; after the idle timeout with no request in flight
+    /// (when told about them, see [`Shared`]) and nothing read, the connection is ended:
+    /// with GOAWAY when there is a [`Shared`] to say so (then [`Mode::GoingAway`]),
+    /// otherwise closed.
     Http2,
+    /// HTTP/2 after the idle timeout, told to end with GOAWAY: bytes pass untouched; the
+    /// connection is closed after the head timeout with no request in flight, whatever is
+    /// read meanwhile (a client that does not close after GOAWAY).
+    GoingAway,
     /// A refused head was replaced; nothing more is read from the client.
     Closed,
 }
@@ -285,6 +310,8 @@ enum Armed {
     Idle,
     /// Waiting for the rest of a started head.
     Head,
+    /// Waiting for an HTTP/2 client to close after GOAWAY.
+    GoingAway,
 }
 
 /// What to do with a complete head.
@@ -556,11 +583,12 @@ impl<T> Guarded<T> {
         }
     }
 
-    /// Ready when the `want` deadline (head or idle) has passed. An idle deadline does not
-    /// run while requests are in flight, when they are counted (see [`Shared`]).
+    /// Ready when the `want` deadline (head, idle, going away) has passed. An idle or going
+    /// away deadline does not run while requests are in flight, when they are counted (see
+    /// [`Shared`]).
     fn poll_timeout(self: Pin<&mut Self>, cx: &mut Context<'_>, want: Armed) -> Poll<()> {
         let this = self.project();
-        if want == Armed::Idle
+        if want != Armed::Head
             && let Some(shared) = this.shared.as_ref()
             && shared.counting()
         {
@@ -573,7 +601,7 @@ impl<T> Guarded<T> {
         }
         if *this.armed != want {
             let wait = match want {
-                Armed::Head => this.config.head_timeout,
+                Armed::Head | Armed::GoingAway => this.config.head_timeout,
                 _ => this.config.idle_timeout,
             };
             *this.deadline = Instant::now() + wait;
@@ -614,7 +642,7 @@ impl<T> Guarded<T> {
             }
             match *this.mode {
                 Mode::Closed => return,
-                Mode::Passthrough | Mode::Http2 => {
+                Mode::Passthrough | Mode::Http2 | Mode::GoingAway => {
                     this.out.extend_from_slice(data);
                     return;
                 }
@@ -815,20 +843,40 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                     }
                     continue;
                 }
-                Mode::Http2 => {
+                Mode::Http2 | Mode::GoingAway => {
                     let start = buf.filled().len();
                     let this = self.as_mut().project();
+                    let going_away = *this.mode == Mode::GoingAway;
                     match this.inner.poll_read(cx, buf) {
                         Poll::Ready(read) => {
-                            if buf.filled().len() > start {
+                            if buf.filled().len() > start && !going_away {
                                 *this.armed = Armed::None;
                             }
                             return Poll::Ready(read);
                         }
                         Poll::Pending => {
-                            ready!(self.as_mut().poll_timeout(cx, Armed::Idle));
-                            // Idle too long: hyper sees the end of input and closes.
-                            *self.as_mut().project().mode = Mode::Closed;
+                            let want = if going_away {
+                                Armed::GoingAway
+                            } else {
+                                Armed::Idle
+                            };
+                            ready!(self.as_mut().poll_timeout(cx, want));
+                            let this = self.as_mut().project();
+                            if let Some(shared) = this.shared.as_ref()
+                                && !going_away
+                            {
+                                // Idle too long: the connection is to end with GOAWAY. Its
+                                // task is woken to see that (it looks after each poll); the
+                                // wait for the client to close starts.
+                                tracing::debug!("idle HTTP/2 connection: GOAWAY");
+                                shared.goaway.store(true, Ordering::Relaxed);
+                                *this.mode = Mode::GoingAway;
+                                cx.waker().wake_by_ref();
+                                continue;
+                            }
+                            // Idle too long, or not closed after GOAWAY: hyper sees the end
+                            // of input and closes.
+                            *this.mode = Mode::Closed;
                             return Poll::Ready(Ok(()));
                         }
                     }
@@ -968,7 +1016,12 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
-        if *this.plain_close && !matches!(*this.mode, Mode::Passthrough | Mode::Http2) {
+        if *this.plain_close
+            && !matches!(
+                *this.mode,
+                Mode::Passthrough | Mode::Http2 | Mode::GoingAway
+            )
+        {
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_shutdown(cx)
@@ -1353,6 +1406,70 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    /// HTTP/2 under `serve` (told through [`Shared`]): after the idle timeout with no request
+    /// in flight the connection is to get GOAWAY and stays open; it is closed when the client
+    /// has not closed it after the head timeout more, whatever the client sends meanwhile,
+    /// not counting the time a request that came just then is in flight. On its own the
+    /// guard closes an idle HTTP/2 connection.
+    #[tokio::test(start_paused = true)]
+    async fn idle_http2_is_told_to_go_away_then_closed() {
+        use tokio::time::timeout;
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let mut buf = [0u8; 256];
+        let open = async |shared: Option<&Arc<Shared>>| {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut g = Guarded::new(server, GuardConfig::default());
+            if let Some(shared) = shared {
+                g = g.with_shared(shared.clone());
+            }
+            let mut g = Box::pin(g);
+            client.write_all(preface).await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = g.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], preface);
+            (client, g)
+        };
+
+        let (_client, mut g) = open(None).await;
+        let start = Instant::now();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 0, "closed");
+        assert_eq!(start.elapsed().as_secs(), 60);
+
+        let shared = Arc::new(Shared::new(false));
+        let (mut client, mut g) = open(Some(&shared)).await;
+        // A request in flight for longer than the idle timeout: nothing happens.
+        let in_flight = shared.begin();
+        let read = timeout(Duration::from_secs(120), g.read(&mut buf)).await;
+        assert!(read.is_err(), "read {read:?} while a request was in flight");
+        assert!(!shared.goaway_due());
+        drop(in_flight);
+        // Idle for the idle timeout: GOAWAY is due, and the connection stays open.
+        let idle = Instant::now();
+        let read = timeout(Duration::from_secs(70), g.read(&mut buf)).await;
+        assert!(read.is_err(), "read {read:?} after the idle timeout");
+        assert!(shared.goaway_due());
+        // What the client sends still passes, and gives it no more time.
+        client.write_all(b"frames").await.unwrap();
+        let n = g.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"frames");
+        assert_eq!(g.read(&mut buf).await.unwrap(), 0, "closed");
+        assert_eq!(idle.elapsed().as_secs(), 60 + 20);
+
+        // A request that came just before the GOAWAY is let finish.
+        let shared = Arc::new(Shared::new(false));
+        let (_client, mut g) = open(Some(&shared)).await;
+        let read = timeout(Duration::from_secs(61), g.read(&mut buf)).await;
+        assert!(read.is_err(), "read {read:?} after the idle timeout");
+        assert!(shared.goaway_due());
+        let in_flight = shared.begin();
+        let read = timeout(Duration::from_secs(30), g.read(&mut buf)).await;
+        assert!(read.is_err(), "read {read:?} while a request was in flight");
+        drop(in_flight);
+        let ended = Instant::now();
+        assert_eq!(g.read(&mut buf).await.unwrap(), 0, "closed");
+        assert_eq!(ended.elapsed().as_secs(), 20);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,12 +1,23 @@
 //! Serving a tower service to clients: HTTP/1.1 and HTTP/2 on one listener (hyper-util's
 //! automatic protocol detection), each connection behind a [`Guarded`] I/O object, upgrades
 //! allowed, errors turned into short responses, graceful shutdown.
+//!
+//! A connection is ended gracefully (hyper's `graceful_shutdown`) when the server shuts
+//! down, and an HTTP/2 one also when it has been idle for [`GuardConfig::idle_timeout`]:
+//! it gets GOAWAY (RFC 9113 section 6.8: first announcing the end, then, once the client
+//! has answered a ping, naming the last stream taken), streams in flight finish, and the
+//! client closes, or is closed [`GuardConfig::head_timeout`] later. A client that was
+//! sending a request just then learns it was not taken and can retry it on a new
+//! connection, where a silent close would leave it not knowing. An idle HTTP/1 connection
+//! is closed silently: HTTP/1 has no way to say so between requests (RFC 9112 section 9.5).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -14,6 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::BoxError;
@@ -78,7 +90,8 @@ fn plain_text(status: StatusCode, text: &str) -> Response<ProxyBody> {
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, then lets connections in
-/// flight finish (up to [`ServerConfig::drain_timeout`]).
+/// flight finish (up to [`ServerConfig::drain_timeout`]): HTTP/2 clients get GOAWAY, HTTP/1
+/// connections close after the request in progress.
 ///
 /// Each request carries a [`ClientInfo`] in its extensions. Errors returned by the service
 /// become responses through [`error_response`].
@@ -117,7 +130,9 @@ where
     // saves a system call per connection. Elsewhere, or if it cannot be set, each accepted
     // socket gets it.
     let inherited_nodelay = nodelay_is_inherited(&listener);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Told to every connection when the server shuts down; each holds a receiver until it
+    // ends, which the drain waits for.
+    let (drain, _) = watch::channel(());
     tokio::pin!(shutdown);
     // A timer that is always due within a second. tokio's timer wakes its driver (a write
     // to an eventfd, and a wake-up) whenever a timer is set to expire before the earliest
@@ -162,6 +177,7 @@ where
         // With abort_on_close hyper reads from the client while a request is in flight, so
         // the guard must know which are, not to take that wait for an idle connection.
         let shared = Arc::new(Shared::new(config.abort_on_close));
+        let goaway = shared.clone();
         let io = TokioIo::new(
             Guarded::new(stream, config.guard)
                 .plain_close()
@@ -178,9 +194,16 @@ where
         let conn = builder
             .serve_connection_with_upgrades(io, hyper_svc)
             .into_owned();
+        let mut drained = drain.subscribe();
+        let shutdown = async move {
+            let _ = drained.changed().await;
+            drained
+        };
         // Boxed before it is spawned: the connection future is several kilobytes, and the
         // spawn path moves it more than once (a memcpy each) on its way into the task.
-        let conn = Box::pin(graceful.watch(conn));
+        let conn = Box::pin(Connection::new(conn, shutdown, goaway, |conn| {
+            conn.graceful_shutdown()
+        }));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {peer}: {e}");
@@ -188,7 +211,8 @@ where
         });
     }
     drop(listener);
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
+    let _ = drain.send(());
+    if tokio::time::timeout(config.drain_timeout, drain.closed())
         .await
         .is_err()
     {
@@ -196,6 +220,71 @@ where
             "connections still open after {:?}; closing",
             config.drain_timeout
         );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection until it ends. It is asked to end gracefully (`end`: hyper's
+    /// `graceful_shutdown`) once, at the first of: the server shutting down (`shutdown`
+    /// ready), the guard finding the HTTP/2 connection idle ([`Shared::goaway_due`]); and
+    /// polled on to its end.
+    struct Connection<C, F, E> {
+        #[pin]
+        conn: C,
+        #[pin]
+        shutdown: F,
+        // The server's shutdown receiver, once it has said so: held until the connection
+        // ends, for the server's drain to wait on.
+        held: Option<watch::Receiver<()>>,
+        shared: Arc<Shared>,
+        end: E,
+        ending: bool,
+    }
+}
+
+impl<C, F, E> Connection<C, F, E>
+where
+    E: Fn(Pin<&mut C>),
+{
+    fn new(conn: C, shutdown: F, shared: Arc<Shared>, end: E) -> Self {
+        Connection {
+            conn,
+            shutdown,
+            held: None,
+            shared,
+            end,
+            ending: false,
+        }
+    }
+}
+
+impl<C, F, E> Future for Connection<C, F, E>
+where
+    C: Future,
+    F: Future<Output = watch::Receiver<()>>,
+    E: Fn(Pin<&mut C>),
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if !*this.ending
+            && let Poll::Ready(held) = this.shutdown.poll(cx)
+        {
+            *this.held = Some(held);
+            *this.ending = true;
+            (this.end)(this.conn.as_mut());
+        }
+        let polled = this.conn.as_mut().poll(cx);
+        // The guard says so while it is read, that is within the poll above; looked at only
+        // when the connection goes on.
+        if polled.is_pending() && !*this.ending && this.shared.goaway_due() {
+            *this.ending = true;
+            (this.end)(this.conn.as_mut());
+            // To send the GOAWAY.
+            return this.conn.poll(cx);
+        }
+        polled
     }
 }
 

@@ -1204,6 +1204,209 @@ async fn http2_connections_are_closed_when_idle_not_while_busy() {
         .unwrap();
 }
 
+/// An HTTP/2 frame as it came off the wire.
+#[derive(Debug)]
+struct H2Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+const H2_HEADERS: u8 = 0x1;
+const H2_SETTINGS: u8 = 0x4;
+const H2_PING: u8 = 0x6;
+const H2_GOAWAY: u8 = 0x7;
+
+/// The bytes of an HTTP/2 frame (RFC 9113 section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The next frame from the server; `None` once the connection has ended.
+async fn read_h2_frame(s: &mut TcpStream) -> Option<H2Frame> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some(H2Frame {
+        kind: head[3],
+        flags: head[4],
+        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
+        payload,
+    })
+}
+
+/// A bare HTTP/2 client (prior knowledge) on `addr` that sends `GET http://a/` on stream 1,
+/// then reads frames until the server ends the connection (at most 10 s and 100 frames),
+/// acknowledging the server's settings, and its pings when `answer_pings`. The frames read,
+/// each with the time it came.
+async fn h2_get_then_listen(
+    addr: std::net::SocketAddr,
+    answer_pings: bool,
+) -> Vec<(H2Frame, tokio::time::Instant)> {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&h2_frame(H2_SETTINGS, 0, 0, &[]));
+    // END_STREAM | END_HEADERS; HPACK: :method GET, :scheme http, :path / (static table),
+    // :authority a (a literal with the static name).
+    let get = [0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+    hello.extend_from_slice(&h2_frame(H2_HEADERS, 0x5, 1, &get));
+    s.write_all(&hello).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut frames = Vec::new();
+    for _ in 0..100 {
+        let frame = tokio::time::timeout_at(deadline, read_h2_frame(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("the connection is still open after 10 s: {frames:?}"));
+        let Some(frame) = frame else {
+            return frames;
+        };
+        let ack = match frame.kind {
+            H2_SETTINGS if frame.flags & 1 == 0 => Some(h2_frame(H2_SETTINGS, 1, 0, &[])),
+            H2_PING if frame.flags & 1 == 0 && answer_pings => {
+                Some(h2_frame(H2_PING, 1, 0, &frame.payload))
+            }
+            _ => None,
+        };
+        if let Some(ack) = ack {
+            // The server may have closed already.
+            let _ = s.write_all(&ack).await;
+        }
+        frames.push((frame, tokio::time::Instant::now()));
+    }
+    panic!("more than 100 frames: {frames:?}");
+}
+
+/// The last stream and the error code of a GOAWAY frame.
+fn goaway_of(frame: &H2Frame) -> (u32, u32) {
+    let p = &frame.payload;
+    (
+        u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+        u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+    )
+}
+
+/// An idle HTTP/2 connection ends with GOAWAY (RFC 9113 section 6.8), not a silent close: a
+/// client sending a request just then learns it was not taken and may retry it elsewhere.
+/// The server first announces the end (last stream 2^31-1), then, once the client answered
+/// its ping, names the last stream it took, and closes. A client that never answers is
+/// closed anyway, after the head timeout.
+#[tokio::test]
+async fn an_idle_http2_connection_ends_with_goaway() {
+    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
+    });
+    let mut config = lb_http::server::ServerConfig::default();
+    config.guard.idle_timeout = Duration::from_secs(1);
+    config.guard.head_timeout = Duration::from_secs(1);
+    let addr = serve_service(svc, config).await;
+    for answer_pings in [true, false] {
+        let frames = h2_get_then_listen(addr, answer_pings).await;
+        let response = frames
+            .iter()
+            .position(|(f, _)| f.kind == H2_HEADERS && f.stream == 1)
+            .unwrap_or_else(|| panic!("no response: {frames:?}"));
+        // (:status 200 from HPACK's static table.)
+        assert_eq!(frames[response].0.payload.first(), Some(&0x88));
+        let goaways: Vec<_> = frames
+            .iter()
+            .filter(|(f, _)| f.kind == H2_GOAWAY)
+            .map(|(f, at)| (goaway_of(f), *at))
+            .collect();
+        let Some(&(_, first_at)) = goaways.first() else {
+            panic!("closed without GOAWAY (pings answered: {answer_pings}): {frames:?}");
+        };
+        assert!(
+            first_at - frames[response].1 >= Duration::from_millis(500),
+            "GOAWAY long before the idle timeout"
+        );
+        let codes: Vec<_> = goaways
+            .iter()
+            .map(|((last, code), _)| (*last, *code))
+            .collect();
+        if answer_pings {
+            assert_eq!(
+                codes,
+                [(0x7fff_ffff, 0), (1, 0)],
+                "NO_ERROR, then stream 1 the last taken"
+            );
+        } else {
+            assert_eq!(codes, [(0x7fff_ffff, 0)], "NO_ERROR, the end announced");
+        }
+    }
+}
+
+/// When the server shuts down, an HTTP/1 request in flight is answered and its connection
+/// closed, an idle HTTP/2 client gets GOAWAY, and `serve` returns once both are gone.
+#[tokio::test]
+async fn shutdown_lets_requests_finish_and_sends_goaway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (seen_tx, mut seen) = mpsc::unbounded_channel::<String>();
+    let svc = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let path = req.uri().path().to_string();
+        let _ = seen_tx.send(path.clone());
+        async move {
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
+        }
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lb_http::server::serve(l, svc, Default::default(), async {
+        let _ = stopped.await;
+    }));
+    let h2 = tokio::spawn(h2_get_then_listen(addr, true));
+    let mut within = async |what: &str| {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} request in 10 s"))
+            .unwrap()
+    };
+    assert_eq!(within("HTTP/2").await, "/");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(within("HTTP/1").await, "/slow");
+    stop.send(()).unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the HTTP/1 connection is still open 10 s after the shutdown")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+    let frames = h2.await.unwrap();
+    assert!(
+        frames
+            .iter()
+            .any(|(f, _)| f.kind == H2_HEADERS && f.stream == 1),
+        "no answer on HTTP/2: {frames:?}"
+    );
+    let goaways: Vec<_> = frames
+        .iter()
+        .filter(|(f, _)| f.kind == H2_GOAWAY)
+        .map(|(f, _)| goaway_of(f))
+        .collect();
+    assert_eq!(goaways, [(0x7fff_ffff, 0), (1, 0)], "{frames:?}");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve still runs 10 s after the shutdown")
+        .unwrap();
+}
+
 /// A backend answering every request with its request target, and the name it is given.
 async fn target_echo_backend(name: &'static str) -> std::net::SocketAddr {
     hyper_backend(hyper::service::service_fn(

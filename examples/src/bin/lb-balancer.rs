@@ -144,11 +144,13 @@ struct Cli {
     /// (default: the number of CPUs).
     #[arg(long)]
     workers: Option<usize>,
-    /// Seconds a client has to send a whole request head once it started (default 20) -> 408.
+    /// Seconds a client has to send a whole request head once it started (default 20) -> 408;
+    /// and an HTTP/2 client to close after the idle timeout's GOAWAY.
     #[arg(long)]
     headtimeout: Option<u64>,
     /// Seconds a connection may stay idle between requests before it is closed, the
-    /// keep-alive timeout (default 60).
+    /// keep-alive timeout (default 60). An idle HTTP/2 client gets GOAWAY, and is closed if
+    /// still there --headtimeout later.
     #[arg(long)]
     idletimeout: Option<u64>,
     /// Seconds a client may stay silent in the middle of an exchange: taking no byte of a
