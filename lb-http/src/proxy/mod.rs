@@ -207,11 +207,7 @@ impl Proxy {
         });
         let via = config.via.as_deref().and_then(ViaValues::new);
         Proxy {
-            shared: std::sync::Arc::new(Shared {
-                pool: std::sync::Arc::new(pool),
-                config,
-                via,
-            }),
+            shared: std::sync::Arc::new(Shared { pool, config, via }),
         }
     }
 
