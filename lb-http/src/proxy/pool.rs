@@ -18,13 +18,14 @@
 //! used; a pool left unused keeps its idle connections until the backend closes them.
 //!
 //! Idle connections hold file descriptors, which the process needs for its clients too.
-//! When it runs short (a `socket()` or `connect()` failing with `EMFILE`, `ENFILE`,
-//! `ENOBUFS` or `ENOMEM`), every pool of the process closes all its idle connections, as
-//! HAProxy stops keeping idle server connections when descriptors grow scarce
-//! (`tune.pool-high-fd-ratio`), and the connect is tried once more. All of them, not the
-//! oldest few: the shortage is the whole process's, one failure in a burst seldom comes
-//! alone, and an idle connection is only a saved handshake, cheaper to open again than a
-//! 503. The pools are found through a process-wide
+//! When it runs short (a `socket()`, `connect()` or `accept()` failing with `EMFILE`,
+//! `ENFILE`, `ENOBUFS` or `ENOMEM`), every pool of the process closes all its idle
+//! connections, as HAProxy stops keeping idle server connections when descriptors grow
+//! scarce (`tune.pool-high-fd-ratio`): a connect that failed so is tried once more, and
+//! the server's accept loop tries its accept again at once. All of them, not the oldest
+//! few: the shortage is the whole process's, one failure in a burst seldom comes alone, and
+//! an idle connection is only a saved handshake, cheaper to open again than a 503 or a
+//! client left waiting in the accept queue. The pools are found through a process-wide
 //! list of them, kept when a proxy is made: a pool no request uses (another worker
 //! thread's, another site's) gives its connections back too, and nothing is added to a
 //! request's path.
@@ -391,11 +392,12 @@ pub(crate) fn closed_idle(n: usize) -> String {
 
 /// Whether a failed `socket()` or `connect()` says that this host ran short (file
 /// descriptors, buffers, memory) rather than that the backend failed: every other backend
-/// would meet the same shortage, and none of them is to blame. Not EADDRNOTAVAIL: it
+/// would meet the same shortage, and none of them is to blame. The same errors from
+/// `accept()` say the same of the host. Not EADDRNOTAVAIL: it
 /// depends on the destination (an IPv6 member on a host without IPv6, the local ports to
 /// one backend used up), so it stays that member's connect failure, and the request fails
 /// over.
-fn is_local_shortage(e: &std::io::Error) -> bool {
+pub(crate) fn is_local_shortage(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
