@@ -28,7 +28,10 @@
 //! client left waiting in the accept queue. The pools are found through a process-wide
 //! list of them, kept when a proxy is made: a pool no request uses (another worker
 //! thread's, another site's) gives its connections back too, and nothing is added to a
-//! request's path.
+//! request's path. Unlike HAProxy, no idle connection is refused ahead of the shortage
+//! (its `pool-high-fd-ratio`/`pool-low-fd-ratio`, a share of the descriptor limit): that
+//! needs a count of the descriptors open in the process, kept on every connection's open
+//! and close, which lb does not keep.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
