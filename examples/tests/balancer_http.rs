@@ -1814,3 +1814,152 @@ async fn a_stalled_upload_to_a_member_that_answered_at_once_is_not_the_members_f
     let log = p.stderr.lock().unwrap().join("\n");
     assert!(!log.contains("in error"), "{log}");
 }
+
+/// How many descriptors lb-balancer with `pid` can still open under a limit of `limit`:
+/// those it has open numbered below the limit count, not one it inherited above it.
+fn free_descriptors(pid: u32, limit: usize) -> usize {
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+        .filter(|&fd| fd < limit)
+        .count();
+    limit - open
+}
+
+/// Sends `request` on `s` and reads one response to it (its head and a `Content-Length`
+/// body), leaving the connection open; empty when none came within 10 s.
+async fn exchange_kept_open(s: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request).await.unwrap();
+    let read = async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    return text;
+                }
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_default()
+}
+
+/// Idle keep-alive connections to members hold descriptors too: when lb-balancer runs out
+/// and cannot open a connection to the member a request goes to, it closes its idle ones
+/// (to the other members) and tries once more, as HAProxy gives idle server connections
+/// back under descriptor pressure. Before, each request past the limit got 503 while the
+/// idle connections kept their descriptors (a QA pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_out_of_descriptors_is_served_by_closing_idle_member_connections() {
+    let mut backends = Vec::new();
+    for i in 0..40 {
+        backends.push(Backend::start(&format!("b{i}")).await);
+    }
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--workers".into(),
+        "1".into(),
+        "--forcerecovery".into(),
+        "off".into(),
+    ];
+    for b in &backends {
+        args.extend(["--member".to_string(), b.url()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Proxy::start_with_nofile("-n 40", &args);
+    assert!(free_descriptors(p.pid(), 40) > 10);
+    // One request after another, each to the next member (byrequests): each leaves an idle
+    // connection to its member behind, until those and the client's take every descriptor.
+    let mut answers = Vec::new();
+    for _ in 0..backends.len() {
+        answers.push(
+            raw(
+                p.addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await,
+        );
+    }
+    let served = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 200 "))
+        .count();
+    assert_eq!(served, answers.len(), "{answers:?}");
+    // Every member was used, each once.
+    assert!(backends.iter().all(|b| b.hits() == 1));
+    let log = p.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("idle backend connections"), "{log}");
+    assert!(!log.contains("out of local resources"), "{log}");
+}
+
+/// When clients kept alive and idle connections to members take every descriptor,
+/// lb-balancer's accept fails (Linux's `accept` needs a free descriptor before it looks at
+/// the queue): it then closes the idle member connections, and a new client is served.
+/// Before, the client waited, unaccepted, for as long as the idle connections stayed (the
+/// pool's idle timeout, 90 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_served_when_idle_member_connections_held_the_last_descriptors() {
+    let mut backends = Vec::new();
+    for i in 0..4 {
+        backends.push(Backend::start(&format!("b{i}")).await);
+    }
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--workers".into(),
+        "1".into(),
+    ];
+    for b in &backends {
+        args.extend(["--member".to_string(), b.url()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Proxy::start_with_nofile("-n 40", &args);
+    assert!(free_descriptors(p.pid(), 40) > 10);
+    // Clients kept alive, one after another, each request to the next member: each of the
+    // first four leaves an idle connection to its member (two descriptors), each of the
+    // next ones takes one and gives it back (one). Until one takes the last descriptor.
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut clients = Vec::new();
+    let mut last = false;
+    for _ in 0..40 {
+        let free = free_descriptors(p.pid(), 40);
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let answer = exchange_kept_open(&mut s, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+        clients.push(s);
+        if free == 1 {
+            last = true;
+            break;
+        }
+    }
+    assert!(last, "the clients never took the last descriptor");
+    assert!(backends.iter().all(|b| b.hits() > 1));
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let answer = exchange_kept_open(&mut s, request).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let log = p.stderr.lock().unwrap().join("\n");
+    assert!(
+        log.contains("accept failed") && log.contains("idle backend connections"),
+        "{log}"
+    );
+    drop(clients);
+}

@@ -70,7 +70,9 @@ pub enum ProxyError {
     Request(String),
     /// This proxy ran out of what it needs to open a connection (file descriptors, buffers,
     /// memory): its own shortage, not the backend's failure (HAProxy's "resource"
-    /// termination). No other member is tried: it would meet the same shortage.
+    /// termination). The connect was tried a second time after the process's idle
+    /// backend connections were closed to free theirs; no other member is tried: it would
+    /// meet the same shortage.
     #[error("out of local resources to connect to the backend: {0}")]
     LocalResources(String),
     /// The client sent no byte of its request body for this long while the proxy waited

@@ -94,7 +94,12 @@ fn plain_text(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// connections close after the request in progress.
 ///
 /// Each request carries a [`ClientInfo`] in its extensions. Errors returned by the service
-/// become responses through [`error_response`].
+/// become responses through [`error_response`]. An accept that fails for want of file
+/// descriptors (or buffers) first closes the idle backend connections of every
+/// [`Proxy`](crate::proxy::Proxy) in the process ([`release_idle_connections`]) and is
+/// tried again at once; with none to close, it is tried again 50 ms later.
+///
+/// [`release_idle_connections`]: crate::proxy::release_idle_connections
 pub async fn serve<S, B, F>(listener: TcpListener, service: S, config: ServerConfig, shutdown: F)
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -157,12 +162,28 @@ where
                     std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
                 ) => continue,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, and say so once a
-                    // second rather than at every try.
+                    // Out of descriptors: the proxies' idle connections to backends give
+                    // theirs back, and the accept is tried again at once (after the
+                    // connections hyper's client runs on this thread have closed). Else
+                    // back off instead of spinning. Said once a second rather than at
+                    // every try.
+                    let released = if crate::proxy::pool::is_local_shortage(&e) {
+                        crate::proxy::pool::POOLS.release_idle()
+                    } else {
+                        0
+                    };
                     if let Some(n) = accept_failures.allow() {
-                        tracing::warn!("accept failed: {e}{}", crate::throttle::left_out(n));
+                        tracing::warn!(
+                            "accept failed: {e}{}{}",
+                            crate::proxy::pool::closed_idle(released),
+                            crate::throttle::left_out(n)
+                        );
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if released > 0 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },

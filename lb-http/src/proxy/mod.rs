@@ -43,6 +43,15 @@ use crate::error::{NotSent, ProxyError};
 use crate::headers::{self, ClientInfo, ForwardedHeaders};
 use pool::{Pool, PoolConfig, PooledBody};
 
+/// Closes every idle keep-alive connection to backends held by the proxies of this process,
+/// to give their file descriptors back; returns how many it closed. lb-http does it itself
+/// when a backend connect, or an accept in [`serve`](crate::server::serve), fails for want
+/// of descriptors; a program that accepts clients with a loop of its own calls it when an
+/// accept fails with `EMFILE` or `ENFILE`, then tries the accept again.
+pub fn release_idle_connections() -> usize {
+    pool::POOLS.release_idle()
+}
+
 /// Where to send a request: put in the request's extensions by the layer that chose the
 /// backend (for example [`Balance`](crate::balance::Balance)).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +170,9 @@ pub struct ProxyConfig {
     /// Idle keep-alive connections to backends are not used, and are closed, after this
     /// (default 90 s).
     pub pool_idle_timeout: Duration,
-    /// Most idle connections kept per backend (default 256).
+    /// Most idle connections kept per backend (default 256). When the process runs short
+    /// of file descriptors, every proxy closes all its idle connections (see
+    /// [`release_idle_connections`]).
     pub pool_max_idle: usize,
 }
 
@@ -207,11 +218,7 @@ impl Proxy {
         });
         let via = config.via.as_deref().and_then(ViaValues::new);
         Proxy {
-            shared: std::sync::Arc::new(Shared {
-                pool: std::sync::Arc::new(pool),
-                config,
-                via,
-            }),
+            shared: std::sync::Arc::new(Shared { pool, config, via }),
         }
     }
 

@@ -16,9 +16,25 @@
 //! Idle connections older than the idle timeout, and connections the backend closed, are
 //! dropped when met at checkout and by a sweep every half idle timeout while the pool is
 //! used; a pool left unused keeps its idle connections until the backend closes them.
+//!
+//! Idle connections hold file descriptors, which the process needs for its clients too.
+//! When it runs short (a `socket()`, `connect()` or `accept()` failing with `EMFILE`,
+//! `ENFILE`, `ENOBUFS` or `ENOMEM`), every pool of the process closes all its idle
+//! connections, as HAProxy stops keeping idle server connections when descriptors grow
+//! scarce (`tune.pool-high-fd-ratio`): a connect that failed so is tried once more, and
+//! the server's accept loop tries its accept again at once. All of them, not the oldest
+//! few: the shortage is the whole process's, one failure in a burst seldom comes alone, and
+//! an idle connection is only a saved handshake, cheaper to open again than a 503 or a
+//! client left waiting in the accept queue. The pools are found through a process-wide
+//! list of them, kept when a proxy is made: a pool no request uses (another worker
+//! thread's, another site's) gives its connections back too, and nothing is added to a
+//! request's path. Unlike HAProxy, no idle connection is refused ahead of the shortage
+//! (its `pool-high-fd-ratio`/`pool-low-fd-ratio`, a share of the descriptor limit): that
+//! needs a count of the descriptors open in the process, kept on every connection's open
+//! and close, which lb does not keep.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,7 +67,20 @@ pub(crate) struct PoolConfig {
 pub(crate) struct Pool {
     config: PoolConfig,
     inner: Mutex<Inner>,
+    /// The pools that give their idle connections back with this one's.
+    registry: &'static Registry,
 }
+
+/// Pools that give their idle connections back together when the process runs short of
+/// descriptors: [`POOLS`], every proxy's.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    /// Taken only when a pool is made and when descriptors run short: never per request.
+    pools: Mutex<Vec<Weak<Pool>>>,
+}
+
+/// The pools of every [`Proxy`](super::Proxy) in the process.
+pub(crate) static POOLS: Registry = Registry::new();
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -134,12 +163,60 @@ pub(crate) struct Conn {
 /// How many idle connections a checkout looks at, newest first, for one that is ready.
 const SCAN: usize = 8;
 
+impl Registry {
+    pub(crate) const fn new() -> Registry {
+        Registry {
+            pools: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn add(&self, pool: &Arc<Pool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        // The pools of proxies since dropped (a reload replaces them) leave with this.
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
+    }
+
+    /// Closes the idle connections of every pool; returns how many there were. Those run
+    /// by hyper's client close when their tasks next run, on the threads that opened them.
+    pub(crate) fn release_idle(&self) -> usize {
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|pool| pool.release_idle())
+            .sum()
+    }
+}
+
 impl Pool {
-    pub(crate) fn new(config: PoolConfig) -> Pool {
-        Pool {
+    /// A pool that gives its idle connections back with every other proxy's (see
+    /// [`POOLS`]).
+    pub(crate) fn new(config: PoolConfig) -> Arc<Pool> {
+        Pool::new_in(config, &POOLS)
+    }
+
+    /// A pool that gives its idle connections back with those of `registry`.
+    pub(crate) fn new_in(config: PoolConfig, registry: &'static Registry) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
             config,
             inner: Mutex::new(Inner::default()),
-        }
+            registry,
+        });
+        registry.add(&pool);
+        pool
+    }
+
+    /// Closes this pool's idle connections; returns how many there were.
+    fn release_idle(&self) -> usize {
+        let idle = match self.inner.lock() {
+            Ok(mut inner) => std::mem::take(&mut inner.idle),
+            Err(_) => return 0,
+        };
+        // Dropped (and closed) after the lock is let go.
+        idle.iter()
+            .map(|(_, lists)| lists.hyper.len() + lists.direct.len())
+            .sum()
     }
 
     /// An idle connection to `authority` ready for a request, or a new one.
@@ -247,7 +324,7 @@ impl Pool {
     /// A new TCP connection to `authority` within the connect timeout, without Nagle.
     async fn open_timed(&self, authority: &Authority) -> Result<TcpStream, ProxyError> {
         let timeout = self.config.connect_timeout;
-        let stream = match tokio::time::timeout(timeout, open(authority)).await {
+        let stream = match tokio::time::timeout(timeout, self.open_or_give_back(authority)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) if is_local_shortage(&e) => {
                 return Err(ProxyError::LocalResources(format!("{authority}: {e}")));
@@ -257,6 +334,33 @@ impl Pool {
         };
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    }
+
+    /// [`open`]; when the process is short of descriptors or buffers, tried once more after
+    /// every pool's idle connections were closed to give theirs back (once more even when
+    /// there were none: another request may just have closed them).
+    async fn open_or_give_back(&self, authority: &Authority) -> std::io::Result<TcpStream> {
+        match open(authority).await {
+            Err(e) if is_local_shortage(&e) => {
+                let released = self.registry.release_idle();
+                if released > 0 {
+                    // Every request meets the shortage while it lasts: a line a second.
+                    static SAID: crate::throttle::Throttle = crate::throttle::Throttle::new();
+                    if let Some(n) = SAID.allow() {
+                        tracing::warn!(
+                            "connect to {authority} failed: {e}{}{}",
+                            closed_idle(released),
+                            crate::throttle::left_out(n)
+                        );
+                    }
+                    // The connections hyper's client runs on this thread close when their
+                    // tasks run: before the second try.
+                    tokio::task::yield_now().await;
+                }
+                open(authority).await
+            }
+            opened => opened,
+        }
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<ProxyBody>, ProxyError> {
@@ -279,13 +383,24 @@ impl Pool {
     }
 }
 
+/// "; closed N idle backend connections...", for a failure after which `n` idle connections
+/// were closed; nothing when none were.
+pub(crate) fn closed_idle(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; closed {n} idle backend connections to free their descriptors")
+    }
+}
+
 /// Whether a failed `socket()` or `connect()` says that this host ran short (file
 /// descriptors, buffers, memory) rather than that the backend failed: every other backend
-/// would meet the same shortage, and none of them is to blame. Not EADDRNOTAVAIL: it
+/// would meet the same shortage, and none of them is to blame. The same errors from
+/// `accept()` say the same of the host. Not EADDRNOTAVAIL: it
 /// depends on the destination (an IPv6 member on a host without IPv6, the local ports to
 /// one backend used up), so it stays that member's connect failure, and the request fails
 /// over.
-fn is_local_shortage(e: &std::io::Error) -> bool {
+pub(crate) fn is_local_shortage(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -412,5 +527,56 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// What a process short of descriptors gets back: the idle connections of every pool,
+    /// closed (the backend sees them end), and of no pool since dropped.
+    #[tokio::test]
+    async fn release_idle_closes_the_idle_connections_of_every_pool() {
+        static REGISTRY: Registry = Registry::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let config = PoolConfig {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 8,
+        };
+        let pools = [
+            Pool::new_in(config, &REGISTRY),
+            Pool::new_in(config, &REGISTRY),
+        ];
+        let mut backend_ends = Vec::new();
+        for pool in &pools {
+            let (a, _) = pool.get_direct(&authority, false).await.unwrap();
+            let (b, _) = pool.get_direct(&authority, false).await.unwrap();
+            for conn in [a, b] {
+                backend_ends.push(listener.accept().await.unwrap().0);
+                pool.checkin_direct(authority.clone(), conn);
+            }
+        }
+        drop(Pool::new_in(config, &REGISTRY));
+        assert_eq!(REGISTRY.release_idle(), 4);
+        for mut end in backend_ends {
+            let mut buf = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), end.read(&mut buf)).await;
+            assert_eq!(
+                read.unwrap().unwrap(),
+                0,
+                "an idle connection is still open"
+            );
+        }
+        for pool in &pools {
+            assert!(pool.checkout_direct(&authority, false).is_none());
+        }
+        assert_eq!(REGISTRY.release_idle(), 0);
+        // The dropped pool left the list when the next one came.
+        let _third = Pool::new_in(config, &REGISTRY);
+        assert_eq!(REGISTRY.pools.lock().unwrap().len(), 3);
     }
 }
