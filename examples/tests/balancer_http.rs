@@ -1647,6 +1647,67 @@ async fn the_client_timeout_is_apart_from_the_keep_alive_timeout() {
     assert!(err.contains("--clienttimeout 0"), "{err}");
 }
 
+/// A health check lb-balancer cannot make because it is out of file descriptors says
+/// nothing of the member. Before, each such check failed to connect and counted against its
+/// member: with every member checked, all of them went down together, and stayed down for
+/// `hcpasses` checks after the shortage ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_lb_cannot_make_for_want_of_descriptors_take_no_member_down() {
+    use tokio::io::AsyncWriteExt;
+    let a = Backend::start("a").await;
+    let member = format!(
+        "{},hcmethod=GET,hcuri=/health,hcinterval=100ms,hcfails=1,hcpasses=1000",
+        a.url()
+    );
+    let p = Proxy::start_with_nofile(
+        "-n 40",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--member",
+            &member,
+        ],
+    );
+    let c = client();
+    let (status, _, _) = get(&c, &p.url("/"), None).await;
+    assert_eq!(status, 200);
+    drop(c);
+    // Clients in the middle of a request head take the descriptors, one each, until none is
+    // left (lb-balancer accepts a connection once it has data).
+    let mut clients = Vec::new();
+    for _ in 0..60 {
+        if free_descriptors(p.pid(), 40) == 0 {
+            break;
+        }
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        clients.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(free_descriptors(p.pid(), 40), 0, "descriptors left");
+    // Ten checks that cannot connect.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(clients);
+    for _ in 0..100 {
+        if free_descriptors(p.pid(), 40) > 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client();
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "a"),
+        "the member was taken down"
+    );
+    let log = p.stderr.lock().unwrap().join("\n");
+    assert!(log.contains("health check: not counted"), "{log}");
+    assert!(!log.contains("health check: down"), "{log}");
+}
+
 /// Running out of file descriptors is lb-balancer's own shortage: the clients that meet it
 /// get 503, and no member is put in error for it (the fourth QA pass: every member was, for
 /// its `retry` time, and with `--forcerecovery off` every request got 503 long after).

@@ -141,6 +141,9 @@ impl HealthCheck for ExecCheck {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                Err(e) if super::is_local_shortage(&e) => {
+                    return Err(CheckError::Local(format!("cannot run {program}: {e}")));
+                }
                 Err(e) => return Err(CheckError::Setup(format!("cannot run {program}: {e}"))),
             }
         };

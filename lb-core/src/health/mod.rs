@@ -59,6 +59,25 @@ pub enum CheckError {
     /// The check itself could not run (a script missing, a bad setting).
     #[error("health check could not run: {0}")]
     Setup(String),
+    /// The checker's own host ran short (file descriptors, socket buffers, memory: see
+    /// [`is_local_shortage`]), so the check could not be made. That says nothing of the
+    /// backend: a [`Monitor`] leaves its health, and its run of passes or failures, as they
+    /// were, where a [`Connect`](Self::Connect) failure would have counted against it (and,
+    /// with every backend failing so at once, taken them all down).
+    #[error("health check could not be made for want of local resources: {0}")]
+    Local(String),
+}
+
+/// Whether a failed `socket()`, `connect()`, `accept()` or `fork()` says that this host ran
+/// short rather than that the other end failed: `EMFILE`, `ENFILE` (file descriptors),
+/// `ENOBUFS` (socket buffers), `ENOMEM`. Every other backend would meet the same shortage.
+/// Not `EADDRNOTAVAIL`: it depends on the destination (an IPv6 address on a host without
+/// IPv6, the local ports to one backend used up).
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// What a passing check can report besides "up".

@@ -163,9 +163,11 @@ pub struct CheckStatus {
     pub backend: BackendId,
     /// The health the monitor last set or assumed.
     pub health: Health,
-    /// Whether the last check passed; `None` before the first check finished.
+    /// Whether the last check passed; `None` before the first check finished. A check that
+    /// could not be made ([`CheckError::Local`]) leaves it as it was.
     pub last_ok: Option<bool>,
-    /// The error of the most recent failed check (kept after later successes).
+    /// The error of the most recent check that failed or could not be made (kept after
+    /// later successes).
     #[serde(serialize_with = "error_message")]
     pub last_error: Option<CheckError>,
     /// How long the last check took.
@@ -576,6 +578,9 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
             return;
         };
         let (mut successes, mut failures) = (0u32, 0u32);
+        // Checks are failing for want of local resources (said once when it starts and
+        // once when it ends, not at every check).
+        let mut short = false;
         loop {
             let Some(member) = self.balancer.get(self.id) else {
                 return;
@@ -600,7 +605,21 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
             let mut error = None;
             let mut transition = None;
             let mut new_weight = None;
+            let local = matches!(result, Err(CheckError::Local(_)));
+            if local != short {
+                short = local;
+                match &result {
+                    Err(e) if local => tracing::warn!(
+                        backend = %self.id,
+                        error = %e,
+                        "health check: not counted, the backend's health is left as it was"
+                    ),
+                    _ => tracing::info!(backend = %self.id, "health check: can be made again"),
+                }
+            }
             match result {
+                // Says nothing of the backend: neither a pass nor a failure.
+                Err(e @ CheckError::Local(_)) => error = Some(e),
                 Ok(report) => {
                     successes = successes.saturating_add(1);
                     failures = 0;
@@ -622,7 +641,9 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
             // The status first, so that whoever reacts to the health event reads it.
             if let Some(s) = lock(&self.statuses).get_mut(&self.id) {
                 s.health = health;
-                s.last_ok = Some(error.is_none());
+                if !local {
+                    s.last_ok = Some(error.is_none());
+                }
                 s.successes = successes;
                 s.failures = failures;
                 s.checks += 1;
@@ -712,6 +733,7 @@ mod tests {
         Hang,
         Weight(u32),
         PanicOnce,
+        Short,
     }
 
     /// A check whose outcome per backend port the test sets, recording when it ran.
@@ -768,6 +790,7 @@ mod tests {
             match mode {
                 Mode::Pass => Ok(CheckReport::default()),
                 Mode::Fail => Err(CheckError::Unexpected("scripted failure".into())),
+                Mode::Short => Err(CheckError::Local("too many open files".into())),
                 Mode::Hang => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     Ok(CheckReport::default())
@@ -804,6 +827,52 @@ mod tests {
         MonitorConfig::default()
             .with_interval(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(1))
+    }
+
+    /// A check that could not be made for want of local resources (the balancer out of file
+    /// descriptors) neither takes a backend down nor brings it up, nor breaks a run of
+    /// passes.
+    #[tokio::test(start_paused = true)]
+    async fn checks_that_cannot_be_made_here_do_not_count() {
+        let lb = balancer(&[1, 2]);
+        let up = id_of(&lb, 1);
+        let s = Scripted::new();
+        s.set(1, Mode::Short);
+        s.set(2, Mode::Short);
+        let m = Monitor::new(
+            lb.clone(),
+            Shared(s.clone()),
+            config().with_thresholds(2, 1),
+        )
+        .unwrap()
+        .spawn();
+        s.at(45.0).await; // five checks each, none made
+        assert_eq!((health(&lb, 1), health(&lb, 2)), (Health::Up, Health::Up));
+        let st = m.status_of(up).unwrap();
+        assert_eq!((st.checks, st.failures, st.successes), (5, 0, 0));
+        assert_eq!(st.last_ok, None);
+        assert_eq!(
+            st.last_error,
+            Some(CheckError::Local("too many open files".into()))
+        );
+        // A real failure still counts (fall 1).
+        s.set(2, Mode::Fail);
+        s.at(55.0).await; // failed at 50
+        assert_eq!(health(&lb, 2), Health::Down);
+        // A pass, a check not made, a pass: two passes in a row (rise 2).
+        s.set(2, Mode::Pass);
+        s.at(65.0).await; // passed at 60
+        s.set(2, Mode::Short);
+        s.at(75.0).await; // not made at 70
+        assert_eq!(health(&lb, 2), Health::Down);
+        s.set(2, Mode::Pass);
+        s.at(85.0).await; // passed at 80
+        assert_eq!(health(&lb, 2), Health::Up);
+        assert_eq!(
+            s.times(2),
+            vec![0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+        );
+        m.shutdown().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -50,7 +50,11 @@ impl TcpCheck {
 }
 
 fn connect_error(target: &dyn std::fmt::Display, e: io::Error) -> CheckError {
-    CheckError::Connect(format!("{target}: {e}"))
+    if super::is_local_shortage(&e) {
+        CheckError::Local(format!("{target}: {e}"))
+    } else {
+        CheckError::Connect(format!("{target}: {e}"))
+    }
 }
 
 impl HealthCheck for TcpCheck {

@@ -393,18 +393,11 @@ pub(crate) fn closed_idle(n: usize) -> String {
     }
 }
 
-/// Whether a failed `socket()` or `connect()` says that this host ran short (file
-/// descriptors, buffers, memory) rather than that the backend failed: every other backend
-/// would meet the same shortage, and none of them is to blame. The same errors from
-/// `accept()` say the same of the host. Not EADDRNOTAVAIL: it
-/// depends on the destination (an IPv6 member on a host without IPv6, the local ports to
-/// one backend used up), so it stays that member's connect failure, and the request fails
-/// over.
+/// Whether a failed `socket()`, `connect()` or `accept()` says that this host ran short
+/// ([`lb_core::health::is_local_shortage`]): every other backend would meet the same
+/// shortage, and none of them is to blame, so the request does not fail over.
 pub(crate) fn is_local_shortage(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    lb_core::health::is_local_shortage(e)
 }
 
 /// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
