@@ -129,6 +129,12 @@ impl Shared {
     pub(crate) fn goaway_due(&self) -> bool {
         self.goaway.load(Ordering::Relaxed)
     }
+
+    /// Whoever serves the connection is ending it gracefully (a server shutdown): on HTTP/2
+    /// the guard starts its wait for the client to close, as after its own idle GOAWAY.
+    pub(crate) fn end_gracefully(&self) {
+        self.goaway.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A request in flight on a connection (see [`Shared::begin`]).
@@ -156,12 +162,13 @@ pub struct GuardConfig {
     /// [`head_timeout`](Self::head_timeout) later.
     pub idle_timeout: Duration,
     /// A connection whose client takes no byte of what is written to it for this long, a
-    /// response or a tunnel's data, is closed (default 60 s; nginx's `send_timeout`,
-    /// HAProxy's `timeout client`). [`ProxyConfig::client_body_timeout`] is its
-    /// counterpart for a request body the client stops sending.
+    /// response or a tunnel's data, is closed (nginx's `send_timeout`, HAProxy's `timeout
+    /// client`); `None` (the default): the idle timeout, as one silence allowed from a
+    /// client. [`ProxyConfig::client_body_timeout`] is its counterpart for a request body
+    /// the client stops sending.
     ///
     /// [`ProxyConfig::client_body_timeout`]: crate::proxy::ProxyConfig::client_body_timeout
-    pub client_timeout: Duration,
+    pub client_timeout: Option<Duration>,
     /// Largest request head; a larger one gets 431 and the connection is closed (default
     /// 64 KiB).
     pub max_head: usize,
@@ -169,12 +176,19 @@ pub struct GuardConfig {
     pub max_headers: usize,
 }
 
+impl GuardConfig {
+    /// The [`client_timeout`](Self::client_timeout) in force: its own, or the idle timeout.
+    pub fn client_timeout_or_idle(&self) -> Duration {
+        self.client_timeout.unwrap_or(self.idle_timeout)
+    }
+}
+
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
             head_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
-            client_timeout: Duration::from_secs(60),
+            client_timeout: None,
             max_head: 64 * 1024,
             max_headers: 100,
         }
@@ -855,6 +869,12 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                             return Poll::Ready(read);
                         }
                         Poll::Pending => {
+                            if !going_away && this.shared.as_ref().is_some_and(|s| s.goaway_due()) {
+                                // Ended by whoever serves the connection (a shutdown): the
+                                // wait for the client to close starts.
+                                *this.mode = Mode::GoingAway;
+                                continue;
+                            }
                             let want = if going_away {
                                 Armed::GoingAway
                             } else {
@@ -1007,7 +1027,12 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let written = this.inner.poll_write(cx, buf);
-        write_stalled(written, this.write_stall, this.config.client_timeout, cx)
+        write_stalled(
+            written,
+            this.write_stall,
+            this.config.client_timeout_or_idle(),
+            cx,
+        )
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1034,7 +1059,12 @@ impl<T: AsyncWrite> AsyncWrite for Guarded<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let written = this.inner.poll_write_vectored(cx, bufs);
-        write_stalled(written, this.write_stall, this.config.client_timeout, cx)
+        write_stalled(
+            written,
+            this.write_stall,
+            this.config.client_timeout_or_idle(),
+            cx,
+        )
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -273,8 +273,7 @@ pub(crate) fn write_request_head(
     w.extend_from_slice(b"\r\n");
     // Whether `Connection` names other fields: most often it holds only `close` or
     // `keep-alive`, and then no field needs looking up in it.
-    let names_fields =
-        headers.contains_key(header::CONNECTION) && connection_names(headers).next().is_some();
+    let names_fields = connection_names(headers).next().is_some();
     let dropped = |name: &HeaderName| {
         *name == header::HOST
             || is_hop_by_hop(name)

@@ -4,12 +4,14 @@
 //!
 //! A connection is ended gracefully (hyper's `graceful_shutdown`) when the server shuts
 //! down, and an HTTP/2 one also when it has been idle for [`GuardConfig::idle_timeout`]:
-//! it gets GOAWAY (RFC 9113 section 6.8: first announcing the end, then, once the client
-//! has answered a ping, naming the last stream taken), streams in flight finish, and the
-//! client closes, or is closed [`GuardConfig::head_timeout`] later. A client that was
-//! sending a request just then learns it was not taken and can retry it on a new
-//! connection, where a silent close would leave it not knowing. An idle HTTP/1 connection
-//! is closed silently: HTTP/1 has no way to say so between requests (RFC 9112 section 9.5).
+//! it gets GOAWAY (RFC 9113 section 6.8: first announcing the end with a ping, then, once
+//! the client has answered it, naming the last stream taken), streams in flight finish, and
+//! the connection is closed. A client that never answers the ping is closed
+//! [`GuardConfig::head_timeout`] after its last stream ended. A request the client sent
+//! just then is still taken and answered, and the client knows not to send more on that
+//! connection, where a silent close would leave it not knowing whether its request was
+//! seen. An idle HTTP/1 connection is closed silently: HTTP/1 has no way to say so between
+//! requests (RFC 9112 section 9.5).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -150,6 +152,10 @@ where
     anchor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Failed accepts (out of file descriptors, most often): one line a second at most.
     let accept_failures = crate::throttle::Throttle::new();
+    // The last accept failed, idle backend connections were closed for it, and it was tried
+    // again at once: if that one fails too, the loop backs off all the same (with several
+    // workers, the pools fill again as fast as the other threads check connections in).
+    let mut retried_at_once = false;
     loop {
         let (stream, peer) = tokio::select! {
             _ = anchor.tick() => continue,
@@ -164,8 +170,8 @@ where
                 Err(e) => {
                     // Out of descriptors: the proxies' idle connections to backends give
                     // theirs back, and the accept is tried again at once (after the
-                    // connections hyper's client runs on this thread have closed). Else
-                    // back off instead of spinning. Said once a second rather than at
+                    // connections hyper's client runs on this thread have closed), once.
+                    // Else back off instead of spinning. Said once a second rather than at
                     // every try.
                     let released = if crate::proxy::pool::is_local_shortage(&e) {
                         crate::proxy::pool::POOLS.release_idle()
@@ -179,9 +185,11 @@ where
                             crate::throttle::left_out(n)
                         );
                     }
-                    if released > 0 {
+                    if released > 0 && !retried_at_once {
+                        retried_at_once = true;
                         tokio::task::yield_now().await;
                     } else {
+                        retried_at_once = false;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     continue;
@@ -189,6 +197,7 @@ where
             },
             () = &mut shutdown => break,
         };
+        retried_at_once = false;
         if !inherited_nodelay {
             let _ = stream.set_nodelay(true);
         }
@@ -216,13 +225,13 @@ where
             .serve_connection_with_upgrades(io, hyper_svc)
             .into_owned();
         let mut drained = drain.subscribe();
-        let shutdown = async move {
+        let draining = async move {
             let _ = drained.changed().await;
             drained
         };
         // Boxed before it is spawned: the connection future is several kilobytes, and the
         // spawn path moves it more than once (a memcpy each) on its way into the task.
-        let conn = Box::pin(Connection::new(conn, shutdown, goaway, |conn| {
+        let conn = Box::pin(Connection::new(conn, draining, goaway, |conn| {
             conn.graceful_shutdown()
         }));
         tokio::spawn(async move {
@@ -294,6 +303,9 @@ where
         {
             *this.held = Some(held);
             *this.ending = true;
+            // The guard of an HTTP/2 connection starts its wait for the client to close
+            // (a client that never answers the GOAWAY's ping would hold the drain).
+            this.shared.end_gracefully();
             (this.end)(this.conn.as_mut());
         }
         let polled = this.conn.as_mut().poll(cx);

@@ -1407,6 +1407,41 @@ async fn shutdown_lets_requests_finish_and_sends_goaway() {
         .unwrap();
 }
 
+/// A shutdown does not wait on an HTTP/2 client that never answers the GOAWAY's ping (hyper
+/// waits for that answer before it closes): it is closed the head timeout after the
+/// shutdown, not after its idle timeout ran out first (the review of the GOAWAY change:
+/// the drain took idle + head timeout, or the whole drain timeout).
+#[tokio::test]
+async fn shutdown_closes_an_http2_client_that_never_answers_the_goaway() {
+    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut config = lb_http::server::ServerConfig::default();
+    config.guard.idle_timeout = Duration::from_secs(60);
+    config.guard.head_timeout = Duration::from_secs(1);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lb_http::server::serve(l, svc, config, async {
+        let _ = stopped.await;
+    }));
+    let h2 = tokio::spawn(h2_get_then_listen(addr, false));
+    // The answer to the client's request, then the shutdown.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("serve still runs 10 s after the shutdown: the client held the drain")
+        .unwrap();
+    let frames = h2.await.unwrap();
+    let goaways: Vec<_> = frames
+        .iter()
+        .filter(|(f, _)| f.kind == H2_GOAWAY)
+        .map(|(f, _)| goaway_of(f))
+        .collect();
+    assert_eq!(goaways, [(0x7fff_ffff, 0)], "{frames:?}");
+}
+
 /// A backend answering every request with its request target, and the name it is given.
 async fn target_echo_backend(name: &'static str) -> std::net::SocketAddr {
     hyper_backend(hyper::service::service_fn(

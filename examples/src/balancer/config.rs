@@ -274,7 +274,7 @@ pub(crate) struct Config {
     pub(crate) manager_remote: bool,
     pub(crate) balancers: Vec<BalancerConf>,
     pub(crate) file: Option<PathBuf>,
-    /// Client-side limits: head deadline, idle timeout, header count and size.
+    /// Client-side limits: head deadline, idle and client timeouts, header count and size.
     pub(crate) limits: GuardConfig,
     /// Give up a request when its client closes (HAProxy's `option abortonclose`).
     pub(crate) abort_on_close: bool,
@@ -308,7 +308,7 @@ impl Config {
 
 /// Sets one client-side limit (`head_timeout`, `idle_timeout`, `client_timeout` in seconds;
 /// `max_headers`; `max_head_size` in bytes). A `client_timeout` not set is the
-/// `idle_timeout`: see [`default_client_timeout`].
+/// `idle_timeout`.
 pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Result<(), String> {
     let range = |lo: u64, hi: u64| {
         if (lo..=hi).contains(&value) {
@@ -320,22 +320,12 @@ pub(crate) fn set_limit(limits: &mut GuardConfig, key: &str, value: u64) -> Resu
     match key {
         "head_timeout" => limits.head_timeout = Duration::from_secs(range(1, 3600)?),
         "idle_timeout" => limits.idle_timeout = Duration::from_secs(range(1, 86_400)?),
-        "client_timeout" => limits.client_timeout = Duration::from_secs(range(1, 86_400)?),
+        "client_timeout" => limits.client_timeout = Some(Duration::from_secs(range(1, 86_400)?)),
         "max_headers" => limits.max_headers = range(8, 1000)? as usize,
         "max_head_size" => limits.max_head = range(1024, 1 << 20)? as usize,
         _ => return Err("unknown limit".into()),
     }
     Ok(())
-}
-
-/// Without a `client_timeout` of its own, a client may stay silent mid-exchange (a
-/// response it does not read, a request body it stops sending) for as long as it may stay
-/// idle between requests: one silence, as HAProxy's `timeout client` is. `given` says
-/// whether `client_timeout` was set.
-pub(crate) fn default_client_timeout(limits: &mut GuardConfig, given: bool) {
-    if !given {
-        limits.client_timeout = limits.idle_timeout;
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -448,7 +438,6 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
             set_limit(&mut limits, key, n).map_err(|e| err(v.span(), key, &e))?;
         }
     }
-    default_client_timeout(&mut limits, file.client_timeout.is_some());
     let mut balancers = Vec::new();
     // Where each balancer's name and path are given (its first key when they are not).
     let mut places: Vec<(usize, usize)> = Vec::new();
@@ -623,13 +612,13 @@ mod tests {
         let p = write(&format!("idle_timeout = 7\n{members}"));
         let limits = load_file(&p).unwrap().limits;
         assert_eq!(limits.idle_timeout, Duration::from_secs(7));
-        assert_eq!(limits.client_timeout, Duration::from_secs(7));
+        assert_eq!(limits.client_timeout_or_idle(), Duration::from_secs(7));
         let p = write(&format!(
             "idle_timeout = 7\nclient_timeout = 120\n{members}"
         ));
         let limits = load_file(&p).unwrap().limits;
         assert_eq!(limits.idle_timeout, Duration::from_secs(7));
-        assert_eq!(limits.client_timeout, Duration::from_secs(120));
+        assert_eq!(limits.client_timeout_or_idle(), Duration::from_secs(120));
         let p = write(&format!("\nclient_timeout = 0\n{members}"));
         let e = load_file(&p).unwrap_err().0;
         assert!(e.contains(":2: client_timeout: expected 1 to 86400"), "{e}");

@@ -125,7 +125,7 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
         }
         // A client silent in the middle of a request body is timed as one that takes no byte
         // of its response (the guard's write stall): HAProxy's `timeout client`.
-        proxy.client_body_timeout = config.limits.client_timeout;
+        proxy.client_body_timeout = config.limits.client_timeout_or_idle();
         let site = SiteConfig {
             proxy,
             balance: BalanceConfig {
@@ -138,7 +138,7 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
             sticky: c.sticky.clone(),
             retry: (!c.retry_on.is_empty()).then(|| RetryConfig {
                 statuses: c.retry_on.clone(),
-                client_body_timeout: config.limits.client_timeout,
+                client_body_timeout: config.limits.client_timeout_or_idle(),
                 ..Default::default()
             }),
         };

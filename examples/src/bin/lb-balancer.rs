@@ -218,7 +218,6 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
             config::set_limit(&mut limits, key, v).map_err(|e| format!("--{flag} {v}: {e}"))?;
         }
     }
-    config::default_client_timeout(&mut limits, cli.clienttimeout.is_some());
     if let Some(key) = &cli.hashkey {
         b.check_hashkey()
             .map_err(|e| format!("--hashkey {key}: {e}"))?;

@@ -22,8 +22,9 @@
 //! `ENFILE`, `ENOBUFS` or `ENOMEM`), every pool of the process closes all its idle
 //! connections, as HAProxy stops keeping idle server connections when descriptors grow
 //! scarce (`tune.pool-high-fd-ratio`): a connect that failed so is tried once more, and
-//! the server's accept loop tries its accept again at once. All of them, not the oldest
-//! few: the shortage is the whole process's, one failure in a burst seldom comes alone, and
+//! the server's accept loop tries its accept again at once when any were closed (once;
+//! then it backs off as before). All of them, not the oldest few: the shortage is the
+//! whole process's, one failure in a burst seldom comes alone, and
 //! an idle connection is only a saved handshake, cheaper to open again than a 503 or a
 //! client left waiting in the accept queue. The pools are found through a process-wide
 //! list of them, kept when a proxy is made: a pool no request uses (another worker
@@ -546,15 +547,20 @@ mod tests {
         ];
         let mut backend_ends = Vec::new();
         for pool in &pools {
+            // Two direct connections and one run by hyper's client (a request with a body
+            // goes on one of those).
             let (a, _) = pool.get_direct(&authority, false).await.unwrap();
             let (b, _) = pool.get_direct(&authority, false).await.unwrap();
             for conn in [a, b] {
                 backend_ends.push(listener.accept().await.unwrap().0);
                 pool.checkin_direct(authority.clone(), conn);
             }
+            let conn = pool.get(&authority).await.unwrap();
+            backend_ends.push(listener.accept().await.unwrap().0);
+            pool.checkin(authority.clone(), conn.tx);
         }
         drop(Pool::new_in(config, &REGISTRY));
-        assert_eq!(REGISTRY.release_idle(), 4);
+        assert_eq!(REGISTRY.release_idle(), 6);
         for mut end in backend_ends {
             let mut buf = [0u8; 1];
             let read = tokio::time::timeout(Duration::from_secs(5), end.read(&mut buf)).await;
@@ -566,6 +572,7 @@ mod tests {
         }
         for pool in &pools {
             assert!(pool.checkout_direct(&authority, false).is_none());
+            assert!(pool.checkout(&authority).is_none());
         }
         assert_eq!(REGISTRY.release_idle(), 0);
         // The dropped pool left the list when the next one came.
