@@ -1888,6 +1888,27 @@ async fn a_stalled_upload_to_a_member_that_answered_at_once_is_not_the_members_f
     assert!(!log.contains("in error"), "{log}");
 }
 
+/// `members` test backends, and lb-balancer in front of them on one worker with `extra`
+/// flags under `ulimit -n 40`, with more than 10 descriptors still free.
+async fn short_of_descriptors(members: usize, extra: &[&str]) -> (Vec<Backend>, Proxy) {
+    let mut backends = Vec::new();
+    for i in 0..members {
+        backends.push(Backend::start(&format!("b{i}")).await);
+    }
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--workers", "1"]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+    for b in &backends {
+        args.extend(["--member".to_string(), b.url()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = Proxy::start_with_nofile("-n 40", &args);
+    assert!(free_descriptors(p.pid(), 40) > 10);
+    (backends, p)
+}
+
 /// How many descriptors lb-balancer with `pid` can still open under a limit of `limit`:
 /// those it has open numbered below the limit count, not one it inherited above it.
 fn free_descriptors(pid: u32, limit: usize) -> usize {
@@ -1942,24 +1963,7 @@ async fn exchange_kept_open(s: &mut tokio::net::TcpStream, request: &[u8]) -> St
 /// idle connections kept their descriptors (a QA pass).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_out_of_descriptors_is_served_by_closing_idle_member_connections() {
-    let mut backends = Vec::new();
-    for i in 0..40 {
-        backends.push(Backend::start(&format!("b{i}")).await);
-    }
-    let mut args = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--workers".into(),
-        "1".into(),
-        "--forcerecovery".into(),
-        "off".into(),
-    ];
-    for b in &backends {
-        args.extend(["--member".to_string(), b.url()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Proxy::start_with_nofile("-n 40", &args);
-    assert!(free_descriptors(p.pid(), 40) > 10);
+    let (backends, p) = short_of_descriptors(40, &["--forcerecovery", "off"]).await;
     // One request after another, each to the next member (byrequests): each leaves an idle
     // connection to its member behind, until those and the client's take every descriptor.
     let mut answers = Vec::new();
@@ -1993,22 +1997,7 @@ async fn a_connect_out_of_descriptors_is_served_by_closing_idle_member_connectio
 /// pool's idle timeout, 90 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_is_served_when_idle_member_connections_held_the_last_descriptors() {
-    let mut backends = Vec::new();
-    for i in 0..4 {
-        backends.push(Backend::start(&format!("b{i}")).await);
-    }
-    let mut args = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--workers".into(),
-        "1".into(),
-    ];
-    for b in &backends {
-        args.extend(["--member".to_string(), b.url()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = Proxy::start_with_nofile("-n 40", &args);
-    assert!(free_descriptors(p.pid(), 40) > 10);
+    let (backends, p) = short_of_descriptors(4, &[]).await;
     // Clients kept alive, one after another, each request to the next member: each of the
     // first four leaves an idle connection to its member (two descriptors), each of the
     // next ones takes one and gives it back (one). Until one takes the last descriptor.
