@@ -130,9 +130,10 @@ impl Shared {
         self.goaway.load(Ordering::Relaxed)
     }
 
-    /// Whoever serves the connection is ending it gracefully (a server shutdown): on HTTP/2
-    /// the guard starts its wait for the client to close, as after its own idle GOAWAY.
-    pub(crate) fn end_gracefully(&self) {
+    /// The connection is to end with GOAWAY: set by the guard at the idle timeout, or by
+    /// whoever serves the connection when it ends it gracefully (a server shutdown), after
+    /// which the guard starts its wait for the client to close.
+    pub(crate) fn set_goaway_due(&self) {
         self.goaway.store(true, Ordering::Relaxed);
     }
 }
@@ -889,7 +890,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                                 // task is woken to see that (it looks after each poll); the
                                 // wait for the client to close starts.
                                 tracing::debug!("idle HTTP/2 connection: GOAWAY");
-                                shared.goaway.store(true, Ordering::Relaxed);
+                                shared.set_goaway_due();
                                 *this.mode = Mode::GoingAway;
                                 cx.waker().wake_by_ref();
                                 continue;

@@ -178,14 +178,7 @@ impl HttpCheck {
         // As the proxy connects: a URL without a port means the scheme's (80).
         let stream = crate::proxy::pool::open(&self.target.authority)
             .await
-            .map_err(|e| {
-                // lb's own shortage says nothing of the member: not counted against it.
-                if lb_core::health::is_local_shortage(&e) {
-                    CheckError::Local(format!("{authority}: {e}"))
-                } else {
-                    CheckError::Connect(format!("{authority}: {e}"))
-                }
-            })?;
+            .map_err(|e| CheckError::connect(&authority, &e))?;
         let method = match self.spec.method {
             HcMethod::Tcp => return Ok(()),
             HcMethod::Options => http::Method::OPTIONS,

@@ -173,7 +173,7 @@ where
                     // connections hyper's client runs on this thread have closed), once.
                     // Else back off instead of spinning. Said once a second rather than at
                     // every try.
-                    let released = if crate::proxy::pool::is_local_shortage(&e) {
+                    let released = if lb_core::health::is_local_shortage(&e) {
                         crate::proxy::pool::POOLS.release_idle()
                     } else {
                         0
@@ -305,7 +305,7 @@ where
             *this.ending = true;
             // The guard of an HTTP/2 connection starts its wait for the client to close
             // (a client that never answers the GOAWAY's ping would hold the drain).
-            this.shared.end_gracefully();
+            this.shared.set_goaway_due();
             (this.end)(this.conn.as_mut());
         }
         let polled = this.conn.as_mut().poll(cx);

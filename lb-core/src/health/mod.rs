@@ -68,6 +68,18 @@ pub enum CheckError {
     Local(String),
 }
 
+impl CheckError {
+    /// A check's failed connect to `target`: [`Local`](Self::Local) when this host ran
+    /// short ([`is_local_shortage`]), else [`Connect`](Self::Connect).
+    pub fn connect(target: &dyn std::fmt::Display, e: &std::io::Error) -> CheckError {
+        if is_local_shortage(e) {
+            CheckError::Local(format!("{target}: {e}"))
+        } else {
+            CheckError::Connect(format!("{target}: {e}"))
+        }
+    }
+}
+
 /// Whether a failed `socket()`, `connect()`, `accept()` or `fork()` says that this host ran
 /// short rather than that the other end failed: `EMFILE`, `ENFILE` (file descriptors),
 /// `ENOBUFS` (socket buffers), `ENOMEM`. Every other backend would meet the same shortage.

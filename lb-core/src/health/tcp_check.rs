@@ -1,7 +1,5 @@
 //! A TCP (or Unix socket) connect check.
 
-use std::io;
-
 use tokio::net::{TcpStream, UnixStream, lookup_host};
 
 use super::{CheckError, HealthCheck};
@@ -49,14 +47,6 @@ impl TcpCheck {
     }
 }
 
-fn connect_error(target: &dyn std::fmt::Display, e: io::Error) -> CheckError {
-    if super::is_local_shortage(&e) {
-        CheckError::Local(format!("{target}: {e}"))
-    } else {
-        CheckError::Connect(format!("{target}: {e}"))
-    }
-}
-
 impl HealthCheck for TcpCheck {
     async fn check(&self, target: &Backend) -> Result<(), CheckError> {
         let address = match self.port {
@@ -67,7 +57,7 @@ impl HealthCheck for TcpCheck {
             Address::Socket(a) => {
                 TcpStream::connect(a)
                     .await
-                    .map_err(|e| connect_error(&address, e))?;
+                    .map_err(|e| CheckError::connect(&address, &e))?;
             }
             Address::Host { host, port } => {
                 let addrs = lookup_host((host.as_str(), *port))
@@ -81,7 +71,7 @@ impl HealthCheck for TcpCheck {
                             connected = true;
                             break;
                         }
-                        Err(e) => last = Some(connect_error(&a, e)),
+                        Err(e) => last = Some(CheckError::connect(&a, &e)),
                     }
                 }
                 if !connected {
@@ -93,7 +83,7 @@ impl HealthCheck for TcpCheck {
             Address::Unix(path) => {
                 UnixStream::connect(path)
                     .await
-                    .map_err(|e| connect_error(&address, e))?;
+                    .map_err(|e| CheckError::connect(&address, &e))?;
             }
         }
         Ok(())

@@ -46,6 +46,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use lb_core::health::is_local_shortage;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -392,13 +393,6 @@ pub(crate) fn closed_idle(n: usize) -> String {
     } else {
         format!("; closed {n} idle backend connections to free their descriptors")
     }
-}
-
-/// Whether a failed `socket()`, `connect()` or `accept()` says that this host ran short
-/// ([`lb_core::health::is_local_shortage`]): every other backend would meet the same
-/// shortage, and none of them is to blame, so the request does not fail over.
-pub(crate) fn is_local_shortage(e: &std::io::Error) -> bool {
-    lb_core::health::is_local_shortage(e)
 }
 
 /// Opens a TCP connection to `authority`. tokio resolves a name and tries each address in
