@@ -225,15 +225,32 @@ enum Mode {
 }
 
 /// Position inside chunked framing (RFC 9112 section 7.1).
+///
+/// Where hyper reads a chunked body without error, the guard must find it end where hyper
+/// does, or it would take body bytes for a head (and check them) and let a head through
+/// unchecked as body bytes. So these states follow hyper's decoder (its `ChunkedState`)
+/// byte for byte wherever hyper accepts the input; where hyper fails the body (and closes
+/// the connection), the guard may be more lenient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    Size { size: u64, ext: bool, digits: u32 },
-    SizeLf { size: u64 },
+    /// The chunk-size line; `ext` once past the size (white space or an extension).
+    Size {
+        size: u64,
+        ext: bool,
+    },
+    SizeLf {
+        size: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
+    /// The start of a trailer line, or of the empty line that ends the body (hyper's
+    /// `EndCr`).
     TrailerLineStart,
+    /// Inside a trailer line, which ends only at CRLF: a bare LF is one of its bytes, as
+    /// hyper reads it.
     TrailerLine,
+    TrailerLineLf,
     TrailerEndLf,
 }
 
@@ -425,7 +442,6 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
         Mode::Chunked(Chunk::Size {
             size: 0,
             ext: false,
-            digits: 0,
         })
     } else {
         match cl {
@@ -470,8 +486,9 @@ fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
     while i < data.len() {
         let b = data[i];
         state = match state {
-            Chunk::Size { size, ext, digits } => match b {
+            Chunk::Size { size, ext } => match b {
                 b'\r' => Chunk::SizeLf { size },
+                // hyper refuses a bare LF here: following on is harmless.
                 b'\n' => {
                     if size == 0 {
                         Chunk::TrailerLineStart
@@ -479,24 +496,18 @@ fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
                         Chunk::Data(size)
                     }
                 }
-                _ if ext => Chunk::Size { size, ext, digits },
-                b';' | b' ' | b'\t' => Chunk::Size {
-                    size,
-                    ext: true,
-                    digits,
-                },
+                _ if ext => Chunk::Size { size, ext },
+                b';' | b' ' | b'\t' => Chunk::Size { size, ext: true },
                 _ => {
-                    let Some(d) = (b as char).to_digit(16) else {
+                    // As many digits as hyper takes: leading zeros included, up to what a
+                    // u64 holds.
+                    let Some(size) = (b as char)
+                        .to_digit(16)
+                        .and_then(|d| size.checked_mul(16)?.checked_add(u64::from(d)))
+                    else {
                         return (i, None);
                     };
-                    if digits >= 16 {
-                        return (i, None);
-                    }
-                    Chunk::Size {
-                        size: size * 16 + u64::from(d),
-                        ext,
-                        digits: digits + 1,
-                    }
+                    Chunk::Size { size, ext }
                 }
             },
             Chunk::SizeLf { size } => {
@@ -525,7 +536,6 @@ fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
                 b'\n' => Chunk::Size {
                     size: 0,
                     ext: false,
-                    digits: 0,
                 },
                 _ => return (i, None),
             },
@@ -536,20 +546,21 @@ fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
                 Chunk::Size {
                     size: 0,
                     ext: false,
-                    digits: 0,
                 }
             }
             Chunk::TrailerLineStart => match b {
                 b'\r' => Chunk::TrailerEndLf,
-                b'\n' => return (i + 1, Some(Mode::Head)),
                 _ => Chunk::TrailerLine,
             },
-            Chunk::TrailerLine => {
-                if b == b'\n' {
-                    Chunk::TrailerLineStart
-                } else {
-                    Chunk::TrailerLine
+            Chunk::TrailerLine => match b {
+                b'\r' => Chunk::TrailerLineLf,
+                _ => Chunk::TrailerLine,
+            },
+            Chunk::TrailerLineLf => {
+                if b != b'\n' {
+                    return (i, None);
                 }
+                Chunk::TrailerLineStart
             }
             Chunk::TrailerEndLf => {
                 if b != b'\n' {
@@ -1122,6 +1133,56 @@ mod tests {
         let mut want = b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
         want.extend_from_slice(POISON);
         assert_eq!(out, want);
+    }
+
+    /// The guard must find a chunked body's end where hyper does: hyper ends a trailer line
+    /// only at CRLF, so a bare LF there is a byte of the trailers, and what follows up to
+    /// the next empty CRLF line is trailers too. Ended at the bare LF instead, the guard
+    /// took the last head for body bytes and let it through unchecked.
+    #[tokio::test]
+    async fn chunked_trailers_end_where_hyper_ends_them() {
+        let body = b"POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            0\r\nX-T: a\n\nGET /fake HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\n\r\n";
+        let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        let mut input = body.to_vec();
+        input.extend_from_slice(smuggled);
+        let mut want = body.to_vec();
+        want.extend_from_slice(POISON);
+        assert_eq!(run(&input).await, want);
+
+        // Trailers ended by CRLF, and none, as before.
+        for chunked in [
+            &b"5\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+        ] {
+            let mut input =
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(chunked);
+            let next = input.len();
+            input.extend_from_slice(smuggled);
+            let mut want = input[..next].to_vec();
+            want.extend_from_slice(POISON);
+            assert_eq!(run(&input).await, want);
+        }
+    }
+
+    /// hyper takes a chunk size with leading zeros, however many: so does the guard, and it
+    /// goes on checking the heads after it.
+    #[tokio::test]
+    async fn chunk_sizes_with_many_leading_zeros_are_followed() {
+        let body = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            000000000000000000005\r\nhello\r\n0\r\n\r\n";
+        let mut input = body.to_vec();
+        input.extend_from_slice(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+        let mut want = body.to_vec();
+        want.extend_from_slice(POISON);
+        assert_eq!(run(&input).await, want);
+        // A size over what hyper (a u64) holds is malformed: no more following.
+        let over = Chunk::Size {
+            size: 0,
+            ext: false,
+        };
+        assert_eq!(scan_chunked(over, b"10000000000000000\r\n"), (16, None));
     }
 
     #[tokio::test]
