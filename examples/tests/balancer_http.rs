@@ -2031,3 +2031,88 @@ async fn a_client_is_served_when_idle_member_connections_held_the_last_descripto
     );
     drop(clients);
 }
+
+/// A member that answers each request on a connection with its path; on the first
+/// connection it accepts, it sends a second response nobody asked for `delay` after the
+/// first (a backend that writes a body after a 204, or more than its Content-Length).
+async fn member_with_a_stray_response(delay: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for n in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for answered in 0..100 {
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("?").to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+                        path.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if n == 0 && answered == 0 {
+                        tokio::time::sleep(delay).await;
+                        let stray =
+                            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nSTRAY!";
+                        if s.write_all(stray.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// RFC 9112 section 9.3.2: a response goes to the request it answers. A response that
+/// arrived on an idle kept-alive member connection answers no request: taken as the next
+/// request's answer, it would give every later client on that connection the response
+/// meant for the client before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_response_on_an_idle_member_connection_reaches_no_client() {
+    let addr = member_with_a_stray_response(Duration::from_millis(200)).await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--member",
+        &format!("http://{addr}"),
+    ]);
+    let ask = |path: &'static str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        async move { raw(p.addr, req.as_bytes()).await }
+    };
+    let out = ask("/first").await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("/first"),
+        "{out}"
+    );
+    // The stray response arrives while the connection is idle in the pool.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for path in ["/u1", "/u2", "/u3", "/u4"] {
+        let out = ask(path).await;
+        assert!(
+            out.starts_with("HTTP/1.1 200") && out.ends_with(path),
+            "{path} got: {out}"
+        );
+    }
+}

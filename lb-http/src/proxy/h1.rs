@@ -143,11 +143,29 @@ impl Direct {
     /// the socket itself (a non-blocking peek), since the runtime may not have seen yet
     /// what arrived.
     pub(crate) fn is_idle_usable(&self) -> bool {
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        matches!(self.peek(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// True unless the runtime has seen this idle connection become readable: stray bytes
+    /// (a second response the backend sent after the one read, say a body after a 204, or
+    /// more than its Content-Length) or its close. No system call in the usual case: a read
+    /// that left the socket drained told the runtime so, and any byte arriving since woke
+    /// it; only then is the socket itself looked at (a non-blocking peek). Used before any
+    /// request goes on a kept-alive connection: taken as that request's response, a stray
+    /// one would shift every later response on the connection to the wrong client. What
+    /// arrives just before, while the runtime has not yet looked, is not seen (nginx
+    /// checks an idle upstream connection on the same event).
+    pub(crate) fn nothing_arrived(&self) -> bool {
         matches!(
-            socket2::SockRef::from(&self.io).peek(&mut byte),
+            self.io.try_io(tokio::io::Interest::READABLE, || self.peek()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
         )
+    }
+
+    /// A non-blocking peek at the next byte: `WouldBlock` when there is none yet.
+    fn peek(&self) -> std::io::Result<usize> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+        socket2::SockRef::from(&self.io).peek(&mut byte)
     }
 
     /// The buffer the request head is written into, emptied, for [`Direct::send`].

@@ -281,8 +281,11 @@ impl Pool {
     }
 
     /// An idle direct connection to `authority`, or a new one; with it, true when it is
-    /// new. With `check`, an idle connection is first checked for having been closed by the
-    /// backend (a non-blocking peek, one system call); without, a closed one is found out
+    /// new. An idle connection on which anything arrived while it was idle (stray bytes, or
+    /// the backend's close), as far as the runtime has seen, is not used
+    /// ([`Direct::nothing_arrived`], no system call in the usual case). With `check`, the
+    /// socket itself is looked at (a non-blocking peek, one system call), so that a close
+    /// the runtime has not seen yet is found too; without, such a connection is found out
     /// when its response does not come.
     pub(crate) async fn get_direct(
         &self,
@@ -307,7 +310,12 @@ impl Pool {
                 list.clear();
                 return None;
             }
-            if !check || conn.is_idle_usable() {
+            let usable = if check {
+                conn.is_idle_usable()
+            } else {
+                conn.nothing_arrived()
+            };
+            if usable {
                 return Some(conn);
             }
         }
