@@ -6,7 +6,9 @@
 //! HTTP/1.0. A request with both `Transfer-Encoding` and `Content-Length`, however, hyper
 //! accepts as RFC 9112 section 6.1 allows (the length is dropped, the body read as chunked, the
 //! connection closed afterwards); this proxy refuses it outright, as the lb-http issue asks,
-//! so such a request is never forwarded. The guard holds back each head until it is complete,
+//! so such a request is never forwarded. So is a `Transfer-Encoding` other than `chunked`
+//! alone (`gzip, chunked`): the proxy decodes only `chunked`, and would forward the body with
+//! the other coding silently dropped. The guard holds back each head until it is complete,
 //! checks it, and when it is refused hands hyper an invalid request line instead; hyper then
 //! answers `400 Bad Request` and closes the connection. Bodies pass through untouched while
 //! the guard follows their framing (`Content-Length` or chunked) to find the next head.
@@ -391,7 +393,10 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
     let mut cl: Option<u64> = None;
     let mut cl_seen = false;
     let mut te_seen = false;
-    let mut te_last_chunked = false;
+    // The codings of every Transfer-Encoding field, in order: only `chunked`, alone, is
+    // taken.
+    let mut te_codings = 0;
+    let mut te_only_chunked = true;
     let mut upgrade = false;
     let mut hosts = 0;
     for h in req.headers.iter() {
@@ -415,15 +420,23 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
             cl_seen = true;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te_seen = true;
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            te_last_chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            for coding in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                // Empty list elements are allowed (RFC 9110 section 5.6.1).
+                if !coding.is_empty() {
+                    te_codings += 1;
+                    te_only_chunked &= coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         } else if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
         }
     }
-    if te_seen && (cl_seen || http10 || !te_last_chunked) {
+    // A coding besides `chunked` (`gzip, chunked`) would be dropped when the body is framed
+    // anew for the backend, which would then take gzip-coded bytes for the body itself:
+    // refused (nginx answers 501, HAProxy 422), as is `chunked` twice.
+    if te_seen && (cl_seen || http10 || te_codings != 1 || !te_only_chunked) {
         return Judged::Complete(len, Verdict::Refuse);
     }
     // RFC 9112 section 3.2: 400 for more than one Host field, or none in HTTP/1.1 (which
@@ -1323,6 +1336,9 @@ mod tests {
         let refuse = [
             &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             b"POST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n",
@@ -1337,6 +1353,18 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
+        // `chunked` alone, in any case, is taken.
+        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n";
+        assert!(matches!(
+            judge(chunked, 100),
+            Judged::Complete(
+                _,
+                Verdict::Forward {
+                    next: Mode::Chunked(_),
+                    switch: false
+                }
+            )
+        ));
         let same = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
         assert_eq!(
             judge(same, 100),
