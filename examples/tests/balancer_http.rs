@@ -745,8 +745,10 @@ async fn an_idle_tunnel_is_closed_after_the_response_timeout() {
 async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarded() {
     let a = Backend::start("a").await;
     let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
-    let shapes: [&[u8]; 7] = [
+    let shapes: [&[u8]; 8] = [
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        // A coding besides chunked would be dropped, not decoded.
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
@@ -2113,6 +2115,65 @@ async fn a_stray_response_on_an_idle_member_connection_reaches_no_client() {
         assert!(
             out.starts_with("HTTP/1.1 200") && out.ends_with(path),
             "{path} got: {out}"
+        );
+    }
+}
+
+/// A member that answers every request with `response`, as it is.
+async fn member_answering(response: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                // One answer per read that brings a head's end: enough for these requests.
+                for _ in 0..100 {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => {
+                            if s.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// RFC 9112 section 6.3: a response with both Transfer-Encoding and Content-Length is an
+/// error to a proxy that does not remove the length. Whether the request had a body (hyper's
+/// client) or not (the direct one), the client gets 502, never the length with a body of
+/// another size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_with_both_transfer_encoding_and_content_length_is_a_502() {
+    let addr = member_answering(
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &format!("http://{addr}"),
+    ]);
+    for req in [
+        &b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    ] {
+        let out = raw(p.addr, req).await;
+        assert!(
+            out.starts_with("HTTP/1.1 502"),
+            "{}\n=> {out}",
+            String::from_utf8_lossy(req)
         );
     }
 }

@@ -468,6 +468,16 @@ async fn exchange_hyper(
             h1::MAX_HEAD / 1024
         )));
     }
+    // hyper's client reads such a body as chunked but leaves the length in the fields, where
+    // it would go on to the client with a body of another length (RFC 9112 section 6.3
+    // says to remove it, or take the message as an error): refused, as on the direct path.
+    if resp.headers().contains_key(header::TRANSFER_ENCODING)
+        && resp.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadResponse(
+            "both Transfer-Encoding and Content-Length".into(),
+        ));
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = prepared.tunnel.take() {
             let backend = hyper::upgrade::on(&mut resp);
