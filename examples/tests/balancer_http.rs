@@ -745,7 +745,10 @@ async fn an_idle_tunnel_is_closed_after_the_response_timeout() {
 async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarded() {
     let a = Backend::start("a").await;
     let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &a.url()]);
-    let shapes: [&[u8]; 8] = [
+    let shapes: [&[u8]; 9] = [
+        // Userinfo in the target (RFC 9110 section 4.2.4), which would go on in
+        // X-Forwarded-Host.
+        b"GET http://u:p@other.example/x HTTP/1.1\r\nHost: x\r\n\r\n",
         b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
         // A coding besides chunked would be dropped, not decoded.
         b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",

@@ -399,9 +399,21 @@ where
     B::Error: Into<BoxError>,
 {
     // HTTP/1 heads were checked by the guard before hyper parsed them; HTTP/2 ones here.
-    if req.version() == http::Version::HTTP_2
-        && let Err((status, why)) = check_http2_head(&req, max_headers)
-    {
+    // Userinfo in an absolute-form target (RFC 9110 section 4.2.4: to be taken as an
+    // error) is refused for both: it would go on in X-Forwarded-Host, and in Host with
+    // ProxyPreserveHost, credentials and all.
+    let checked = if req.version() == http::Version::HTTP_2 {
+        check_http2_head(&req, max_headers)
+    } else {
+        match req.uri().authority() {
+            Some(a) if a.as_str().contains('@') => Err((
+                StatusCode::BAD_REQUEST,
+                format!("request target {a} holds userinfo"),
+            )),
+            _ => Ok(()),
+        }
+    };
+    if let Err((status, why)) = checked {
         tracing::debug!("request from {peer} refused: {why}");
         let mut resp = plain_text(status, &why);
         // The text quotes the client: not to be sniffed as anything but text.
@@ -409,6 +421,14 @@ where
             http::header::X_CONTENT_TYPE_OPTIONS,
             http::HeaderValue::from_static("nosniff"),
         );
+        // As for the heads the guard refuses: an HTTP/1 client that sent one is not read
+        // from again.
+        if req.version() != http::Version::HTTP_2 {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         return Ok(resp);
     }
     if req.extensions().is_empty()
