@@ -399,6 +399,26 @@ async fn http2_clients_are_served() {
     }
 }
 
+/// RFC 9110 section 8.6: no Content-Length in a 204, which a backend may send anyway (with
+/// a body, even): HTTP/2 clients get none, as HTTP/1 ones do.
+#[tokio::test]
+async fn a_204_reaches_http2_clients_without_content_length() {
+    let (addr, _) = behind_raw_backend(
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nhello",
+        false,
+        false,
+    )
+    .await;
+    let mut tx = h2_client(addr).await;
+    let req = hyper::Request::get(format!("http://{addr}/"))
+        .body(lb_http::body::empty())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers().get(http::header::CONTENT_LENGTH), None);
+    assert_eq!(body_of(resp).await, "");
+}
+
 #[tokio::test]
 async fn http2_heads_are_checked_as_http1_heads_are() {
     let good = status_backend(200).await;

@@ -797,6 +797,11 @@ pub(crate) fn finish_response(
     // Room for Via and the layers' fields (a route cookie, Cache-Control), made once.
     parts.headers.reserve(3);
     headers::strip_hop_by_hop(&mut parts.headers, prepared.tunnelled);
+    // RFC 9110 section 8.6: a 204 carries no Content-Length. hyper's HTTP/1 server drops
+    // one; its HTTP/2 server would send it on.
+    if parts.status == http::StatusCode::NO_CONTENT {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     if let Some(via) = via {
         headers::append_list(
             &mut parts.headers,
