@@ -23,6 +23,7 @@ mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
 mod read_timer;
+mod reverse;
 pub(crate) mod upload;
 
 use std::future::Future;
@@ -36,12 +37,14 @@ use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
 pub use future::ResponseFuture;
+pub use reverse::reverse_url;
 
 use crate::BoxError;
 use crate::body::{ProxyBody, boxed};
 use crate::error::{NotSent, ProxyError};
 use crate::headers::{self, ClientInfo, ForwardedHeaders};
 use pool::{Pool, PoolConfig, PooledBody};
+use reverse::Reverse;
 
 /// Closes every idle keep-alive connection to backends held by the proxies of this process,
 /// to give their file descriptors back; returns how many it closed. lb-http does it itself
@@ -608,11 +611,11 @@ impl Proxy {
         tunnel: Option<hyper::upgrade::OnUpgrade>,
         version: Version,
     ) -> Prepared {
-        let reverse = self.shared.config.reverse.then(|| Reverse {
-            target,
-            front_host: plan.front_host,
-            tls: client.is_some_and(|c| c.tls),
-        });
+        let reverse = self
+            .shared
+            .config
+            .reverse
+            .then(|| Reverse::new(target, plan.front_host, client.is_some_and(|c| c.tls)));
         Prepared {
             tunnel,
             tunnelled: false,
@@ -704,32 +707,6 @@ fn backend_path(
     PathAndQuery::try_from(pq).map_err(|e| ProxyError::Request(e.to_string()))
 }
 
-/// What ProxyPassReverse needs; the URLs are only written out when a response carries one
-/// of the fields it rewrites.
-#[derive(Debug)]
-pub(crate) struct Reverse {
-    target: Target,
-    /// The host the client asked for; `None` for an HTTP/1.0 request without `Host`.
-    front_host: Option<HeaderValue>,
-    tls: bool,
-}
-
-impl Reverse {
-    /// (backend base URL, front base URL). Without a host to name, the front URL is the
-    /// mount path alone: a relative `Location` (RFC 9110 section 10.2.2 allows it), rather
-    /// than the backend's address.
-    fn urls(&self, mount: &str) -> Option<(String, String)> {
-        let front = match &self.front_host {
-            Some(host) => {
-                let scheme = if self.tls { "https" } else { "http" };
-                format!("{scheme}://{}{mount}", host.to_str().ok()?)
-            }
-            None => mount.to_string(),
-        };
-        Some((self.target.base_url(), front))
-    }
-}
-
 /// `Via` values for each protocol version, made once per proxy.
 #[derive(Debug)]
 pub(crate) struct ViaValues {
@@ -794,30 +771,8 @@ pub(crate) fn finish_response(
             via.for_version(parts.version).clone(),
         );
     }
-    const REWRITTEN: [header::HeaderName; 3] = [
-        header::LOCATION,
-        header::CONTENT_LOCATION,
-        header::HeaderName::from_static("uri"),
-    ];
-    let urls = prepared
-        .reverse
-        .as_ref()
-        .filter(|_| REWRITTEN.iter().any(|n| parts.headers.contains_key(n)))
-        .and_then(|r| r.urls(&config.mount));
-    if let Some((from, to)) = urls {
-        for name in REWRITTEN {
-            if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
-                if let Some(mut new) = reverse_url(v, &from, &to) {
-                    if new.is_empty() || new.starts_with('?') {
-                        // Relative to a root mount: from the root.
-                        new.insert(0, '/');
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&new) {
-                        parts.headers.insert(name, v);
-                    }
-                }
-            }
-        }
+    if let Some(reverse) = &prepared.reverse {
+        reverse.rewrite(&mut parts.headers, &config.mount);
     }
     // The client's version, whatever the backend's; but HTTP/1.1 for an HTTP/1.0 client:
     // hyper's server writes `HTTP/1.0` to it anyway, and decides its keep-alive only for a
@@ -829,25 +784,6 @@ pub(crate) fn finish_response(
         v => v,
     };
     Response::from_parts(parts, body)
-}
-
-/// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.
-/// The scheme and host compare without regard to case (RFC 3986 section 6.2.2.1; Apache
-/// compares them so too), the path exactly.
-pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
-    // Where the backend URL's path starts: after `scheme://authority`.
-    let origin = backend.find("://").map(|i| i + 3).map_or(0, |a| {
-        backend[a..].find('/').map_or(backend.len(), |p| a + p)
-    });
-    let (head, rest) = (value.get(..origin)?, value.get(origin..)?);
-    if !head.eq_ignore_ascii_case(&backend[..origin]) {
-        return None;
-    }
-    let rest = rest.strip_prefix(&backend[origin..])?;
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-        return None;
-    }
-    Some(format!("{front}{rest}"))
 }
 
 /// Joins the client's and the backend's upgraded connections; what `hold` keeps lives until
@@ -996,30 +932,5 @@ mod tests {
         assert_eq!(via.for_version(Version::HTTP_2), "2 lb");
         assert_eq!(via.for_version(Version::HTTP_3), "3 lb");
         assert!(ViaValues::new("bad\nname").is_none());
-    }
-
-    #[test]
-    fn reverse_rewrites_only_the_backend_prefix() {
-        let b = "http://10.0.0.1:9001";
-        let f = "http://front.test/app";
-        assert_eq!(
-            reverse_url("http://10.0.0.1:9001/x?y", b, f).unwrap(),
-            "http://front.test/app/x?y"
-        );
-        assert_eq!(
-            reverse_url("http://10.0.0.1:9001", b, f).unwrap(),
-            "http://front.test/app"
-        );
-        assert!(reverse_url("http://10.0.0.1:90011/x", b, f).is_none());
-        assert!(reverse_url("http://elsewhere/x", b, f).is_none());
-        // The scheme and host in any case; the path as it is.
-        let b = "http://Backend.test:9001/base";
-        assert_eq!(
-            reverse_url("HTTP://backend.TEST:9001/base/x", b, f).unwrap(),
-            "http://front.test/app/x"
-        );
-        assert!(reverse_url("http://backend.test:9001/BASE/x", b, f).is_none());
-        assert!(reverse_url("http://backend.test:9001/basement", b, f).is_none());
-        assert!(reverse_url("http://b", b, f).is_none());
     }
 }
