@@ -623,6 +623,83 @@ async fn preservehost_and_proxypassreverse() {
     assert!(!out.contains(&a.url()), "{out}");
 }
 
+/// A member that redirects to another member's address (a canonical backend name, an
+/// application that knows the whole cluster): the client sees the balancer's URL, as with
+/// Apache's `ProxyPassReverse / balancer://name/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxypassreverse_rewrites_the_address_of_any_member() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--lbmethod",
+        "byrequests",
+        "--member",
+        &a.url(),
+        "--member",
+        &b.url(),
+    ]);
+    let request = format!(
+        "GET /redirect?port={} HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n",
+        b.addr.port()
+    );
+    for _ in 0..4 {
+        let out = raw(p.addr, request.as_bytes()).await;
+        assert!(
+            out.to_ascii_lowercase()
+                .contains("\r\nlocation: http://front.test/landing\r\n"),
+            "{out}"
+        );
+        assert!(!out.contains(&b.url()), "{out}");
+    }
+    // Both answered: a's redirects too were made the balancer's.
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+}
+
+/// A member added through the balancer manager counts from then on: a redirect to its
+/// address is left alone before (it is nobody's member), rewritten after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxypassreverse_covers_a_member_added_at_run_time() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (p, m) = Proxy::managed(&[a.url()]);
+    let request = format!(
+        "GET /redirect?port={} HTTP/1.0\r\nHost: front.test\r\n\r\n",
+        b.addr.port()
+    );
+    let location = || async {
+        let out = raw(p.addr, request.as_bytes()).await;
+        out.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("location: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| panic!("no location in {out}"))
+    };
+    assert_eq!(location().await, format!("{}/landing", b.url()));
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    // Added disabled: a keeps answering, and b's address is a member's all the same.
+    let action = format!(
+        r#"{{"nonce":"{nonce}","balancer":"default","add":"{},status=+D"}}"#,
+        b.url()
+    );
+    let req = hyper::Request::post(format!("http://{m}/api"))
+        .header("content-type", "application/json")
+        .body(balancer_support::full(action))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(member_view(&manager_view(m).await, &b.url()).is_some());
+    // On fresh connections, so on whichever of lb-balancer's worker threads (each with a
+    // member cache of its own) takes them.
+    for _ in 0..8 {
+        assert_eq!(location().await, "http://front.test/landing");
+    }
+    assert_eq!(b.hits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways() {
     let a = Backend::start("a").await;

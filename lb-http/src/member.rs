@@ -17,7 +17,7 @@ use lb_core::{Address, Backend, BackendId, Member, Role};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::proxy::Target;
+use crate::proxy::{MemberUrls, Target};
 
 /// Label with the member URL.
 pub const LABEL_URL: &str = "url";
@@ -362,22 +362,7 @@ impl MemberHttp {
 
     fn parse(backend: &Backend, slots: Option<(&Slots, BackendId)>) -> Result<MemberHttp> {
         let labels = backend.labels();
-        let mut target = match labels.get(LABEL_URL) {
-            Some(url) => Target::from_url(url)?,
-            None => {
-                let url = match backend.address() {
-                    Address::Socket(a) => format!("http://{a}"),
-                    Address::Host { host, port } => format!("http://{host}:{port}"),
-                    Address::Unix(p) => {
-                        return Err(Error::MemberUrl {
-                            url: p.display().to_string(),
-                            reason: "unix sockets are not supported for http".into(),
-                        });
-                    }
-                };
-                Target::from_url(&url)?
-            }
-        };
+        let mut target = target_of(backend)?;
         let secs = |k: &str| {
             labels
                 .get(k)
@@ -398,6 +383,26 @@ impl MemberHttp {
             retry: secs(LABEL_RETRY).unwrap_or(Duration::from_secs(60)),
             slots,
         })
+    }
+}
+
+/// Where requests to `backend` go: its URL label, or else its address.
+pub(crate) fn target_of(backend: &Backend) -> Result<Target> {
+    match backend.labels().get(LABEL_URL) {
+        Some(url) => Target::from_url(url),
+        None => {
+            let url = match backend.address() {
+                Address::Socket(a) => format!("http://{a}"),
+                Address::Host { host, port } => format!("http://{host}:{port}"),
+                Address::Unix(p) => {
+                    return Err(Error::MemberUrl {
+                        url: p.display().to_string(),
+                        reason: "unix sockets are not supported for http".into(),
+                    });
+                }
+            };
+            Target::from_url(&url)
+        }
     }
 }
 
@@ -434,6 +439,9 @@ pub struct Members {
     write: Mutex<()>,
     /// Where the `max` semaphores come from: this cache's own, or a balancer's.
     slots: Arc<Slots>,
+    /// The balancer's members, put on every target for ProxyPassReverse (one per cache,
+    /// so per worker thread: its reference count is not shared between cores).
+    urls: Option<Arc<MemberUrls>>,
 }
 
 type Map = HashMap<BackendId, Entry, Fnvs>;
@@ -492,10 +500,13 @@ impl Members {
     /// A cache whose members' `max` limits are those of `balancer`, shared with every other
     /// cache made this way for it: each worker thread of a server keeps its own cache (no
     /// state passed between cores per request), while a member's `max` still counts the
-    /// requests of all of them.
+    /// requests of all of them. Its targets carry the balancer's [`MemberUrls`], so that
+    /// ProxyPassReverse rewrites the address of any member in a response, not only that of
+    /// the member that sent it.
     pub fn shared(balancer: &lb_core::Balancer) -> Members {
         Members {
             slots: balancer.attached(Slots::default),
+            urls: Some(Arc::new(MemberUrls::new(balancer.clone()))),
             ..Members::default()
         }
     }
@@ -547,7 +558,13 @@ impl Members {
                 return Ok(e.http);
             }
             Some(e) => e.http,
-            None => Arc::new(MemberHttp::parse(backend, Some((&self.slots, id)))?),
+            None => {
+                let mut http = MemberHttp::parse(backend, Some((&self.slots, id)))?;
+                if let Some(urls) = &self.urls {
+                    http.target = http.target.with_member_urls(urls.clone());
+                }
+                Arc::new(http)
+            }
         };
         let mut next = Map::clone(&map);
         let entry = Entry {

@@ -231,12 +231,16 @@ async fn handle(state: State, mut req: Request<Incoming>) -> Result<Response<Bod
             Ok(r)
         }
         "/redirect" => {
+            // To `/landing` here, or on another port of this host with `port=N` (an
+            // application that knows the whole cluster).
+            let to = match param(&req, "port") {
+                Some(port) => format!("{}:{port}", addr.ip()),
+                None => addr.to_string(),
+            };
             let mut r = Response::new(full(""));
             *r.status_mut() = StatusCode::FOUND;
-            r.headers_mut().insert(
-                "location",
-                format!("http://{addr}/landing").parse().unwrap(),
-            );
+            r.headers_mut()
+                .insert("location", format!("http://{to}/landing").parse().unwrap());
             Ok(r)
         }
         "/ws" => {

@@ -6,7 +6,9 @@
 //! `lbset` with a usable member is scheduled (hot standbys only when no other member of the
 //! set is usable); a hash key for hashing schedulers is taken from a header, cookie, the path
 //! or a query parameter ([`HashKey`]). The chosen member becomes the request's
-//! [`Target`](crate::proxy::Target).
+//! [`Target`](crate::proxy::Target), which carries the balancer's
+//! [`MemberUrls`](crate::proxy::MemberUrls): ProxyPassReverse rewrites the address of any
+//! member, not only that of the member that answered.
 //!
 //! The [`Lease`](lb_core::Lease) is held until the response body ends (or is dropped), so `bybusyness` and
 //! least-connection schedulers count streaming responses; bytes both ways are counted on it.

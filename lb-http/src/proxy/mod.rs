@@ -7,9 +7,9 @@
 //! Headers are handled as RFC 9110 section 7.6 asks of an intermediary (see
 //! [`headers`]); `Host` is kept or replaced as Apache's `ProxyPreserveHost`
 //! says; `Location`, `Content-Location` and `URI` in responses are rewritten back to the
-//! front-end address as Apache's `ProxyPassReverse` does. Requests asking for an upgrade
-//! (WebSocket) are tunnelled: when the backend answers `101`, the two upgraded connections are
-//! joined and bytes copied both ways until either side closes.
+//! front-end address as Apache's `ProxyPassReverse` does (see below). Requests asking for
+//! an upgrade (WebSocket) are tunnelled: when the backend answers `101`, the two upgraded
+//! connections are joined and bytes copied both ways until either side closes.
 //!
 //! Not done: TLS to backends (members are `http://`), HTTP/2 to backends (requests go out as
 //! HTTP/1.1, so gRPC cannot go through), and WebSocket over HTTP/2 (RFC 8441 extended
@@ -18,11 +18,40 @@
 //! declared them in a `Trailer` field: hyper's HTTP/1 client sends no others (nginx sends
 //! none at all).
 //! `CONNECT` is not forwarded (the router answers it 405); `OPTIONS *` goes as it is.
+//!
+//! # ProxyPassReverse
+//!
+//! With [`ProxyConfig::reverse`] (the default), `Location`, `Content-Location` and `URI`
+//! response fields that point at a backend are made to point at the front end, so that a
+//! redirect does not send the client to an address it cannot reach, or should not know. For
+//! a balancer (`ProxyPassReverse /app balancer://name/`) Apache's mod_proxy checks the value
+//! against every member of the balancer (`ap_proxy_location_reverse_map` in
+//! `proxy_util.c`), not only the one that answered: a member that redirects to a sibling's
+//! address (a canonical backend name they share, an application that knows the whole
+//! cluster) must not show the client a backend address either. So does this proxy when the
+//! request's [`Target`] carries its balancer's [`MemberUrls`], as
+//! [`Balance`](crate::balance::Balance) sets them; they are read as the response arrives,
+//! so a member added or removed at run time (the balancer manager, a reload) counts from
+//! the next response on.
+//!
+//! A base URL (`http://host:port/path`) matches a value that starts with it, the scheme and
+//! host compared without regard to case, the path exactly, where what follows is empty or
+//! starts with `/` or `?`: `http://h/app` does not match `http://h/apple`. That part is kept,
+//! after the front end's URL: the client's scheme and `Host`, then the mount path (a value
+//! that would be empty or start with `?` gets a `/`). Without a `Host` to name (HTTP/1.0),
+//! the front URL is the mount path alone: a relative reference (RFC 9110 section 10.2.2
+//! allows it) rather than the backend's address. The answering member's base URL is tried
+//! first, then the other members'; where several match (members with path prefixes,
+//! `http://h:1/app` and `http://h:1/app/x`), the longest wins, so that no backend path is
+//! left in the front URL. (Apache takes the first match in configuration order, and
+//! compares the whole prefix without regard to case; the two differ only for such
+//! overlapping prefixes.)
 
 mod future;
 pub(crate) mod h1;
 pub(crate) mod pool;
 mod read_timer;
+mod reverse;
 pub(crate) mod upload;
 
 use std::future::Future;
@@ -36,12 +65,14 @@ use http_body::Body as _;
 use hyper_util::rt::TokioIo;
 
 pub use future::ResponseFuture;
+pub use reverse::{MemberUrls, reverse_url};
 
 use crate::BoxError;
 use crate::body::{ProxyBody, boxed};
 use crate::error::{NotSent, ProxyError};
 use crate::headers::{self, ClientInfo, ForwardedHeaders};
 use pool::{Pool, PoolConfig, PooledBody};
+use reverse::Reverse;
 
 /// Closes every idle keep-alive connection to backends held by the proxies of this process,
 /// to give their file descriptors back; returns how many it closed. lb-http does it itself
@@ -54,7 +85,10 @@ pub fn release_idle_connections() -> usize {
 
 /// Where to send a request: put in the request's extensions by the layer that chose the
 /// backend (for example [`Balance`](crate::balance::Balance)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Two targets are equal when they send requests to the same place, whatever
+/// [`MemberUrls`] they carry.
+#[derive(Debug, Clone)]
 pub struct Target {
     /// `http` (TLS to backends is not supported).
     pub scheme: Scheme,
@@ -67,7 +101,22 @@ pub struct Target {
     pub response_timeout: Option<Duration>,
     /// `authority` as a `Host` value, made once rather than per request.
     host: HeaderValue,
+    /// The other members of the backend's balancer, for ProxyPassReverse. Shared, not
+    /// built per request: a request costs one reference count, and the list is only read
+    /// for a response that carries a field to rewrite.
+    member_urls: Option<std::sync::Arc<MemberUrls>>,
 }
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        self.scheme == other.scheme
+            && self.authority == other.authority
+            && self.path == other.path
+            && self.response_timeout == other.response_timeout
+    }
+}
+
+impl Eq for Target {}
 
 impl Target {
     /// Parses a member URL such as `http://127.0.0.1:9001` or `http://app:80/base/`.
@@ -112,7 +161,17 @@ impl Target {
             path,
             response_timeout: None,
             host,
+            member_urls: None,
         })
+    }
+
+    /// This target with `urls`, the members of the balancer it is one of: ProxyPassReverse
+    /// then rewrites a response field that names any of them, not only this one (a member
+    /// that redirects to a sibling's address). [`Balance`](crate::balance::Balance) sets
+    /// it on the targets it chooses.
+    pub fn with_member_urls(mut self, urls: std::sync::Arc<MemberUrls>) -> Target {
+        self.member_urls = Some(urls);
+        self
     }
 
     /// The URL prefix responses from this backend use, e.g. `http://127.0.0.1:9001/base`.
@@ -165,7 +224,16 @@ pub struct ProxyConfig {
     /// The front-end path prefix this proxy is mounted on (Apache `ProxyPass /app ...`),
     /// removed before the backend's own prefix is put in; empty for `/`.
     pub mount: String,
-    /// Rewrite `Location`, `Content-Location` and `URI` (Apache `ProxyPassReverse`).
+    /// Rewrite `Location`, `Content-Location` and `URI` (Apache `ProxyPassReverse`;
+    /// default on): a value that starts with the base URL of the member that answered, or
+    /// of any other member of its balancer, gets the front end's URL (the client's scheme
+    /// and `Host`, and the mount path) in its place; without a `Host` to name, the mount
+    /// path alone. The other members are those of the request's [`Target`] (see
+    /// [`Target::with_member_urls`], which [`Balance`](crate::balance::Balance) sets), as
+    /// they are when the response arrives, so members added or removed at run time count;
+    /// where several match, the longest base URL wins. A `Target` without them (a proxy
+    /// used without `Balance`) rewrites its own URL only. The [module docs](self#proxypassreverse)
+    /// give the matching rules.
     pub reverse: bool,
     /// Idle keep-alive connections to backends are not used, and are closed, after this
     /// (default 90 s).
@@ -618,11 +686,11 @@ impl Proxy {
         tunnel: Option<hyper::upgrade::OnUpgrade>,
         version: Version,
     ) -> Prepared {
-        let reverse = self.shared.config.reverse.then(|| Reverse {
-            target,
-            front_host: plan.front_host,
-            tls: client.is_some_and(|c| c.tls),
-        });
+        let reverse = self
+            .shared
+            .config
+            .reverse
+            .then(|| Reverse::new(target, plan.front_host, client.is_some_and(|c| c.tls)));
         Prepared {
             tunnel,
             tunnelled: false,
@@ -714,32 +782,6 @@ fn backend_path(
     PathAndQuery::try_from(pq).map_err(|e| ProxyError::Request(e.to_string()))
 }
 
-/// What ProxyPassReverse needs; the URLs are only written out when a response carries one
-/// of the fields it rewrites.
-#[derive(Debug)]
-pub(crate) struct Reverse {
-    target: Target,
-    /// The host the client asked for; `None` for an HTTP/1.0 request without `Host`.
-    front_host: Option<HeaderValue>,
-    tls: bool,
-}
-
-impl Reverse {
-    /// (backend base URL, front base URL). Without a host to name, the front URL is the
-    /// mount path alone: a relative `Location` (RFC 9110 section 10.2.2 allows it), rather
-    /// than the backend's address.
-    fn urls(&self, mount: &str) -> Option<(String, String)> {
-        let front = match &self.front_host {
-            Some(host) => {
-                let scheme = if self.tls { "https" } else { "http" };
-                format!("{scheme}://{}{mount}", host.to_str().ok()?)
-            }
-            None => mount.to_string(),
-        };
-        Some((self.target.base_url(), front))
-    }
-}
-
 /// `Via` values for each protocol version, made once per proxy.
 #[derive(Debug)]
 pub(crate) struct ViaValues {
@@ -809,30 +851,8 @@ pub(crate) fn finish_response(
             via.for_version(parts.version).clone(),
         );
     }
-    const REWRITTEN: [header::HeaderName; 3] = [
-        header::LOCATION,
-        header::CONTENT_LOCATION,
-        header::HeaderName::from_static("uri"),
-    ];
-    let urls = prepared
-        .reverse
-        .as_ref()
-        .filter(|_| REWRITTEN.iter().any(|n| parts.headers.contains_key(n)))
-        .and_then(|r| r.urls(&config.mount));
-    if let Some((from, to)) = urls {
-        for name in REWRITTEN {
-            if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
-                if let Some(mut new) = reverse_url(v, &from, &to) {
-                    if new.is_empty() || new.starts_with('?') {
-                        // Relative to a root mount: from the root.
-                        new.insert(0, '/');
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&new) {
-                        parts.headers.insert(name, v);
-                    }
-                }
-            }
-        }
+    if let Some(reverse) = &prepared.reverse {
+        reverse.rewrite(&mut parts.headers, &config.mount);
     }
     // The client's version, whatever the backend's; but HTTP/1.1 for an HTTP/1.0 client:
     // hyper's server writes `HTTP/1.0` to it anyway, and decides its keep-alive only for a
@@ -844,25 +864,6 @@ pub(crate) fn finish_response(
         v => v,
     };
     Response::from_parts(parts, body)
-}
-
-/// ProxyPassReverse: when `value` starts with the backend's base URL, put the front one.
-/// The scheme and host compare without regard to case (RFC 3986 section 6.2.2.1; Apache
-/// compares them so too), the path exactly.
-pub fn reverse_url(value: &str, backend: &str, front: &str) -> Option<String> {
-    // Where the backend URL's path starts: after `scheme://authority`.
-    let origin = backend.find("://").map(|i| i + 3).map_or(0, |a| {
-        backend[a..].find('/').map_or(backend.len(), |p| a + p)
-    });
-    let (head, rest) = (value.get(..origin)?, value.get(origin..)?);
-    if !head.eq_ignore_ascii_case(&backend[..origin]) {
-        return None;
-    }
-    let rest = rest.strip_prefix(&backend[origin..])?;
-    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
-        return None;
-    }
-    Some(format!("{front}{rest}"))
 }
 
 /// Joins the client's and the backend's upgraded connections; what `hold` keeps lives until
@@ -1011,30 +1012,5 @@ mod tests {
         assert_eq!(via.for_version(Version::HTTP_2), "2 lb");
         assert_eq!(via.for_version(Version::HTTP_3), "3 lb");
         assert!(ViaValues::new("bad\nname").is_none());
-    }
-
-    #[test]
-    fn reverse_rewrites_only_the_backend_prefix() {
-        let b = "http://10.0.0.1:9001";
-        let f = "http://front.test/app";
-        assert_eq!(
-            reverse_url("http://10.0.0.1:9001/x?y", b, f).unwrap(),
-            "http://front.test/app/x?y"
-        );
-        assert_eq!(
-            reverse_url("http://10.0.0.1:9001", b, f).unwrap(),
-            "http://front.test/app"
-        );
-        assert!(reverse_url("http://10.0.0.1:90011/x", b, f).is_none());
-        assert!(reverse_url("http://elsewhere/x", b, f).is_none());
-        // The scheme and host in any case; the path as it is.
-        let b = "http://Backend.test:9001/base";
-        assert_eq!(
-            reverse_url("HTTP://backend.TEST:9001/base/x", b, f).unwrap(),
-            "http://front.test/app/x"
-        );
-        assert!(reverse_url("http://backend.test:9001/BASE/x", b, f).is_none());
-        assert!(reverse_url("http://backend.test:9001/basement", b, f).is_none());
-        assert!(reverse_url("http://b", b, f).is_none());
     }
 }
