@@ -2,11 +2,24 @@
 # what the peers add to do the same work as lb-balancer. Expects ROOT and WORK to be set and
 # a PIDS array to which the processes started here are added.
 
-# build_lb: builds lb-balancer (release) and sets LBBIN.
+# build_lb: builds lb-balancer (release) and sets LBBIN; then, unless LB_PGO=0, builds it with
+# profile-guided optimisation too (bench/pgo-build.sh) and sets LBBIN_PGO, left empty when
+# that cannot be done here (the reason is printed). The scripts measure both builds.
 build_lb() {
     echo "building lb-balancer (release)..." >&2
     (cd "$ROOT" && cargo build --release -q -p lb-examples --bin lb-balancer)
     LBBIN="$ROOT/target/release/lb-balancer"
+    LBBIN_PGO=
+    if [ "${LB_PGO:-1}" != 0 ]; then
+        local rc=0
+        LBBIN_PGO=$("$ROOT/bench/pgo-build.sh") || rc=$?
+        if [ $rc != 0 ]; then
+            LBBIN_PGO=
+            # 3: no llvm-profdata to match rustc (said above); anything else is a failure.
+            [ $rc = 3 ] || { echo "bench/pgo-build.sh failed ($rc)" >&2; exit 1; }
+            echo "measuring the plain release build only" >&2
+        fi
+    fi
 }
 
 # start_backends BE1 BE2: one nginx, two servers answering a 6-byte body.

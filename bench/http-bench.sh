@@ -10,7 +10,10 @@
 #              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
 #   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
 #              this stands in for "half load"); the added p50 over direct is reported
-# plus "direct" (wrk straight at one backend) as the floor. Figures are requests/s, p50/p99
+# plus "direct" (wrk straight at one backend) as the floor. lb-balancer is measured twice: the
+# plain release build ("lb-balancer") and the one built with profile-guided optimisation by
+# bench/pgo-build.sh ("lb-pgo"; left out, with the reason, when that cannot be built here, and
+# with LB_PGO=0). Figures are requests/s, p50/p99
 # latency and the balancer's CPU time per request (user + system, from /proc, summed over
 # its processes); the ratios compare lb-balancer with each of the others in the same run.
 #
@@ -24,7 +27,8 @@
 # interleaved across servers, and the best req/s of each is kept (with its latencies).
 #
 # Usage: bench/http-bench.sh [seconds per run (default 8)] [connections (default 50)] [rounds (default 2)]
-# Needs: wrk, haproxy, nginx, apache2 (Debian packages), cargo.
+# Needs: wrk, haproxy, nginx, apache2 (Debian packages), cargo; for lb-pgo, llvm-profdata (see
+# bench/pgo-build.sh).
 set -euo pipefail
 
 DUR=${1:-8}
@@ -51,7 +55,7 @@ for tool in wrk haproxy nginx apache2; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
-BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113
+BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113 LBPGO=19114
 
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
@@ -64,6 +68,16 @@ mkdir -p "$WORK/ngl"
     --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lb.log" 2>&1 &
 PIDS+=($!)
 SRVPID[lb-balancer]=$!
+LBS=lb-balancer
+if [ -n "$LBBIN_PGO" ]; then
+    "$LBBIN_PGO" --listen 127.0.0.1:$LBPGO --stickysession ROUTEID \
+        --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lbpgo.log" 2>&1 &
+    PIDS+=($!)
+    SRVPID[lb-pgo]=$!
+    LBS="lb-balancer lb-pgo"
+fi
+SERVERS="$LBS haproxy nginx apache"
+PORTS="$LB ${LBBIN_PGO:+$LBPGO} $HA $NG $AP"
 
 # What the peers add, when they do the same work as lb-balancer.
 HA_HEADERS= NG_HEADERS= AP_VIA=Off
@@ -162,7 +176,7 @@ PIDS+=($!)
 SRVPID[apache]=$!
 
 # Wait until everything answers.
-for port in $BE1 $BE2 $LB $HA $NG $AP; do
+for port in $BE1 $BE2 $PORTS; do
     ok=0
     for _ in $(seq 1 100); do
         if curl -fs -o /dev/null "http://127.0.0.1:$port/"; then ok=1; break; fi
@@ -217,7 +231,7 @@ ms() {
 
 declare -A R
 echo "warming up..." >&2
-for port in $LB $HA $NG $AP; do wrk -t1 -c10 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1; done
+for port in $PORTS; do wrk -t1 -c10 -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1; done
 
 echo "running: ${DUR}s per run, $CONNS connections, $THREADS wrk threads, best of $ROUNDS, peer headers: $PEER_HEADERS" >&2
 # keep KEY "rps p50 p99": store when better than what is there
@@ -236,16 +250,17 @@ light() {
 }
 for round in $(seq 1 "$ROUNDS"); do
     keep direct,light "$(light "http://127.0.0.1:$BE1/")"
-    for lb in lb-balancer haproxy nginx apache; do
-        case $lb in lb-balancer) port=$LB ;; haproxy) port=$HA ;; nginx) port=$NG ;; apache) port=$AP ;; esac
+    for lb in $SERVERS; do
+        case $lb in lb-balancer) port=$LB ;; lb-pgo) port=$LBPGO ;; haproxy) port=$HA ;; nginx) port=$NG ;; apache) port=$AP ;; esac
         keep "$lb,light" "$(light "http://127.0.0.1:$port/")"
     done
     keep direct,keepalive "$(run "http://127.0.0.1:$BE1/")"
     keep direct,newconn "$(run "http://127.0.0.1:$BE1/" -H "Connection: close")"
     for sc in keepalive newconn sticky; do
-        for lb in lb-balancer haproxy nginx apache; do
+        for lb in $SERVERS; do
             case $lb in
                 lb-balancer) port=$LB; ck="ROUTEID=.b1"; path=/ ;;
+                lb-pgo) port=$LBPGO; ck="ROUTEID=.b1"; path=/ ;;
                 haproxy) port=$HA; ck="SRV=b1"; path=/ ;;
                 nginx) port=$NG; ck="ROUTEID=.b1"; path=/ ;;
                 apache) port=$AP; ck="ROUTEID=.b1"; path=/ ;;
@@ -270,7 +285,7 @@ for sc in keepalive newconn sticky; do
         read -r rps p50 p99 _ <<<"${R[direct,$sc]}"
         printf '%-10s %-12s %12s %9s %9s\n' $sc "(direct)" "$rps" "$p50" "$p99"
     fi
-    for lb in lb-balancer haproxy nginx apache; do
+    for lb in $SERVERS; do
         read -r rps p50 p99 cpu <<<"${R[$lb,$sc]}"
         printf '%-10s %-12s %12s %9s %9s %9s\n' $sc $lb "$rps" "$p50" "$p99" "$cpu"
     done
@@ -281,19 +296,21 @@ printf ' more of the machine is left for the rest.)\n'
 
 printf '\nlight load (4 connections): p50 added over direct\n'
 read -r _ d50 _ <<<"${R[direct,light]}"
-for lb in lb-balancer haproxy nginx apache; do
+for lb in $SERVERS; do
     read -r _ p50 _ <<<"${R[$lb,light]}"
     awk -v n=$lb -v a="$p50" -v d="$d50" 'BEGIN { printf "%-12s p50 %6.3f ms  added %6.3f ms\n", n, a, a - d }'
 done
 
-printf '\nlb-balancer req/s as a ratio of each (>1 means lb-balancer is faster):\n'
-printf '%-10s %9s %9s %9s\n' scenario haproxy nginx apache
-for sc in keepalive newconn sticky; do
-    read -r mine _ _ <<<"${R[lb-balancer,$sc]}"
-    line=$(printf '%-10s' $sc)
-    for lb in haproxy nginx apache; do
-        read -r theirs _ _ <<<"${R[$lb,$sc]}"
-        line+=$(awk -v a="$mine" -v b="$theirs" 'BEGIN { if (b > 0) printf " %9.2f", a / b; else printf " %9s", "?" }')
+for me in $LBS; do
+    printf '\n%s req/s as a ratio of each (>1 means %s is faster):\n' $me $me
+    printf '%-10s %9s %9s %9s\n' scenario haproxy nginx apache
+    for sc in keepalive newconn sticky; do
+        read -r mine _ _ <<<"${R[$me,$sc]}"
+        line=$(printf '%-10s' $sc)
+        for lb in haproxy nginx apache; do
+            read -r theirs _ _ <<<"${R[$lb,$sc]}"
+            line+=$(awk -v a="$mine" -v b="$theirs" 'BEGIN { if (b > 0) printf " %9.2f", a / b; else printf " %9s", "?" }')
+        done
+        echo "$line"
     done
-    echo "$line"
 done

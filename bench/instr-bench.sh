@@ -10,6 +10,10 @@
 # in a second run, N2; the difference of the two totals over N2 - N1 is the cost of a
 # request, without start-up and shutdown.
 #
+# lb-balancer is counted twice: the plain release build ("lb-balancer") and the one built with
+# profile-guided optimisation by bench/pgo-build.sh ("lb-pgo"; left out, with the reason, when
+# that cannot be built here, and with LB_PGO=0).
+#
 # Scenarios:
 #   keepalive  one client connection for every request, pooled connections to the backends
 #   newconn    "Connection: close": a new client connection per request
@@ -21,7 +25,8 @@
 # one process.
 #
 # Usage: bench/instr-bench.sh [N1 (default 4000)] [N2 (default 12000)]
-# Needs: valgrind, haproxy, nginx, curl (Debian packages), cargo.
+# Needs: valgrind, haproxy, nginx, curl (Debian packages), cargo; for lb-pgo, llvm-profdata (see
+# bench/pgo-build.sh).
 set -euo pipefail
 
 N1=${1:-4000}
@@ -47,6 +52,7 @@ BE1=19301 BE2=19302 PORT=19310
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 build_lb
+LBS="lb-balancer${LBBIN_PGO:+ lb-pgo}"
 start_backends $BE1 $BE2
 mkdir -p "$WORK/ngl"
 
@@ -94,6 +100,7 @@ EOF
 
 command_of() {
     case $1 in
+    lb-pgo) echo "$LBBIN_PGO --listen 127.0.0.1:$PORT --workers 1 --stickysession ROUTEID --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2" ;;
     lb-balancer) echo "$LBBIN --listen 127.0.0.1:$PORT --workers 1 --stickysession ROUTEID --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2" ;;
     nginx) echo "nginx -c $WORK/nginx.conf -p $WORK/ngl" ;;
     haproxy) echo "haproxy -f $WORK/haproxy.cfg -db" ;;
@@ -127,7 +134,7 @@ instructions() {
 
 declare -A PER
 for scenario in keepalive newconn; do
-    for lb in lb-balancer nginx haproxy; do
+    for lb in $LBS nginx haproxy; do
         a=$(instructions "$lb" "$scenario" "$N1")
         b=$(instructions "$lb" "$scenario" "$N2")
         PER[$lb,$scenario]=$(((b - a) / (N2 - N1)))
@@ -135,10 +142,12 @@ for scenario in keepalive newconn; do
     done
 done
 
-printf '\nlb-balancer instructions per request as a ratio of each (<1 means fewer):\n'
-printf '%-10s %8s %8s\n' scenario nginx haproxy
-for scenario in keepalive newconn; do
-    mine=${PER[lb-balancer,$scenario]}
-    awk -v s="$scenario" -v m="$mine" -v n="${PER[nginx,$scenario]}" -v h="${PER[haproxy,$scenario]}" \
-        'BEGIN { printf "%-10s %8.2f %8.2f\n", s, m / n, m / h }'
+for me in $LBS; do
+    printf '\n%s instructions per request as a ratio of each (<1 means fewer):\n' $me
+    printf '%-10s %8s %8s\n' scenario nginx haproxy
+    for scenario in keepalive newconn; do
+        mine=${PER[$me,$scenario]}
+        awk -v s="$scenario" -v m="$mine" -v n="${PER[nginx,$scenario]}" -v h="${PER[haproxy,$scenario]}" \
+            'BEGIN { printf "%-10s %8.2f %8.2f\n", s, m / n, m / h }'
+    done
 done
