@@ -347,6 +347,25 @@ async fn health_checks_take_a_member_out_and_bring_it_back() {
     a.health.store(200, std::sync::atomic::Ordering::SeqCst);
     let back = eventually(10, || async { get(&c, &p.url("/"), None).await.2 == "a" }).await;
     assert!(back, "member did not come back after passing its checks");
+    // Both changes are logged at the default level, naming the member by its address.
+    let address = a.url().trim_start_matches("http://").to_string();
+    let logged = |what: &str| {
+        p.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(what) && l.contains(&address))
+    };
+    assert!(
+        eventually(5, || async { logged("health check: up") }).await,
+        "{:?}",
+        p.stderr.lock().unwrap()
+    );
+    assert!(
+        logged("health check: down"),
+        "{:?}",
+        p.stderr.lock().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -654,9 +654,18 @@ impl<C: HealthCheck, S: Scheduler> Checker<C, S> {
             }
             if let Some(h) = transition {
                 let _ = self.balancer.set_health(self.id, h);
+                // Named by address, as the other warnings name a member; both ways, since an
+                // operator who saw one go down looks for when it came back.
+                let address = self
+                    .balancer
+                    .get(self.id)
+                    .map(|m| m.backend().address().to_string())
+                    .unwrap_or_default();
                 match &error {
-                    Some(e) => tracing::warn!(backend = %self.id, error = %e, "health check: down"),
-                    None => tracing::info!(backend = %self.id, "health check: up"),
+                    Some(e) => tracing::warn!(
+                        backend = %address, id = %self.id, error = %e, "health check: down"
+                    ),
+                    None => tracing::warn!(backend = %address, id = %self.id, "health check: up"),
                 }
             }
             if let Some(w) = new_weight {
