@@ -2276,3 +2276,52 @@ async fn a_response_with_both_transfer_encoding_and_content_length_is_a_502() {
         );
     }
 }
+
+/// A response the member cuts off in its body reaches the client cut off, and the log says
+/// which member did it (at the default level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_off_by_the_member_is_logged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly 7")
+                .await;
+            // Dropped: closed 93 bytes short.
+        }
+    });
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--member",
+        &format!("http://{addr}"),
+    ]);
+    // The client gets no complete response: nothing, or the head and a short body, as
+    // far as hyper had written when the body failed.
+    let out = raw(
+        p.addr,
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(body.len() < 100, "{out}");
+    let logged = || {
+        p.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&format!("member {addr}: response body failed")))
+    };
+    assert!(
+        eventually(5, || async { logged() }).await,
+        "{:?}",
+        p.stderr.lock().unwrap()
+    );
+}

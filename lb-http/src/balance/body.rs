@@ -128,9 +128,24 @@ where
                                     Duration::from_millis(u64::from(*this.error_for_ms)),
                                     &format!("response body stalled for {t:?}"),
                                 );
+                            } else {
+                                tracing::warn!(
+                                    "member {}: response body stalled for {t:?}",
+                                    lease.backend().address()
+                                );
                             }
                         }
-                        _ => lease.failure(Failure::Other),
+                        // A response the member cut off in its body: the client sees it
+                        // end early, and the log says which member did it, as it does for
+                        // a failure before the head (Apache logs "error reading response").
+                        other => {
+                            lease.failure(Failure::Other);
+                            tracing::warn!(
+                                "member {}: response body failed: {}",
+                                lease.backend().address(),
+                                other.map_or_else(|| "error".to_string(), ToString::to_string)
+                            );
+                        }
                     }
                 }
                 this.lease.take();
