@@ -19,6 +19,10 @@
 //!   "http://127.0.0.1:9002,route=b",
 //! ]
 //! ```
+//!
+//! A balancer's route cookie is set with its `path` (`ROUTEID=.a; Path=/app`), so balancers
+//! on separate paths (`/app`, `/api`) may use one cookie name; on nested paths (`/` and
+//! `/app`) one name is refused (see `check_shared_cookies`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

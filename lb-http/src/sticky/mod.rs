@@ -5,7 +5,8 @@
 //! parameter `;urlparam=anything.route`, as in `;jsessionid=`), then from the cookie `NAME`
 //! (`NAME=anything.route`). The route is what follows the first `.` of the value. When the
 //! member that served the request has a route and it differs from the request's (Apache's
-//! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` -- the `ROUTEID` recipe
+//! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` (the balancer's mount
+//! rather than `/`: see below) -- the `ROUTEID` recipe
 //! from Apache's documentation, with no extra configuration -- unless the cookie is the
 //! application's: the response sets `NAME` itself, or the request's `NAME` (cookie or URL
 //! parameter) holds more than a route (`abc.r4`, `abc`: an application's session, as
@@ -36,7 +37,7 @@
 //!
 //! **Names.** The cookie name must be an RFC 6265 / RFC 9110 token, and the URL parameter
 //! name non-empty without `&`, `=`, `#`, `?`, `|`, `;`, spaces or controls: the
-//! constructors refuse others with [`Error::Value`](crate::Error::Value), since such a
+//! constructors refuse others with [`Error::Value`], since such a
 //! cookie or parameter could never be read back and stickiness would fail silently.
 
 mod future;
