@@ -268,3 +268,89 @@ fn stickysession_and_cookie_together_are_refused_in_the_file() {
     ]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// A sticky cookie name no client could send back (QA6 F3) is refused, naming the key and
+/// line in a file and the flag on the command line, rather than starting with sessions
+/// that silently never stick.
+#[test]
+fn sticky_cookie_names_that_could_never_work_are_refused() {
+    let dir = Dir::new("config-sticky-names");
+    for (value, why) in [
+        (
+            "\"\"",
+            "invalid value \"\" for cookie name: a cookie name cannot be empty",
+        ),
+        (
+            "\"bad name;x\"",
+            "invalid value \"bad name;x\" for cookie name: ' ' cannot be in a cookie name",
+        ),
+        (
+            "\"A|b|c\"",
+            "invalid value \"b|c\" for URL parameter name: '|' cannot be",
+        ),
+    ] {
+        let path = dir.write(
+            "c.toml",
+            &format!(
+                "listen = \"127.0.0.1:0\"\n[[balancer]]\nname = \"app\"\n\nstickysession = {value}\nmembers = [\"http://127.0.0.1:19401,route=a\"]\n"
+            ),
+        );
+        refused(
+            &["--config", &path],
+            &format!("{path}:5: stickysession: {why}"),
+        );
+    }
+    let path = dir.write(
+        "c.toml",
+        "listen = \"127.0.0.1:0\"\n[[balancer]]\ncookie = \"=x insert\"\nmembers = [\"http://127.0.0.1:19401\"]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:3: cookie: invalid value \"=x\" for cookie name"),
+    );
+    let cli = |flag: &str, value: &str, wanted: &str| {
+        refused(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "-m",
+                "http://127.0.0.1:19401",
+                flag,
+                value,
+            ],
+            wanted,
+        )
+    };
+    cli(
+        "--cookie",
+        "a;b insert",
+        "--cookie a;b insert: invalid value \"a;b\" for cookie name: ';' cannot be",
+    );
+    cli("--cookie", "=x insert", "--cookie =x insert: invalid value");
+    cli(
+        "--stickysession",
+        "X|",
+        "--stickysession X|: invalid value \"\" for URL parameter name",
+    );
+}
+
+/// One cookie name on nested paths (`/` and `/app`) is refused, naming both balancers: a
+/// client sends the outer balancer's cookie to the inner one too, which would follow it.
+/// On disjoint paths the name may be shared (see balancer_http.rs).
+#[test]
+fn one_sticky_cookie_name_on_nested_paths_is_refused() {
+    let dir = Dir::new("config-sticky-nested");
+    let path = dir.write(
+        "c.toml",
+        "listen = \"127.0.0.1:0\"\n\
+         [[balancer]]\nname = \"site\"\npath = \"/\"\nstickysession = \"ROUTEID\"\nmembers = [\"http://127.0.0.1:19401,route=a\"]\n\
+         [[balancer]]\nname = \"app\"\npath = \"/app\"\nstickysession = \"ROUTEID\"\nmembers = [\"http://127.0.0.1:19402,route=a\"]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!(
+            "{path}:10: stickysession: cookie \"ROUTEID\" is used by balancers \"site\" (path \"/\") \
+             and \"app\" (path \"/app\")"
+        ),
+    );
+}

@@ -2325,3 +2325,103 @@ async fn a_response_cut_off_by_the_member_is_logged() {
         p.stderr.lock().unwrap()
     );
 }
+
+/// A browser's cookie jar, as far as `Path` goes (RFC 6265): a cookie is kept per name and
+/// path (`Path=` or the request's default path, section 5.1.4), sent back only on request
+/// paths it path-matches, longer paths first (section 5.4).
+#[derive(Default)]
+struct CookieJar(Vec<(String, String, String)>);
+
+impl CookieJar {
+    /// Keeps the cookie of a `Set-Cookie` answer to a request for `request_path`.
+    fn store(&mut self, request_path: &str, set_cookie: &str) {
+        let mut parts = set_cookie.split(';').map(str::trim);
+        let (name, value) = parts.next().unwrap().split_once('=').unwrap();
+        let default_path = match request_path.rfind('/') {
+            Some(0) | None => "/",
+            Some(i) => &request_path[..i],
+        };
+        let path = parts
+            .filter_map(|a| a.split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case("path"))
+            .map_or(default_path, |(_, v)| v);
+        self.0.retain(|(n, p, _)| !(n == name && p == path));
+        self.0.push((name.into(), path.into(), value.into()));
+    }
+
+    /// The `Cookie` field for a request for `path`.
+    fn header(&self, path: &str) -> Option<String> {
+        let path_match = |cookie_path: &str| {
+            path == cookie_path
+                || (path.starts_with(cookie_path)
+                    && (cookie_path.ends_with('/') || path[cookie_path.len()..].starts_with('/')))
+        };
+        let mut sent: Vec<_> = self.0.iter().filter(|(_, p, _)| path_match(p)).collect();
+        sent.sort_by_key(|(_, p, _)| std::cmp::Reverse(p.len()));
+        let pairs: Vec<String> = sent.iter().map(|(n, _, v)| format!("{n}={v}")).collect();
+        (!pairs.is_empty()).then(|| pairs.join("; "))
+    }
+}
+
+/// Two balancers on `/app` and `/api` with one cookie name, as the README's and Apache's
+/// `ROUTEID` recipe both suggest: each sets its cookie for its own path, so a browser that
+/// uses both keeps both sessions (with `Path=/` for both, each balancer overwrote the
+/// other's route on every request). Requests to the mount itself (`/app`) carry the cookie
+/// too. The HAProxy inserted cookie is scoped the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancers_on_two_paths_keep_their_sessions_with_one_cookie_name() {
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+        Backend::start("d").await,
+    ];
+    let [a, b, c, d] = &backends;
+    let dir = balancer_support::Dir::new("two-sticky");
+    for api_sticky in ["stickysession = \"ROUTEID\"", "cookie = \"ROUTEID insert\""] {
+        let path = dir.write(
+            "two.toml",
+            &format!(
+                "listen = \"127.0.0.1:0\"\n\n[[balancer]]\nname = \"app\"\npath = \"/app/\"\n\
+                 stickysession = \"ROUTEID\"\nmembers = [\"{}\", \"{}\"]\n\n\
+                 [[balancer]]\nname = \"api\"\npath = \"/api\"\n{api_sticky}\nmembers = [\"{}\", \"{}\"]\n",
+                member(a, "route=ra"),
+                member(b, "route=rb"),
+                member(c, "route=rc"),
+                member(d, "route=rd"),
+            ),
+        );
+        let p = Proxy::start(&["--config", &path]);
+        let http = client();
+        let mut jar = CookieJar::default();
+        let mut first: [Option<String>; 2] = [None, None];
+        let mut set_cookies = Vec::new();
+        for round in 0..4 {
+            for (i, path) in ["/app/x", "/api/x"].into_iter().enumerate() {
+                let (s, set, body) = get(&http, &p.url(path), jar.header(path).as_deref()).await;
+                assert_eq!(s, 200, "{api_sticky}: {path}");
+                if let Some(set) = set {
+                    jar.store(path, &set);
+                    set_cookies.push(set);
+                }
+                let was = first[i].get_or_insert_with(|| body.clone());
+                assert_eq!(
+                    &body, was,
+                    "{api_sticky}: round {round}: {path} moved; cookies set: {set_cookies:?}"
+                );
+            }
+            // The mount itself gets the cookie back and stays on the member.
+            let cookie = jar.header("/app");
+            assert!(cookie.is_some(), "{api_sticky}: no cookie sent to /app");
+            let (_, set, body) = get(&http, &p.url("/app"), cookie.as_deref()).await;
+            assert_eq!(Some(&body), first[0].as_ref(), "{api_sticky}: /app");
+            assert!(set.is_none(), "{api_sticky}: /app set {set:?}");
+        }
+        // One cookie per balancer, each set once, for its own path.
+        assert_eq!(set_cookies.len(), 2, "{api_sticky}: {set_cookies:?}");
+        assert!(set_cookies[0].ends_with("; Path=/app"), "{set_cookies:?}");
+        assert!(set_cookies[1].contains("; Path=/api"), "{set_cookies:?}");
+        // `/apple` is neither balancer's: no cookie goes there.
+        assert_eq!(jar.header("/apple"), None);
+    }
+}

@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         .header("x-user", "alice")
         .body(())
         .unwrap();
-    let sticky = StickyConfig::apache("ROUTEID");
+    let sticky = StickyConfig::apache("ROUTEID").unwrap();
     c.bench_function("sticky: route from cookie", |b| {
         b.iter(|| black_box(sticky.route_of(black_box(&req))))
     });

@@ -40,7 +40,7 @@
 //! // The balancer: members as mod_proxy_balancer writes them.
 //! let member: MemberSpec = format!("http://{backend_addr},route=node1").parse()?;
 //! let balancer = Balancer::builder().backend(member.to_backend()?).build()?;
-//! let config = SiteConfig { sticky: Some(StickyConfig::apache("ROUTEID")), ..Default::default() };
+//! let config = SiteConfig { sticky: Some(StickyConfig::apache("ROUTEID")?), ..Default::default() };
 //! let router = SharedRouter::new(Router::new(vec![Site::new("/", balancer, config)]));
 //!
 //! // Serve it.

@@ -36,7 +36,8 @@ pub struct SiteConfig {
     pub proxy: ProxyConfig,
     /// Balancing and passive health.
     pub balance: BalanceConfig,
-    /// Session routes, if any.
+    /// Session routes, if any. Their cookie is set with `Path=<mount>` (`/` for the root
+    /// mount) unless [`StickyConfig::with_cookie_path`] chose a path.
     pub sticky: Option<StickyConfig>,
     /// Status retries, if any.
     pub retry: Option<RetryConfig>,
@@ -68,7 +69,11 @@ impl Site {
             .map_response(|r: Response<_>| r.map(boxed))
             .layer(balance)
             .service(proxy);
-        let service = match (config.sticky, config.retry) {
+        // The route cookie goes back only to this balancer's requests: another balancer on
+        // another prefix may use the same cookie name (RFC 6265 path-match is the router's
+        // prefix match: `/app` matches `/app` and `/app/x`, not `/apple`).
+        let sticky = config.sticky.map(|s| s.scoped_to(&mount));
+        let service = match (sticky, config.retry) {
             (Some(s), Some(r)) => BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(StickyLayer::new(s))

@@ -1578,9 +1578,7 @@ async fn cookie_backend(cookie: Option<&'static str>) -> std::net::SocketAddr {
 #[tokio::test]
 async fn apache_sticky_sessions_keep_the_application_session_cookie() {
     let sticky = || SiteConfig {
-        sticky: Some(lb_http::sticky::StickyConfig::apache(
-            "JSESSIONID|jsessionid",
-        )),
+        sticky: Some(lb_http::sticky::StickyConfig::apache("JSESSIONID|jsessionid").unwrap()),
         ..Default::default()
     };
     let app = cookie_backend(Some("JSESSIONID=abc123.a; Path=/")).await;
@@ -1807,9 +1805,7 @@ async fn h2_host_with_default_port_matches_authority() {
 #[tokio::test]
 async fn apache_sticky_url_session_keeps_application_cookie_name() {
     let sticky = SiteConfig {
-        sticky: Some(lb_http::sticky::StickyConfig::apache(
-            "JSESSIONID|jsessionid",
-        )),
+        sticky: Some(lb_http::sticky::StickyConfig::apache("JSESSIONID|jsessionid").unwrap()),
         ..Default::default()
     };
     let plain = cookie_backend(Some("other=1")).await;
@@ -1897,4 +1893,59 @@ async fn a_response_head_has_one_size_limit_with_or_without_a_request_body() {
         let (status, body) = status_and_body(addr, req).await;
         assert_eq!(status, 502, "with a body: {with_body}: {body}");
     }
+}
+
+/// The route cookie of a balancer mounted on a prefix is scoped to it (`Path=/app` for a
+/// mount given as `/app/`), so a client sends it back on `/app` itself and under it, and
+/// a balancer on another prefix never sees it; on the root mount it stays `Path=/`.
+#[tokio::test]
+async fn a_mounted_balancers_route_cookie_has_its_mount_as_path() {
+    let backend = status_backend(200).await;
+    let sticky = || lb_http::sticky::StickyConfig::apache("ROUTEID").unwrap();
+    let site = |mount: &str| {
+        Site::new(
+            mount,
+            one_member(&format!("http://{backend},route=r1")),
+            SiteConfig {
+                sticky: Some(sticky()),
+                ..Default::default()
+            },
+        )
+    };
+    let router = SharedRouter::new(Router::new(vec![site("/app/"), site("/")]));
+    let addr = serve_service(router, Default::default()).await;
+    let set_cookie = |path: &'static str| async move {
+        let req = hyper::Request::get(path)
+            .header("host", "t")
+            .body(lb_http::body::empty())
+            .unwrap();
+        let resp = send_request(addr, req).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.headers()["set-cookie"].to_str().unwrap().to_string()
+    };
+    assert_eq!(set_cookie("/app").await, "ROUTEID=.r1; Path=/app");
+    assert_eq!(set_cookie("/app/x").await, "ROUTEID=.r1; Path=/app");
+    assert_eq!(set_cookie("/apple").await, "ROUTEID=.r1; Path=/");
+    // A path chosen by the caller is kept.
+    let chosen = Site::new(
+        "/api",
+        one_member(&format!("http://{backend},route=r1")),
+        SiteConfig {
+            sticky: Some(sticky().with_cookie_path("/").unwrap()),
+            ..Default::default()
+        },
+    );
+    let addr = serve_service(
+        SharedRouter::new(Router::new(vec![chosen])),
+        Default::default(),
+    )
+    .await;
+    let req = hyper::Request::get("/api/x")
+        .header("host", "t")
+        .body(lb_http::body::empty())
+        .unwrap();
+    assert_eq!(
+        send_request(addr, req).await.headers()["set-cookie"],
+        "ROUTEID=.r1; Path=/"
+    );
 }

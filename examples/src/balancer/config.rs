@@ -19,6 +19,10 @@
 //!   "http://127.0.0.1:9002,route=b",
 //! ]
 //! ```
+//!
+//! A balancer's route cookie is set with its `path` (`ROUTEID=.a; Path=/app`), so balancers
+//! on separate paths (`/app`, `/api`) may use one cookie name; on nested paths (`/` and
+//! `/app`) one name is refused (see `check_shared_cookies`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -182,7 +186,7 @@ impl BalancerConf {
             }
             "hashkey" => self.hashkey = Some(value.parse::<HashKey>().map_err(|e| e.to_string())?),
             "stickysession" => {
-                let mut s = StickyConfig::apache(value);
+                let mut s = StickyConfig::apache(value).map_err(|e| e.to_string())?;
                 if let Some(old) = &self.sticky {
                     s.scolonpathdelim = old.scolonpathdelim;
                 }
@@ -221,7 +225,7 @@ impl BalancerConf {
                 if !insert {
                     return Err("only the insert mode is supported: NAME insert [options]".into());
                 }
-                self.sticky = Some(StickyConfig::insert(name, o));
+                self.sticky = Some(StickyConfig::insert(name, o).map_err(|e| e.to_string())?);
             }
             "maxattempts" => {
                 self.maxattempts = Some(
@@ -441,6 +445,8 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let mut balancers = Vec::new();
     // Where each balancer's name and path are given (its first key when they are not).
     let mut places: Vec<(usize, usize)> = Vec::new();
+    // Which sticky key each balancer uses, and where.
+    let mut sticky_places: Vec<(&str, usize)> = Vec::new();
     for (i, table) in file.balancer.iter().enumerate() {
         let mut b = BalancerConf::new(&format!("balancer{i}"));
         let first = table.keys().map(|k| k.span().start).min().unwrap_or(0);
@@ -451,6 +457,11 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 .map_or(first, |k| k.span().start)
         };
         places.push((key_at("name"), key_at("path")));
+        let sticky_key = ["stickysession", "cookie"]
+            .into_iter()
+            .find(|n| table.keys().any(|k| k.get_ref() == n))
+            .unwrap_or("stickysession");
+        sticky_places.push((sticky_key, key_at(sticky_key)));
         // Two ways of sticky sessions: one would silently replace the other (the command
         // line refuses --cookie with --stickysession too).
         let sticky = table.keys().find(|k| k.get_ref() == "stickysession");
@@ -567,6 +578,17 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    check_shared_cookies(&balancers).map_err(|(i, j, msg)| {
+        let (key, at) = sticky_places[i];
+        err(
+            at..at,
+            key,
+            &format!(
+                "{msg} (the other's is at line {})",
+                line_of(&src, sticky_places[j].1)
+            ),
+        )
+    })?;
     Ok(Config {
         listen,
         manager,
@@ -579,6 +601,58 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// Refuses two balancers that share a sticky cookie name on nested paths (`/` and `/app`,
+/// `/app` and `/app/v2`); returns the later one's index, the earlier one's and why.
+///
+/// Each balancer's cookie is set with `Path=<its path>`, so balancers on disjoint paths
+/// (`/app`, `/api`) may share a name: a client sends each cookie only under its own path.
+/// Under nested paths a client sends the outer balancer's cookie to the inner one too. With
+/// both cookies, the inner's comes first and wins (RFC 6265 section 5.4), but before the
+/// inner balancer has set its own, it reads the outer's: when that route names one of its
+/// members too (the same hosts behind both, routes `a` and `b` in each), it follows it and
+/// sets no cookie, so its sessions move whenever the outer's do. That cannot be told apart
+/// from a request to the inner balancer alone, so the configuration is refused, naming
+/// both balancers: giving one of them another cookie name removes the problem.
+fn check_shared_cookies(balancers: &[BalancerConf]) -> Result<(), (usize, usize, String)> {
+    let trimmed = |b: &BalancerConf| b.path.trim_end_matches('/').to_string();
+    // Whether `outer` is a path prefix of `inner` (path-match, RFC 6265 section 5.1.4).
+    let contains = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    for (i, a) in balancers.iter().enumerate() {
+        let Some(sa) = &a.sticky else { continue };
+        for (j, b) in balancers[..i].iter().enumerate() {
+            let Some(sb) = &b.sticky else { continue };
+            if sa.cookie != sb.cookie {
+                continue;
+            }
+            let (pa, pb) = (trimmed(a), trimmed(b));
+            let (outer, inner) = if contains(&pa, &pb) {
+                (a, b)
+            } else if contains(&pb, &pa) {
+                (b, a)
+            } else {
+                continue;
+            };
+            // Never the root: the root contains every other path.
+            let inner_path = trimmed(inner);
+            return Err((
+                i,
+                j,
+                format!(
+                    "cookie {:?} is used by balancers {:?} (path {:?}) and {:?} (path {:?}): \
+                     a client sends {:?}'s cookie under {inner_path:?} too, where {:?} would \
+                     follow its route; give one of them another cookie name",
+                    sa.cookie, b.name, b.path, a.name, a.path, outer.name, inner.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,7 +660,10 @@ mod tests {
     fn write(text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("lb-balancer-test-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
-        let p = dir.join(format!("c{}.toml", text.len()));
+        // One file per call: tests run in parallel and two texts may have one length.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = dir.join(format!("c{n}-{}.toml", text.len()));
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -642,5 +719,62 @@ mod tests {
         let p = write("listen = \"127.0.0.1:1\"\nbogus = 1\n");
         let e = load_file(&p).unwrap_err().0;
         assert!(e.contains(":2:") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_sticky_names_are_refused_naming_the_key_and_line() {
+        for (value, why) in [
+            ("\"\"", "a cookie name cannot be empty"),
+            ("\"bad name;x\"", "' ' cannot be in a cookie name"),
+            ("\"A|b|c\"", "'|' cannot be in a URL parameter name"),
+            ("\"X|\"", "a URL parameter name cannot be empty"),
+        ] {
+            let p = write(&format!(
+                "[[balancer]]\nname = \"app\"\n\nstickysession = {value}\nmembers = [\"http://127.0.0.1:9\"]\n"
+            ));
+            let e = load_file(&p).unwrap_err().0;
+            assert!(e.contains(":4: stickysession: invalid value"), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+        for value in ["a;b insert", "=x insert", "\"q\" insert"] {
+            let p = write(&format!(
+                "[[balancer]]\ncookie = {value:?}\nmembers = [\"http://127.0.0.1:9\"]\n"
+            ));
+            let e = load_file(&p).unwrap_err().0;
+            assert!(e.contains(":2: cookie: invalid value"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_name_is_shared_only_by_balancers_on_disjoint_paths() {
+        let two = |p1: &str, k1: &str, p2: &str, k2: &str| {
+            write(&format!(
+                "[[balancer]]\nname = \"one\"\npath = \"{p1}\"\n{k1}\nmembers = [\"http://127.0.0.1:9001\"]\n\
+                 [[balancer]]\nname = \"two\"\npath = \"{p2}\"\n{k2}\nmembers = [\"http://127.0.0.1:9002\"]\n"
+            ))
+        };
+        let r = "stickysession = \"ROUTEID\"";
+        // Disjoint paths: each cookie is scoped to its balancer.
+        load_file(&two("/app", r, "/api", r)).unwrap();
+        load_file(&two("/app", r, "/apple", r)).unwrap();
+        // Other names on nested paths are fine.
+        load_file(&two("/", r, "/app", "stickysession = \"APPROUTE\"")).unwrap();
+        for (p1, p2) in [("/", "/app"), ("/app/v2", "/app/"), ("/app", "/app/v2")] {
+            let e = load_file(&two(p1, r, p2, r)).unwrap_err().0;
+            assert!(
+                e.contains(":9: stickysession: cookie \"ROUTEID\" is used by balancers \"one\""),
+                "{e}"
+            );
+            assert!(e.contains("\"two\""), "{e}");
+            assert!(
+                e.contains("another cookie name (the other's is at line 4)"),
+                "{e}"
+            );
+        }
+        // The HAProxy cookie counts as well, whichever key sets the name.
+        let e = load_file(&two("/", r, "/app", "cookie = \"ROUTEID insert\""))
+            .unwrap_err()
+            .0;
+        assert!(e.contains(":9: cookie: cookie \"ROUTEID\""), "{e}");
     }
 }

@@ -89,13 +89,16 @@ struct Cli {
     /// Hash key for hashing schedulers: hdr:NAME, cookie:NAME, path or param:NAME.
     #[arg(long)]
     hashkey: Option<String>,
-    /// Sticky session cookie NAME, or NAME|urlparam.
+    /// Sticky session cookie NAME, or NAME|urlparam. NAME must be a cookie token (no
+    /// spaces, ;, =, quotes). The route cookie lb sets (NAME=.route) has Path=/, or the
+    /// balancer's path in a --config file, where balancers on separate paths may share NAME.
     #[arg(long)]
     stickysession: Option<String>,
     /// Also read ;param=value path parameters as routes.
     #[arg(long)]
     scolonpathdelim: bool,
     /// HAProxy inserted cookie: "NAME insert [indirect] [nocache] [httponly] [secure] [maxage N]".
+    /// NAME must be a cookie token; the cookie's Path is set as for --stickysession.
     #[arg(long, conflicts_with = "stickysession")]
     cookie: Option<String>,
     /// Failovers per request after the first member, as Apache's maxattempts (0: none;

@@ -5,7 +5,8 @@
 //! parameter `;urlparam=anything.route`, as in `;jsessionid=`), then from the cookie `NAME`
 //! (`NAME=anything.route`). The route is what follows the first `.` of the value. When the
 //! member that served the request has a route and it differs from the request's (Apache's
-//! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` -- the `ROUTEID` recipe
+//! `BALANCER_ROUTE_CHANGED`), the response sets `NAME=.route; Path=/` (the balancer's mount
+//! rather than `/`: see below) -- the `ROUTEID` recipe
 //! from Apache's documentation, with no extra configuration -- unless the cookie is the
 //! application's: the response sets `NAME` itself, or the request's `NAME` (cookie or URL
 //! parameter) holds more than a route (`abc.r4`, `abc`: an application's session, as
@@ -23,6 +24,21 @@
 //!
 //! With `nofailover` (configured on the lb-core balancer as `stubborn`), a request whose
 //! routed member is unusable gets 503 instead of going elsewhere.
+//!
+//! **The cookie's `Path`.** A layer used alone sets `Path=/`. A balancer mounted on a prefix
+//! by [`Site::new`](crate::router::Site::new) sets `Path=<mount>` (`/app` for a mount given
+//! as `/app` or `/app/`): two balancers on `/app` and `/api` may then use the same cookie
+//! name, since a client sends each cookie back only on the paths it matches (RFC 6265
+//! section 5.1.4: `/app` matches `/app` and `/app/x`, not `/apple`, exactly the requests
+//! the router gives that balancer). Where a client holds two cookies of the name (one
+//! set for `/`, one for `/app`), the first in the `Cookie` field is read: clients put
+//! longer paths first (RFC 6265 section 5.4; browsers, curl, Go's and Python's cookie jars
+//! do), so the most specific cookie wins.
+//!
+//! **Names.** The cookie name must be an RFC 6265 / RFC 9110 token, and the URL parameter
+//! name non-empty without `&`, `=`, `#`, `?`, `|`, `;`, spaces or controls: the
+//! constructors refuse others with [`Error::Value`], since such a
+//! cookie or parameter could never be read back and stickiness would fail silently.
 
 mod future;
 
@@ -36,6 +52,7 @@ use tower::Layer;
 pub use future::ResponseFuture;
 
 use crate::balance::{cookie, query_param};
+use crate::error::{Error, Result};
 use crate::ext::{Route, Served};
 
 /// HAProxy's inserted-cookie options.
@@ -66,33 +83,89 @@ pub struct StickyConfig {
     pub insert: Option<InsertCookie>,
     /// Set the cookie when the route changes (Apache mode; default true).
     pub set_cookie: bool,
+    /// The `Path` attribute of the cookie set, when chosen ([`StickyConfig::with_cookie_path`]);
+    /// `None`: `/`, or the mount under [`Site::new`](crate::router::Site::new).
+    cookie_path: Option<String>,
 }
 
 impl StickyConfig {
-    /// Apache's `stickysession=NAME` (or `NAME|param`).
-    pub fn apache(spec: &str) -> StickyConfig {
+    /// Apache's `stickysession=NAME` (or `NAME|param`). Refuses a `NAME` that is not a
+    /// cookie token and a `param` that could not be found in a URL (see the module docs).
+    pub fn apache(spec: &str) -> Result<StickyConfig> {
         let (cookie, param) = match spec.split_once('|') {
-            Some((c, p)) => (c.to_string(), Some(p.to_string())),
-            None => (spec.to_string(), None),
+            Some((c, p)) => (c, Some(p)),
+            None => (spec, None),
         };
-        StickyConfig {
-            cookie,
-            url_param: param,
+        check_cookie_name(cookie)?;
+        if let Some(p) = param {
+            check_url_param(p)?;
+        }
+        Ok(StickyConfig {
+            cookie: cookie.to_string(),
+            url_param: param.map(str::to_string),
             scolonpathdelim: false,
             insert: None,
             set_cookie: true,
-        }
+            cookie_path: None,
+        })
     }
 
-    /// HAProxy's `cookie NAME insert ...`.
-    pub fn insert(name: &str, options: InsertCookie) -> StickyConfig {
-        StickyConfig {
+    /// HAProxy's `cookie NAME insert ...`. Refuses a `NAME` that is not a cookie token.
+    pub fn insert(name: &str, options: InsertCookie) -> Result<StickyConfig> {
+        check_cookie_name(name)?;
+        Ok(StickyConfig {
             cookie: name.to_string(),
             url_param: None,
             scolonpathdelim: false,
             insert: Some(options),
             set_cookie: true,
+            cookie_path: None,
+        })
+    }
+
+    /// The same settings with the cookie scoped to `path` (`Path=<path>`), so that it is
+    /// sent back only on requests under it; [`Site::new`](crate::router::Site::new) keeps
+    /// a path chosen here instead of its mount. `path` must start with `/` and hold no `;`,
+    /// space or control character (it is written into `Set-Cookie` as it is).
+    pub fn with_cookie_path(mut self, path: &str) -> Result<StickyConfig> {
+        let bad = |reason: String| Error::Value {
+            key: "cookie path".into(),
+            value: path.into(),
+            reason,
+        };
+        if !path.starts_with('/') {
+            return Err(bad("it must start with /".into()));
         }
+        if let Some(c) = path.chars().find(|c| *c == ';' || !c.is_ascii_graphic()) {
+            return Err(bad(format!("{c:?} cannot be in a cookie path")));
+        }
+        self.cookie_path = Some(path.into());
+        Ok(self)
+    }
+
+    /// The `Path` attribute of the cookie this config sets.
+    pub fn cookie_path(&self) -> &str {
+        self.cookie_path.as_deref().unwrap_or("/")
+    }
+
+    /// The config for a balancer mounted on `mount` (as [`Site::new`] keeps it: no
+    /// trailing `/`, empty for the root): `Path=<mount>`, `/` for the root, unless a path
+    /// was chosen with [`StickyConfig::with_cookie_path`]. A mount that
+    /// cannot be written as a cookie path (a `;` in it: lb's own check allows path
+    /// parameters) is cut to its segments before the `;`, a prefix that still matches
+    /// every request of the mount.
+    ///
+    /// [`Site::new`]: crate::router::Site::new
+    pub(crate) fn scoped_to(mut self, mount: &str) -> StickyConfig {
+        if self.cookie_path.is_some() {
+            return self;
+        }
+        let cut = match mount.find(';') {
+            Some(i) => &mount[..mount[..i].rfind('/').unwrap_or(0)],
+            None => mount,
+        };
+        self.cookie_path = Some(if cut.is_empty() { "/" } else { cut }.into());
+        self
     }
 
     /// The route of `req`, URL parameter first, then the cookie.
@@ -135,8 +208,8 @@ impl StickyConfig {
 
     fn set_cookie_value(&self, route: &str) -> Option<HeaderValue> {
         let mut v = match &self.insert {
-            Some(_) => format!("{}={}; Path=/", self.cookie, route),
-            None => format!("{}=.{}; Path=/", self.cookie, route),
+            Some(_) => format!("{}={}; Path={}", self.cookie, route, self.cookie_path()),
+            None => format!("{}=.{}; Path={}", self.cookie, route, self.cookie_path()),
         };
         if let Some(o) = &self.insert {
             if let Some(age) = o.max_age {
@@ -150,6 +223,44 @@ impl StickyConfig {
             }
         }
         HeaderValue::from_str(&v).ok()
+    }
+}
+
+/// A cookie name: an RFC 9110 token (RFC 6265 section 4.1.1's `cookie-name`).
+fn check_cookie_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("a cookie name cannot be empty".to_string())
+    } else {
+        name.chars()
+            .find(|&c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
+            .map(|c| format!("{c:?} cannot be in a cookie name (it must be an RFC 6265 token)"))
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::Value {
+            key: "cookie name".into(),
+            value: name.into(),
+            reason,
+        }),
+    }
+}
+
+/// A URL parameter name lb can find in a query or a path parameter.
+fn check_url_param(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("a URL parameter name cannot be empty".to_string())
+    } else {
+        name.chars()
+            .find(|&c| "&=#?|;".contains(c) || c.is_whitespace() || c.is_control())
+            .map(|c| format!("{c:?} cannot be in a URL parameter name"))
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(Error::Value {
+            key: "URL parameter name".into(),
+            value: name.into(),
+            reason,
+        }),
     }
 }
 
@@ -333,7 +444,7 @@ mod tests {
 
     #[test]
     fn apache_routes() {
-        let c = StickyConfig::apache("JSESSIONID|jsessionid");
+        let c = StickyConfig::apache("JSESSIONID|jsessionid").unwrap();
         assert_eq!(
             c.route_of(&req("/", Some("JSESSIONID=abc.node1")))
                 .as_deref(),
@@ -353,7 +464,7 @@ mod tests {
             Some("node3")
         );
         assert_eq!(c.route_of(&req("/", Some("JSESSIONID=noroute"))), None);
-        let r = StickyConfig::apache("ROUTEID");
+        let r = StickyConfig::apache("ROUTEID").unwrap();
         assert_eq!(
             r.route_of(&req("/", Some("ROUTEID=.mysite1"))).as_deref(),
             Some("mysite1")
@@ -375,7 +486,8 @@ mod tests {
                 secure: false,
                 max_age: Some(60),
             },
-        );
+        )
+        .unwrap();
         assert_eq!(
             c.route_of(&req("/", Some("a=1; SRV=s2"))).as_deref(),
             Some("s2")
@@ -392,7 +504,7 @@ mod tests {
 
     #[test]
     fn cookie_set_only_when_route_changes() {
-        let c = StickyConfig::apache("ROUTEID");
+        let c = StickyConfig::apache("ROUTEID").unwrap();
         let served = |route: &str| {
             let mut r = Response::new(());
             r.extensions_mut().insert(Served {
@@ -416,5 +528,85 @@ mod tests {
         let mut again = served("b");
         on_response(&mut again, None, false, &c, &cache);
         assert_eq!(again.headers()["set-cookie"], "ROUTEID=.b; Path=/");
+    }
+
+    #[test]
+    fn names_that_could_never_be_read_back_are_refused() {
+        let reason = |spec: &str| match StickyConfig::apache(spec) {
+            Err(Error::Value { key, reason, .. }) => format!("{key}: {reason}"),
+            other => panic!("{spec:?} accepted: {other:?}"),
+        };
+        assert_eq!(reason(""), "cookie name: a cookie name cannot be empty");
+        assert!(reason("bad name;x").starts_with("cookie name: ' ' cannot be"));
+        assert!(reason("a;b").starts_with("cookie name: ';' cannot be"));
+        assert!(reason("=x").starts_with("cookie name: '=' cannot be"));
+        assert!(reason("|p").starts_with("cookie name: a cookie name cannot be empty"));
+        assert!(reason("X|").starts_with("URL parameter name: a URL parameter name cannot"));
+        // The parameter part of `A|b|c` would be `b|c`: never found in a URL.
+        assert!(reason("A|b|c").starts_with("URL parameter name: '|' cannot be"));
+        assert!(reason("A|b c").starts_with("URL parameter name: ' ' cannot be"));
+        assert!(reason("A|b=c").starts_with("URL parameter name: '=' cannot be"));
+        assert!(reason("A|b&c").starts_with("URL parameter name: '&' cannot be"));
+        assert!(reason("caf\u{e9}").starts_with("cookie name: '\u{e9}' cannot be"));
+        let e = StickyConfig::apache("a;b").unwrap_err().to_string();
+        assert!(e.contains("invalid value \"a;b\" for cookie name"), "{e}");
+        for bad in ["", "a;b", "=x", "a b", "a,b", "a\"b", "a\tb"] {
+            assert!(
+                StickyConfig::insert(bad, InsertCookie::default()).is_err(),
+                "{bad:?}"
+            );
+        }
+        // Tokens, including the RFC 9110 punctuation, are fine.
+        for good in [
+            "ROUTEID",
+            "JSESSIONID|jsessionid",
+            "__Host-x",
+            "a!#$%&'*+-.^_`~",
+        ] {
+            StickyConfig::apache(good).unwrap();
+        }
+        StickyConfig::insert("S|RV", InsertCookie::default()).unwrap();
+    }
+
+    #[test]
+    fn the_cookie_is_scoped_to_the_mount() {
+        let c = StickyConfig::apache("ROUTEID").unwrap();
+        assert_eq!(c.cookie_path(), "/");
+        let app = c.clone().scoped_to("/app");
+        assert_eq!(app.set_cookie_value("a").unwrap(), "ROUTEID=.a; Path=/app");
+        assert_eq!(c.clone().scoped_to("").cookie_path(), "/");
+        // A path parameter cannot be written in `Path=`: the segments before it are.
+        assert_eq!(c.clone().scoped_to("/a;v=1/x").cookie_path(), "/");
+        assert_eq!(c.clone().scoped_to("/x/a;v=1").cookie_path(), "/x");
+        // A path chosen by the caller is kept.
+        let chosen = c.clone().with_cookie_path("/").unwrap().scoped_to("/app");
+        assert_eq!(chosen.cookie_path(), "/");
+        assert!(c.clone().with_cookie_path("app").is_err());
+        assert!(c.clone().with_cookie_path("/a;b").is_err());
+        assert!(c.with_cookie_path("/a b").is_err());
+        let srv = StickyConfig::insert(
+            "SRV",
+            InsertCookie {
+                secure: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .scoped_to("/api");
+        assert_eq!(
+            srv.set_cookie_value("s1").unwrap(),
+            "SRV=s1; Path=/api; Secure"
+        );
+    }
+
+    #[test]
+    fn of_two_cookies_of_the_name_the_first_and_most_specific_wins() {
+        // A client holding `ROUTEID` for `/app` and for `/` sends both on `/app/x`, the
+        // longer path first (RFC 6265 section 5.4).
+        let c = StickyConfig::apache("ROUTEID").unwrap().scoped_to("/app");
+        let r = req("/app/x", Some("ROUTEID=.app1; other=1; ROUTEID=.root1"));
+        assert_eq!(c.route_of(&r).as_deref(), Some("app1"));
+        let r = req("/app/x", Some("ROUTEID=.app1"));
+        assert_eq!(c.route_of(&r).as_deref(), Some("app1"));
     }
 }
