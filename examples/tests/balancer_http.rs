@@ -2257,3 +2257,91 @@ async fn a_response_with_both_transfer_encoding_and_content_length_is_a_502() {
         );
     }
 }
+
+/// Sends `method path` to the manager on `m` with `headers`; returns (status, location,
+/// body).
+async fn manager_request(
+    m: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (u16, Option<String>, String) {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{m}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(balancer_support::full(body)).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("request timed out")
+        .unwrap();
+    let s = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (s, loc, String::from_utf8_lossy(&body).into_owned())
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// A misspelt JSON key or an unknown form flag is refused by name and changes nothing,
+/// rather than answering success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_unknown_fields_and_flags_by_name() {
+    let a = Backend::start("a").await;
+    let (_p, m) = Proxy::managed(&[a.url()]);
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[JSON],
+        format!(
+            r#"{{"nonce":"{nonce}","balancer":"default","member":0,"loadfactor":2,"wieght":3}}"#
+        ),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("unknown field \\\"wieght\\\""), "{body}");
+    let member = || async {
+        let v = manager_view(m).await;
+        let m = &v["balancers"][0]["members"][0];
+        (
+            m["loadfactor"].as_u64().unwrap(),
+            m["flags"]["disabled"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(member().await, (1, false));
+    // D set, then a form with an unknown flag box: refused, D stays.
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[JSON],
+        format!(r#"{{"nonce":"{nonce}","balancer":"default","member":0,"status":"+D"}}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    for (field, wanted) in [
+        ("X=on", "unknown flag \"X\""),
+        ("weight=3", "unknown form field \"weight\""),
+    ] {
+        let (s, _, body) = manager_request(
+            m,
+            "POST",
+            "/",
+            &[FORM],
+            format!("nonce={nonce}&b=default&w=0&lf=4&flags=1&{field}"),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body.contains(wanted), "{body}");
+    }
+    assert_eq!(member().await, (1, true));
+}

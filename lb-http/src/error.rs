@@ -242,4 +242,8 @@ pub enum AdminError {
     /// A section's key is taken (`nonce`, `balancers`, or an earlier section's).
     #[error("manager section key {0:?} is taken")]
     Section(String),
+    /// A form field or JSON key the manager does not know (a misspelt one would change
+    /// nothing).
+    #[error("{0}")]
+    Unknown(String),
 }

@@ -170,8 +170,10 @@ pub struct BalancerView {
 }
 
 /// A change, from a form or the JSON API. It is checked whole before anything is applied:
-/// a refused value leaves every member as it was.
+/// a refused value leaves every member as it was. An unknown field is refused too: a
+/// misspelt one (`wieght`) would otherwise change nothing and still report success.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Action {
     /// The nonce (missing is refused like a wrong one).
     #[serde(default)]
@@ -452,6 +454,11 @@ impl Manager {
                     Err(AdminError::Nonce) => {
                         return text(StatusCode::FORBIDDEN, "bad or missing nonce\n");
                     }
+                    // Not a value a person typed in the page (which sends no such field)
+                    // but a request the page could not have made: refused outright.
+                    Err(AdminError::Unknown(u)) => {
+                        return text_owned(StatusCode::BAD_REQUEST, format!("{u}\n"));
+                    }
                     Err(e) => e.to_string(),
                 };
                 let loc: String = form_urlencoded::Serializer::new(String::new())
@@ -553,6 +560,10 @@ fn prom_escape(s: &str) -> String {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    text_owned(status, body.to_string())
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -594,6 +605,7 @@ impl Manager {
         let mut has_flags = false;
         let mut flags = String::new();
         let mut bad = None;
+        let mut unknown = None;
         for (k, v) in form_urlencoded::parse(body) {
             let mut check = |key: &str| match form_value(&k, key, &v) {
                 Ok(spec) => Some(spec),
@@ -615,11 +627,27 @@ impl Manager {
                 "add" => a.add = Some(v.into_owned()),
                 "flags" => has_flags = true,
                 "D" | "N" | "H" | "I" | "S" => flags.push_str(&k),
-                _ => {}
+                // The page sends none other: a misspelt field or flag would change nothing
+                // (and an unknown flag box would clear every flag) while saying "updated".
+                k if k.len() == 1 && k.bytes().all(|c| c.is_ascii_alphabetic()) => {
+                    unknown.get_or_insert_with(|| {
+                        format!("unknown flag {k:?}: the flags are D N H I S")
+                    });
+                }
+                k => {
+                    unknown.get_or_insert_with(|| {
+                        format!(
+                            "unknown form field {k:?}: the fields are nonce b w lf ls wr flags D N H I S add"
+                        )
+                    });
+                }
             }
         }
         if a.nonce != *self.nonce {
             return Err(AdminError::Nonce);
+        }
+        if let Some(u) = unknown {
+            return Err(AdminError::Unknown(u));
         }
         if let Some(e) = bad {
             return Err(e.into());
@@ -659,6 +687,24 @@ fn form_value(field: &str, key: &str, value: &str) -> Result<Option<MemberSpec>,
 /// The error for a JSON action that does not deserialize, naming the field at fault
 /// (serde's message alone names only the expected type).
 fn json_error(value: &serde_json::Value, e: serde_json::Error) -> String {
+    const FIELDS: [&str; 8] = [
+        "nonce",
+        "balancer",
+        "member",
+        "loadfactor",
+        "lbset",
+        "route",
+        "status",
+        "add",
+    ];
+    for key in value.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !FIELDS.contains(&key.as_str()) {
+            return format!(
+                "unknown field {key:?}: the fields are {}",
+                FIELDS.join(", ")
+            );
+        }
+    }
     for (key, v) in value.as_object().into_iter().flatten() {
         let mut probe = serde_json::Map::new();
         probe.insert("balancer".into(), "".into());
@@ -1011,6 +1057,44 @@ mod tests {
         assert!(metrics.contains(
             "lb_member_info{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\",lbset=\"0\"} 1\n"
         ));
+    }
+
+    /// A manager over `b` as balancer `web`.
+    fn manager(b: &Balancer, config: ManagerConfig) -> Manager {
+        let b = b.clone();
+        Manager::new(
+            Arc::new(move || vec![("web".to_string(), b.clone())]),
+            config,
+        )
+    }
+
+    #[test]
+    fn unknown_form_fields_and_json_keys_are_refused_by_name() {
+        let b = lb();
+        let m = manager(&b, ManagerConfig::default());
+        let n = m.nonce().to_string();
+        let e = m
+            .form_action(format!("nonce={n}&b=web&w=0&flags=1&X=on").as_bytes())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "unknown flag \"X\": the flags are D N H I S");
+        let e = m
+            .form_action(format!("nonce={n}&b=web&w=0&weight=3").as_bytes())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("unknown form field \"weight\""),
+            "{e}"
+        );
+        // The nonce is checked first, as for every other complaint.
+        assert!(matches!(
+            m.form_action(b"b=web&w=0&X=on"),
+            Err(AdminError::Nonce)
+        ));
+        let v = serde_json::json!({"nonce": n, "balancer": "web", "member": 0, "wieght": 3});
+        let e = Action::deserialize(&v).unwrap_err();
+        assert!(
+            json_error(&v, e)
+                .starts_with("unknown field \"wieght\": the fields are nonce, balancer"),
+        );
     }
 
     #[test]
