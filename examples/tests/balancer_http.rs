@@ -2290,6 +2290,83 @@ async fn manager_request(
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// The message a form post's redirect shows on the page.
+async fn form_message(m: std::net::SocketAddr, body: String) -> String {
+    let (s, loc, text) = manager_request(m, "POST", "/", &[FORM], body).await;
+    assert_eq!(s, 303, "{text}");
+    let (_, _, page) = get(&client(), &format!("http://{m}{}", loc.unwrap()), None).await;
+    page.split("id=\"msg\">")
+        .nth(1)
+        .and_then(|s| s.split("</p>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `(url, route)` of every member of the first balancer.
+async fn member_routes(m: std::net::SocketAddr) -> Vec<(String, String)> {
+    let v = manager_view(m).await;
+    v["balancers"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["url"].as_str().unwrap().to_string(),
+                m["route"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The manager refuses to give a member a route another member has, as the command line
+/// and the file do: sticky sessions to that route would all go to one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_a_route_another_member_has() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (_p, m) = Proxy::managed(&[member(&a, "route=a"), member(&b, "route=b")]);
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let before = member_routes(m).await;
+    let dup = format!(
+        "duplicate route &quot;a&quot; (also member {}): sticky sessions would all go to one of them",
+        a.url()
+    );
+    // The form: b renamed to a; a member added with route a.
+    let msg = form_message(m, format!("nonce={nonce}&b=default&w=1&lf=2&wr=a")).await;
+    assert_eq!(msg, dup);
+    let msg = form_message(
+        m,
+        format!("nonce={nonce}&b=default&add=http://127.0.0.1:9,route=a"),
+    )
+    .await;
+    assert_eq!(msg, dup);
+    // The JSON API, by route change and by add.
+    for action in [
+        r#""member":1,"route":"a""#.to_string(),
+        r#""add":"http://127.0.0.1:9,route=a""#.to_string(),
+    ] {
+        let (s, _, body) = manager_request(
+            m,
+            "POST",
+            "/api",
+            &[JSON],
+            format!(r#"{{"nonce":"{nonce}","balancer":"default",{action}}}"#),
+        )
+        .await;
+        assert_eq!(s, 400, "{action}: {body}");
+        assert!(
+            body.contains(&format!(
+                "duplicate route \\\"a\\\" (also member {})",
+                a.url()
+            )),
+            "{body}"
+        );
+    }
+    assert_eq!(member_routes(m).await, before, "a refused change was made");
+    let v = manager_view(m).await;
+    assert_eq!(v["balancers"][0]["members"][1]["loadfactor"], 1);
+}
+
 /// A misspelt JSON key or an unknown form flag is refused by name and changes nothing,
 /// rather than answering success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,13 +302,20 @@ impl Manager {
             Some((spec, backend)) => {
                 let id = edit.add(backend)?;
                 spec.status.set_in(&mut edit, id)?;
-                Some(spec.url)
+                Some((spec.url, id))
             }
             None => None,
         };
         if let Some((_, id, change)) = &change {
             change.apply(&mut edit, *id)?;
         }
+        // Routes are checked in the edit, under the balancer's write lock: no other change
+        // can give a member the same route between this check and the commit.
+        let added_id = added.as_ref().map(|(_, id)| *id);
+        for id in change.iter().map(|(_, id, _)| *id).chain(added_id) {
+            check_route_unique(edit.members(), id)?;
+        }
+        let added = added.map(|(url, _)| url);
         edit.commit();
         if let Some((member, _, _)) = change {
             tracing::info!("manager: changed member {member} of {}", a.balancer);
@@ -740,6 +747,27 @@ fn member_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
     d.deserialize_any(Member)
 }
 
+/// Refuses member `id`'s route when another of `members` has it, as lb-balancer's
+/// configuration does: sticky sessions to that route would all go to the first of them.
+fn check_route_unique(members: &[Arc<lb_core::Member>], id: BackendId) -> Result<(), AdminError> {
+    let Some(m) = members.iter().find(|m| m.id() == id) else {
+        return Ok(());
+    };
+    let Some(route) = m.backend().route().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    match members
+        .iter()
+        .find(|o| o.id() != id && o.backend().route() == Some(route))
+    {
+        Some(other) => Err(AdminError::DuplicateRoute {
+            route: route.to_string(),
+            other: member_view(other).url,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The changes an action makes to one member, checked.
 struct Change {
     weight: Option<u32>,
@@ -1066,6 +1094,105 @@ mod tests {
             Arc::new(move || vec![("web".to_string(), b.clone())]),
             config,
         )
+    }
+
+    /// `(route, loadfactor)` of each member.
+    fn routes(b: &Balancer) -> Vec<(String, u32)> {
+        b.members()
+            .iter()
+            .map(|m| {
+                let be = m.backend();
+                (be.route().unwrap_or("").to_string(), be.weight())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_route_another_member_has_is_refused_and_nothing_changes() {
+        let b = lb();
+        let m = manager(&b, ManagerConfig::default());
+        let nonce = m.nonce().to_string();
+        let act = |a: Action| {
+            m.apply(&Action {
+                nonce: nonce.clone(),
+                balancer: "web".into(),
+                ..a
+            })
+        };
+        act(Action {
+            add: Some("http://127.0.0.1:10,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let before = routes(&b);
+        // Member 1 (route b) renamed to a, with a load factor in the same action.
+        let e = act(Action {
+            member: Some("1".into()),
+            route: Some("a".into()),
+            loadfactor: Some(5),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "duplicate route \"a\" (also member http://127.0.0.1:9): sticky sessions would all go to one of them"
+        );
+        // Added with a route a member has, through the JSON's `add` or the form's.
+        let e = act(Action {
+            add: Some("http://127.0.0.1:11,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("duplicate route \"b\" (also member http://127.0.0.1:10)"),
+            "{e}"
+        );
+        let a = m
+            .form_action(format!("nonce={nonce}&b=web&add=http://127.0.0.1:11,route=a").as_bytes())
+            .unwrap();
+        assert!(matches!(
+            m.apply(&a),
+            Err(AdminError::DuplicateRoute { .. })
+        ));
+        // A member renamed to a route added in the same action.
+        let e = act(Action {
+            member: Some("0".into()),
+            route: Some("c".into()),
+            add: Some("http://127.0.0.1:11,route=c".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate route \"c\""), "{e}");
+        assert_eq!(routes(&b), before, "a refused action changed something");
+        // Its own route again, another free one, a swap through a free name, no route: fine.
+        act(Action {
+            member: Some("0".into()),
+            route: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        act(Action {
+            member: Some("0".into()),
+            route: Some("".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        act(Action {
+            member: Some("1".into()),
+            route: Some("a".into()),
+            add: Some("http://127.0.0.1:11,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            routes(&b),
+            [
+                ("".to_string(), 1),
+                ("a".to_string(), 1),
+                ("b".to_string(), 1)
+            ]
+        );
     }
 
     #[test]
