@@ -2422,3 +2422,116 @@ async fn manager_refuses_unknown_fields_and_flags_by_name() {
     }
     assert_eq!(member().await, (1, true));
 }
+
+/// DNS rebinding: a page whose name was pointed at 127.0.0.1 reaches the manager from
+/// loopback, but with its own name in Host and Origin. It can read nothing and change
+/// nothing; the operator's own requests (an IP address, localhost, a configured name) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_a_foreign_host_or_origin() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--manager-host",
+        "lb1.test",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let port = m.port();
+    let evil_host = format!("attacker.example:{port}");
+    let evil_origin = format!("http://attacker.example:{port}");
+    let (s, _, body) = manager_request(
+        m,
+        "GET",
+        "/api",
+        &[("host", evil_host.as_str())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains("attacker.example") && !body.contains("nonce"),
+        "{body}"
+    );
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let action = format!(r#"{{"nonce":"{nonce}","balancer":"default","member":0,"status":"+D"}}"#);
+    let own_host = format!("127.0.0.1:{port}");
+    let own_origin = format!("http://127.0.0.1:{port}");
+    for (headers, wanted) in [
+        // The rebinding page: a "simple" cross-site request, no preflight.
+        (
+            vec![
+                ("host", evil_host.as_str()),
+                ("origin", evil_origin.as_str()),
+                ("content-type", "text/plain"),
+            ],
+            403,
+        ),
+        // Our Host, another page's Origin.
+        (
+            vec![
+                ("host", own_host.as_str()),
+                ("origin", evil_origin.as_str()),
+                JSON,
+            ],
+            403,
+        ),
+        // Our Host and Origin, but not JSON.
+        (
+            vec![
+                ("host", own_host.as_str()),
+                ("origin", own_origin.as_str()),
+                ("content-type", "text/plain"),
+            ],
+            415,
+        ),
+    ] {
+        let (s, _, body) = manager_request(m, "POST", "/api", &headers, action.clone()).await;
+        assert_eq!(s, wanted, "{headers:?}: {body}");
+    }
+    let form = format!("nonce={nonce}&b=default&w=0&flags=1&D=on");
+    let (s, _, _) = manager_request(
+        m,
+        "POST",
+        "/",
+        &[
+            ("host", evil_host.as_str()),
+            ("origin", evil_origin.as_str()),
+            FORM,
+        ],
+        form,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let c = client();
+    assert_eq!(
+        get(&c, &p.url("/"), None).await.0,
+        200,
+        "a member was disabled"
+    );
+    // The configured name, localhost and the address pass.
+    for host in [
+        format!("lb1.test:{port}"),
+        format!("localhost:{port}"),
+        own_host.clone(),
+    ] {
+        let (s, _, body) =
+            manager_request(m, "GET", "/", &[("host", host.as_str())], String::new()).await;
+        assert_eq!(s, 200, "{host}: {body}");
+    }
+    let origin = format!("http://lb1.test:{port}");
+    let host = format!("lb1.test:{port}");
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[("host", host.as_str()), ("origin", origin.as_str()), JSON],
+        action,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(get(&c, &p.url("/"), None).await.0, 503);
+}

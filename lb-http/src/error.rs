@@ -252,6 +252,12 @@ pub enum AdminError {
         /// The URL of the member that has it.
         other: String,
     },
+    /// A name for [`ManagerConfig::hosts`](crate::admin::ManagerConfig::hosts) that is not
+    /// a DNS name.
+    #[error(
+        "manager host name {0:?} is not a DNS name (letters, digits, hyphens and dots; no scheme, port or path)"
+    )]
+    HostName(String),
     /// A form field or JSON key the manager does not know (a misspelt one would change
     /// nothing).
     #[error("{0}")]

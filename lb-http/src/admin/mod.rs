@@ -15,7 +15,14 @@
 //!
 //! Changes must carry the manager's nonce (Apache's balancer-manager does the same against
 //! cross-site request forgery): the page puts it in each form, the JSON API returns it.
-//! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set.
+//! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set, and
+//! whatever the client, only requests naming an IP address, `localhost` or one of
+//! [`ManagerConfig::hosts`] in their `Host` header (403 otherwise), against DNS rebinding: a
+//! web page whose name was pointed at the manager's address would be same-origin with it,
+//! read the nonce and post changes. For the same reason a POST must come from the page's
+//! own origin (an `Origin` header, when sent, must match the `Host`), and its body must be
+//! `application/x-www-form-urlencoded` for the form and `application/json` for `/api`
+//! (415 otherwise), which a cross-site page cannot send without the browser asking first.
 //!
 //! A program can add read-only sections of its own status with
 //! [`Manager::with_section`] (lb-balancer shows its high-availability node's role this
@@ -66,6 +73,12 @@ pub struct ManagerConfig {
     pub prefix: String,
     /// Serve clients that are not on loopback.
     pub allow_remote: bool,
+    /// Host names the manager answers to besides IP addresses and `localhost` (compared
+    /// without case, port or trailing dot), e.g. `lb1.example.net`. Whatever the client's
+    /// address, a request naming another host in its `Host` header is refused: against DNS
+    /// rebinding, where a web page the operator opens gives its own name the manager's
+    /// address and could then read the nonce and post changes as a same-origin page.
+    pub hosts: Vec<String>,
 }
 
 /// The admin service. Cheap to clone.
@@ -130,6 +143,25 @@ pub struct Flags {
     pub ignore_errors: bool,
     /// S.
     pub stopped: bool,
+}
+
+/// Checks a name for [`ManagerConfig::hosts`]: a DNS name (letters, digits, hyphens and
+/// dots), without scheme, port or path, which a `Host` header could never match.
+pub fn check_host_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::HostName(name.to_string()))
+    }
 }
 
 /// The lbmethod name a balancer was configured with, and lb-core's name of the scheduler
@@ -423,6 +455,9 @@ impl Manager {
                 "the manager is reachable from loopback only\n",
             );
         }
+        if let Err(why) = self.check_host(&req) {
+            return text_owned(StatusCode::FORBIDDEN, format!("{why}\n"));
+        }
         let path = req.uri().path();
         let Some(rest) = path.strip_prefix(self.config.prefix.as_str()) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
@@ -452,6 +487,9 @@ impl Manager {
                 r
             }
             (Method::POST, "") => {
+                if let Some(r) = wrong_content_type(&req, "application/x-www-form-urlencoded") {
+                    return r;
+                }
                 let body = match read_body(req).await {
                     Ok(b) => b,
                     Err(r) => return r,
@@ -491,6 +529,11 @@ impl Manager {
                 json(StatusCode::OK, &body)
             }
             (Method::POST, "api") => {
+                // A cross-site page can post text/plain without asking the browser first
+                // (no CORS preflight); application/json it cannot.
+                if let Some(r) = wrong_content_type(&req, "application/json") {
+                    return r;
+                }
                 let body = match read_body(req).await {
                     Ok(b) => b,
                     Err(r) => return r,
@@ -543,6 +586,104 @@ impl Manager {
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+}
+
+impl Manager {
+    /// Refuses a request naming a host the manager does not answer to (in `Host` or in an
+    /// absolute request target), and a POST whose `Origin` is not that host: see
+    /// [`ManagerConfig::hosts`]. A request with neither (HTTP/1.0) names no host and passes.
+    fn check_host<B>(&self, req: &Request<B>) -> Result<(), String> {
+        let header = match req.headers().get(header::HOST) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| "the Host header is not text".to_string())?,
+            ),
+            None => None,
+        };
+        let uri = req.uri().authority().map(|a| a.as_str());
+        for authority in header.iter().chain(uri.iter()) {
+            let (host, _) = split_authority(authority);
+            if !self.host_allowed(host) {
+                return Err(format!(
+                    "the manager does not answer to host {host:?}: use its IP address, \
+                     localhost, or a host name configured for it"
+                ));
+            }
+        }
+        if req.method() == Method::POST
+            && let Some(origin) = req.headers().get(header::ORIGIN)
+        {
+            let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+            // (scheme, host, port), as an origin is.
+            let ours = header.or(uri).map(|a| {
+                let (host, port) = split_authority(a);
+                let (scheme, default) = if tls { ("https", 443) } else { ("http", 80) };
+                (scheme, host.to_ascii_lowercase(), port.unwrap_or(default))
+            });
+            let theirs = origin.to_str().ok().and_then(|o| {
+                let u: http::Uri = o.parse().ok()?;
+                let (scheme, default) = match u.scheme_str()? {
+                    s if s.eq_ignore_ascii_case("http") => ("http", 80),
+                    s if s.eq_ignore_ascii_case("https") => ("https", 443),
+                    _ => return None,
+                };
+                let (host, port) = split_authority(u.authority()?.as_str());
+                Some((scheme, host.to_ascii_lowercase(), port.unwrap_or(default)))
+            });
+            if ours.is_none() || theirs != ours {
+                return Err(format!(
+                    "a change from origin {:?} is refused: only the manager's own page may post",
+                    String::from_utf8_lossy(origin.as_bytes())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the manager answers to `host` (without port or brackets).
+    fn host_allowed(&self, host: &str) -> bool {
+        let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+        let host = norm(host);
+        host.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || self.config.hosts.iter().any(|h| norm(h) == host)
+    }
+}
+
+/// An authority's host (an IPv6 address without its brackets) and port.
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()),
+        None => (authority, None),
+    }
+}
+
+/// The 415 answer, naming both types, for a POST body that is not of media type `want`
+/// (parameters such as `charset` aside); `None` when it is.
+fn wrong_content_type<B>(req: &Request<B>, want: &str) -> Option<Response<ProxyBody>> {
+    let got = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media = got
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .map(str::trim);
+    if media.is_some_and(|m| m.eq_ignore_ascii_case(want)) {
+        return None;
+    }
+    Some(text_owned(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        match got {
+            Some(got) => format!("expected Content-Type: {want}, got {got:?}\n"),
+            None => format!("expected Content-Type: {want}, got none\n"),
+        },
+    ))
 }
 
 /// One metric: name, type, help, value.
@@ -1222,6 +1363,169 @@ mod tests {
             json_error(&v, e)
                 .starts_with("unknown field \"wieght\": the fields are nonce, balancer"),
         );
+    }
+
+    /// A request from loopback with these headers.
+    fn request(
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Request<ProxyBody> {
+        let mut r = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let mut r = r.body(crate::body::full(body.to_string())).unwrap();
+        r.extensions_mut().insert(ClientInfo {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            tls: false,
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_or_origin_is_refused_against_dns_rebinding() {
+        let b = lb();
+        let m = manager(
+            &b,
+            ManagerConfig {
+                hosts: vec!["LB1.example.net".into()],
+                ..Default::default()
+            },
+        );
+        let status = |r: Request<ProxyBody>| {
+            let m = m.clone();
+            async move { m.handle(r).await.status() }
+        };
+        for host in [
+            "127.0.0.1:8081",
+            "[::1]:8081",
+            "localhost:8081",
+            "lb1.example.NET",
+            "lb1.example.net.:80",
+            "192.0.2.7",
+        ] {
+            assert_eq!(
+                status(request(Method::GET, "/api", &[("host", host)], "")).await,
+                StatusCode::OK,
+                "{host}"
+            );
+        }
+        for host in [
+            "attacker.example:8081",
+            "localhost.attacker.example",
+            "lb1.example.net.evil",
+        ] {
+            for path in ["/api", "/", "/metrics"] {
+                assert_eq!(
+                    status(request(Method::GET, path, &[("host", host)], "")).await,
+                    StatusCode::FORBIDDEN,
+                    "{host}{path}"
+                );
+            }
+        }
+        let r = m
+            .clone()
+            .handle(request(
+                Method::GET,
+                "/api",
+                &[("host", "attacker.example")],
+                "",
+            ))
+            .await;
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("host \"attacker.example\"") && !body.contains(m.nonce()),
+            "{body}"
+        );
+        // An absolute request target names the host too.
+        assert_eq!(
+            status(request(
+                Method::GET,
+                "http://attacker.example/api",
+                &[("host", "127.0.0.1")],
+                ""
+            ))
+            .await,
+            StatusCode::FORBIDDEN
+        );
+
+        // A POST: Origin (when sent) must be the Host, the body the right type.
+        let n = m.nonce().to_string();
+        let action = format!(r#"{{"nonce":"{n}","balancer":"web","member":0,"status":"+D"}}"#);
+        let post = |headers: Vec<(&'static str, &'static str)>| {
+            let action = action.clone();
+            let m = m.clone();
+            async move {
+                m.handle(request(Method::POST, "/api", &headers, &action))
+                    .await
+                    .status()
+            }
+        };
+        let json = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1:8081");
+        for bad in [
+            vec![host, ("origin", "http://attacker.example:8081"), json],
+            vec![host, ("origin", "null"), json],
+            vec![host, ("origin", "http://127.0.0.1:9999"), json],
+            vec![host, ("origin", "https://127.0.0.1:8081"), json],
+        ] {
+            assert_eq!(post(bad.clone()).await, StatusCode::FORBIDDEN, "{bad:?}");
+        }
+        for bad in [vec![host, ("content-type", "text/plain")], vec![host]] {
+            assert_eq!(
+                post(bad.clone()).await,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{bad:?}"
+            );
+        }
+        let form = request(
+            Method::POST,
+            "/",
+            &[host, ("content-type", "text/plain")],
+            &format!("nonce={n}&b=web&w=0&flags=1&D=on"),
+        );
+        assert_eq!(status(form).await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            b.members()[0].state().admin(),
+            lb_core::AdminState::Ready,
+            "a refused post changed the member"
+        );
+        // The page's own origin (default port or not) and a JSON type with a charset pass.
+        assert_eq!(
+            post(vec![
+                ("host", "localhost"),
+                ("origin", "http://LOCALHOST:80"),
+                ("content-type", "application/json; charset=utf-8")
+            ])
+            .await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            b.members()[0].state().admin(),
+            lb_core::AdminState::Maintenance
+        );
+    }
+
+    #[test]
+    fn manager_host_names_must_be_dns_names() {
+        for good in ["lb1.example.net", "localhost", "lb-1", "lb1.example.net."] {
+            assert!(check_host_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "http://lb1",
+            "lb1:8081",
+            "lb1/x",
+            "-lb",
+            "a..b",
+            "*.example.net",
+        ] {
+            let e = check_host_name(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
     }
 
     #[test]
