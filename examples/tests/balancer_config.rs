@@ -164,6 +164,15 @@ fn configuration_errors_name_the_file_line_and_key_or_the_flag() {
         "listen = \"127.0.0.1:0\"\nhead_timeout = -5\n[[balancer]]\nmembers = [\"http://127.0.0.1:19401\"]\n",
     );
     refused(&["--config", &path], &format!("{path}:2: head_timeout: "));
+    // A manager host name with a port could never match a Host header.
+    let path = dir.write(
+        "hosts.toml",
+        "listen = \"127.0.0.1:0\"\nmanager_hosts = [\"lb1.test:8081\"]\n[[balancer]]\nmembers = [\"http://127.0.0.1:19401\"]\n",
+    );
+    refused(
+        &["--config", &path],
+        &format!("{path}:2: manager_hosts: manager host name \"lb1.test:8081\" is not a DNS name"),
+    );
 }
 
 #[test]

@@ -2425,3 +2425,281 @@ async fn balancers_on_two_paths_keep_their_sessions_with_one_cookie_name() {
         assert_eq!(jar.header("/apple"), None);
     }
 }
+
+/// Sends `method path` to the manager on `m` with `headers`; returns (status, location,
+/// body).
+async fn manager_request(
+    m: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> (u16, Option<String>, String) {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{m}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(balancer_support::full(body)).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("request timed out")
+        .unwrap();
+    let s = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (s, loc, String::from_utf8_lossy(&body).into_owned())
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The message a form post's redirect shows on the page.
+async fn form_message(m: std::net::SocketAddr, body: String) -> String {
+    let (s, loc, text) = manager_request(m, "POST", "/", &[FORM], body).await;
+    assert_eq!(s, 303, "{text}");
+    let (_, _, page) = get(&client(), &format!("http://{m}{}", loc.unwrap()), None).await;
+    page.split("id=\"msg\">")
+        .nth(1)
+        .and_then(|s| s.split("</p>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `(url, route)` of every member of the first balancer.
+async fn member_routes(m: std::net::SocketAddr) -> Vec<(String, String)> {
+    let v = manager_view(m).await;
+    v["balancers"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["url"].as_str().unwrap().to_string(),
+                m["route"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The manager refuses to give a member a route another member has, as the command line
+/// and the file do: sticky sessions to that route would all go to one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_a_route_another_member_has() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (_p, m) = Proxy::managed(&[member(&a, "route=a"), member(&b, "route=b")]);
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let before = member_routes(m).await;
+    let dup = format!(
+        "duplicate route &quot;a&quot; (also member {}): sticky sessions would all go to one of them",
+        a.url()
+    );
+    // The form: b renamed to a; a member added with route a.
+    let msg = form_message(m, format!("nonce={nonce}&b=default&w=1&lf=2&wr=a")).await;
+    assert_eq!(msg, dup);
+    let msg = form_message(
+        m,
+        format!("nonce={nonce}&b=default&add=http://127.0.0.1:9,route=a"),
+    )
+    .await;
+    assert_eq!(msg, dup);
+    // The JSON API, by route change and by add.
+    for action in [
+        r#""member":1,"route":"a""#.to_string(),
+        r#""add":"http://127.0.0.1:9,route=a""#.to_string(),
+    ] {
+        let (s, _, body) = manager_request(
+            m,
+            "POST",
+            "/api",
+            &[JSON],
+            format!(r#"{{"nonce":"{nonce}","balancer":"default",{action}}}"#),
+        )
+        .await;
+        assert_eq!(s, 400, "{action}: {body}");
+        assert!(
+            body.contains(&format!(
+                "duplicate route \\\"a\\\" (also member {})",
+                a.url()
+            )),
+            "{body}"
+        );
+    }
+    assert_eq!(member_routes(m).await, before, "a refused change was made");
+    let v = manager_view(m).await;
+    assert_eq!(v["balancers"][0]["members"][1]["loadfactor"], 1);
+}
+
+/// A misspelt JSON key or an unknown form flag is refused by name and changes nothing,
+/// rather than answering success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_unknown_fields_and_flags_by_name() {
+    let a = Backend::start("a").await;
+    let (_p, m) = Proxy::managed(&[a.url()]);
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[JSON],
+        format!(
+            r#"{{"nonce":"{nonce}","balancer":"default","member":0,"loadfactor":2,"wieght":3}}"#
+        ),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("unknown field \\\"wieght\\\""), "{body}");
+    let member = || async {
+        let v = manager_view(m).await;
+        let m = &v["balancers"][0]["members"][0];
+        (
+            m["loadfactor"].as_u64().unwrap(),
+            m["flags"]["disabled"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(member().await, (1, false));
+    // D set, then a form with an unknown flag box: refused, D stays.
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[JSON],
+        format!(r#"{{"nonce":"{nonce}","balancer":"default","member":0,"status":"+D"}}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    for (field, wanted) in [
+        ("X=on", "unknown flag \"X\""),
+        ("weight=3", "unknown form field \"weight\""),
+    ] {
+        let (s, _, body) = manager_request(
+            m,
+            "POST",
+            "/",
+            &[FORM],
+            format!("nonce={nonce}&b=default&w=0&lf=4&flags=1&{field}"),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body.contains(wanted), "{body}");
+    }
+    assert_eq!(member().await, (1, true));
+}
+
+/// DNS rebinding: a page whose name was pointed at 127.0.0.1 reaches the manager from
+/// loopback, but with its own name in Host and Origin. It can read nothing and change
+/// nothing; the operator's own requests (an IP address, localhost, a configured name) pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_refuses_a_foreign_host_or_origin() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--manager-host",
+        "lb1.test",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let port = m.port();
+    let evil_host = format!("attacker.example:{port}");
+    let evil_origin = format!("http://attacker.example:{port}");
+    let (s, _, body) = manager_request(
+        m,
+        "GET",
+        "/api",
+        &[("host", evil_host.as_str())],
+        String::new(),
+    )
+    .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(
+        body.contains("attacker.example") && !body.contains("nonce"),
+        "{body}"
+    );
+    let nonce = manager_view(m).await["nonce"].as_str().unwrap().to_string();
+    let action = format!(r#"{{"nonce":"{nonce}","balancer":"default","member":0,"status":"+D"}}"#);
+    let own_host = format!("127.0.0.1:{port}");
+    let own_origin = format!("http://127.0.0.1:{port}");
+    for (headers, wanted) in [
+        // The rebinding page: a "simple" cross-site request, no preflight.
+        (
+            vec![
+                ("host", evil_host.as_str()),
+                ("origin", evil_origin.as_str()),
+                ("content-type", "text/plain"),
+            ],
+            403,
+        ),
+        // Our Host, another page's Origin.
+        (
+            vec![
+                ("host", own_host.as_str()),
+                ("origin", evil_origin.as_str()),
+                JSON,
+            ],
+            403,
+        ),
+        // Our Host and Origin, but not JSON.
+        (
+            vec![
+                ("host", own_host.as_str()),
+                ("origin", own_origin.as_str()),
+                ("content-type", "text/plain"),
+            ],
+            415,
+        ),
+    ] {
+        let (s, _, body) = manager_request(m, "POST", "/api", &headers, action.clone()).await;
+        assert_eq!(s, wanted, "{headers:?}: {body}");
+    }
+    let form = format!("nonce={nonce}&b=default&w=0&flags=1&D=on");
+    let (s, _, _) = manager_request(
+        m,
+        "POST",
+        "/",
+        &[
+            ("host", evil_host.as_str()),
+            ("origin", evil_origin.as_str()),
+            FORM,
+        ],
+        form,
+    )
+    .await;
+    assert_eq!(s, 403);
+    let c = client();
+    assert_eq!(
+        get(&c, &p.url("/"), None).await.0,
+        200,
+        "a member was disabled"
+    );
+    // The configured name, localhost and the address pass.
+    for host in [
+        format!("lb1.test:{port}"),
+        format!("localhost:{port}"),
+        own_host.clone(),
+    ] {
+        let (s, _, body) =
+            manager_request(m, "GET", "/", &[("host", host.as_str())], String::new()).await;
+        assert_eq!(s, 200, "{host}: {body}");
+    }
+    let origin = format!("http://lb1.test:{port}");
+    let host = format!("lb1.test:{port}");
+    let (s, _, body) = manager_request(
+        m,
+        "POST",
+        "/api",
+        &[("host", host.as_str()), ("origin", origin.as_str()), JSON],
+        action,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(get(&c, &p.url("/"), None).await.0, 503);
+}

@@ -280,20 +280,29 @@ async fn a_reload_warns_that_manager_changes_need_a_restart() {
     let a = Backend::start("a").await;
     let dir = Dir::new("manager-changes");
     let path = dir.file("balancer.toml");
-    let write = |remote: bool| {
+    let write = |remote: bool, hosts: &str| {
         std::fs::write(
             &path,
             format!(
                 "listen = \"127.0.0.1:0\"\nmanager = \"127.0.0.1:0\"\nmanager_remote = {remote}\n\
-                 [[balancer]]\nname = \"app\"\nmembers = [\"{}\"]\n",
+                 manager_hosts = [{hosts}]\n[[balancer]]\nname = \"app\"\nmembers = [\"{}\"]\n",
                 a.url()
             ),
         )
         .unwrap();
     };
-    write(false);
-    // --abortonclose is the command line's: a reload of the file keeps it, silently.
-    let p = Proxy::start(&["--config", path.to_str().unwrap(), "--abortonclose"]);
+    write(false, "\"lb1.test\"");
+    // --abortonclose, --manager-host and --manager are the command line's: a reload of the
+    // file keeps them, silently.
+    let p = Proxy::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--abortonclose",
+        "--manager-host",
+        "cli.test",
+        "--manager",
+        "127.0.0.1:0",
+    ]);
     hup(&p);
     let done = eventually(10, || async { stdout_count(&p, "reloaded") == 1 }).await;
     assert!(done, "the first reload did not finish");
@@ -304,14 +313,30 @@ async fn a_reload_warns_that_manager_changes_need_a_restart() {
         p.stderr.lock().unwrap()
     );
 
-    write(true);
-    hup(&p);
-    let done = eventually(10, || async { stdout_count(&p, "reloaded") == 2 }).await;
-    assert!(done, "the second reload did not finish");
-    assert_eq!(
-        stderr_count(&p, "manager and manager_remote changes need a restart"),
-        1,
-        "{:?}",
-        p.stderr.lock().unwrap()
-    );
+    let warning = "manager, manager_remote and manager_hosts changes need a restart";
+    for (n, (remote, hosts)) in [(false, "\"lb2.test\""), (true, "\"lb1.test\"")]
+        .into_iter()
+        .enumerate()
+    {
+        write(remote, hosts);
+        hup(&p);
+        let done = eventually(10, || async { stdout_count(&p, "reloaded") == n + 2 }).await;
+        assert!(done, "reload {} did not finish", n + 2);
+        assert_eq!(
+            stderr_count(&p, warning),
+            n + 1,
+            "{:?}",
+            p.stderr.lock().unwrap()
+        );
+    }
+    // The names the manager started with still hold, the file's and the command line's.
+    let m = p.manager.unwrap();
+    for host in ["lb1.test", "cli.test"] {
+        let req = hyper::Request::get(format!("http://{m}/api"))
+            .header("host", host)
+            .body(balancer_support::full(""))
+            .unwrap();
+        let r = client().request(req).await.unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+    }
 }

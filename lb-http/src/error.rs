@@ -242,4 +242,24 @@ pub enum AdminError {
     /// A section's key is taken (`nonce`, `balancers`, or an earlier section's).
     #[error("manager section key {0:?} is taken")]
     Section(String),
+    /// Another member of the balancer has the route.
+    #[error(
+        "duplicate route {route:?} (also member {other}): sticky sessions would all go to one of them"
+    )]
+    DuplicateRoute {
+        /// The route.
+        route: String,
+        /// The URL of the member that has it.
+        other: String,
+    },
+    /// A name for [`ManagerConfig::hosts`](crate::admin::ManagerConfig::hosts) that is not
+    /// a DNS name.
+    #[error(
+        "manager host name {0:?} is not a DNS name (letters, digits, hyphens and dots; no scheme, port or path)"
+    )]
+    HostName(String),
+    /// A form field or JSON key the manager does not know (a misspelt one would change
+    /// nothing).
+    #[error("{0}")]
+    Unknown(String),
 }

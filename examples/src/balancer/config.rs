@@ -8,6 +8,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! manager = "127.0.0.1:8081"
+//! manager_hosts = ["lb1.example.net"]   # names the manager answers to, besides IPs and localhost
 //!
 //! [[balancer]]
 //! name = "app"
@@ -276,6 +277,8 @@ pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
     pub(crate) manager: Option<SocketAddr>,
     pub(crate) manager_remote: bool,
+    /// Host names the manager answers to besides IP addresses and `localhost`.
+    pub(crate) manager_hosts: Vec<String>,
     pub(crate) balancers: Vec<BalancerConf>,
     pub(crate) file: Option<PathBuf>,
     /// Client-side limits: head deadline, idle and client timeouts, header count and size.
@@ -288,11 +291,12 @@ pub(crate) struct Config {
 
 /// What the command line sets over a file's values: `--manager` replaces its `manager`,
 /// `--manager-remote` and `--abortonclose` turn on its `manager_remote` and
-/// `abort_on_close`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `abort_on_close`, `--manager-host` adds to its `manager_hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Overrides {
     pub(crate) manager: Option<SocketAddr>,
     pub(crate) manager_remote: bool,
+    pub(crate) manager_hosts: Vec<String>,
     pub(crate) abort_on_close: bool,
 }
 
@@ -304,6 +308,8 @@ impl Config {
             self.manager = overrides.manager;
         }
         self.manager_remote |= overrides.manager_remote;
+        self.manager_hosts
+            .extend(overrides.manager_hosts.iter().cloned());
         self.abort_on_close |= overrides.abort_on_close;
         self.overrides = overrides;
         self
@@ -340,6 +346,7 @@ struct FileToml {
     listen: Option<Spanned<toml::Value>>,
     manager: Option<Spanned<toml::Value>>,
     manager_remote: Option<Spanned<toml::Value>>,
+    manager_hosts: Option<Spanned<toml::Value>>,
     head_timeout: Option<Spanned<toml::Value>>,
     idle_timeout: Option<Spanned<toml::Value>>,
     client_timeout: Option<Spanned<toml::Value>>,
@@ -409,6 +416,28 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         }),
     };
     let manager_remote = flag(&file.manager_remote, "manager_remote")?;
+    let mut manager_hosts = Vec::new();
+    if let Some(v) = &file.manager_hosts {
+        let names = v.get_ref().as_array().ok_or_else(|| {
+            err(
+                v.span(),
+                "manager_hosts",
+                &format!("expected a list of host names, got {}", v.get_ref()),
+            )
+        })?;
+        for name in names {
+            let name = name.as_str().ok_or_else(|| {
+                err(
+                    v.span(),
+                    "manager_hosts",
+                    &format!("expected a host name in quotes, got {name}"),
+                )
+            })?;
+            lb_http::admin::check_host_name(name)
+                .map_err(|e| err(v.span(), "manager_hosts", &e.to_string()))?;
+            manager_hosts.push(name.to_string());
+        }
+    }
     let abort_on_close = flag(&file.abort_on_close, "abort_on_close")?;
     let listen = match &file.listen {
         Some(v) => addr(v, "listen")?,
@@ -593,6 +622,7 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         listen,
         manager,
         manager_remote,
+        manager_hosts,
         balancers,
         file: Some(path.to_path_buf()),
         limits,

@@ -65,6 +65,7 @@ pub(crate) async fn config() -> Result<Config, ConfigError> {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         manager: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
         manager_remote: false,
+        manager_hosts: Vec::new(),
         balancers: vec![b],
         file: None,
         limits: Default::default(),

@@ -365,6 +365,7 @@ async fn control_loop(
             ManagerConfig {
                 prefix: String::new(),
                 allow_remote: config.manager_remote,
+                hosts: config.manager_hosts.clone(),
             },
         );
         if let Some((handle, _, _)) = &ha {
@@ -396,8 +397,12 @@ async fn control_loop(
         let file = config.file.clone();
         let listen = config.listen;
         let client_side = (config.limits, config.abort_on_close);
-        let manager_side = (config.manager, config.manager_remote);
-        let overrides = config.overrides;
+        let manager_side = (
+            config.manager,
+            config.manager_remote,
+            config.manager_hosts.clone(),
+        );
+        let overrides = config.overrides.clone();
         let plan_rx = plan_rx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
@@ -409,12 +414,12 @@ async fn control_loop(
                 };
                 let fresh = config::load_file(path).and_then(|c| {
                     // The command line's values win over the file's at every reload too.
-                    let mut c = c.with_overrides(overrides);
+                    let mut c = c.with_overrides(overrides.clone());
                     if c.listen != listen {
                         eprintln!("lb-balancer: reload: listen address changes need a restart; keeping {listen}");
                     }
-                    if (c.manager, c.manager_remote) != manager_side {
-                        eprintln!("lb-balancer: reload: manager and manager_remote changes need a restart; keeping the running ones");
+                    if (c.manager, c.manager_remote, c.manager_hosts.clone()) != manager_side {
+                        eprintln!("lb-balancer: reload: manager, manager_remote and manager_hosts changes need a restart; keeping the running ones");
                     }
                     if (c.limits, c.abort_on_close) != client_side {
                         eprintln!("lb-balancer: reload: head_timeout, idle_timeout, client_timeout, max_headers, max_head_size and abort_on_close changes need a restart; keeping the running ones");

@@ -72,8 +72,8 @@ const FILE_ONLY: [&str; 22] = [
 struct Cli {
     /// TOML configuration (several balancers on path prefixes); SIGHUP reloads it. The
     /// file holds the listen address, the balancers and the limits: the flags that set them
-    /// cannot be given with it (only --manager, --manager-remote, --abortonclose, --workers
-    /// and the HA flags can).
+    /// cannot be given with it (only --manager, --manager-remote, --manager-host,
+    /// --abortonclose, --workers and the HA flags can).
     #[arg(long, short = 'c', conflicts_with_all = FILE_ONLY)]
     config: Option<PathBuf>,
     /// Address to serve on.
@@ -143,6 +143,11 @@ struct Cli {
     /// `manager_remote`).
     #[arg(long)]
     manager_remote: bool,
+    /// A host name the manager answers to, besides IP addresses and localhost (repeat for
+    /// more; with --config: as well as the file's `manager_hosts`). Requests naming any
+    /// other host in their Host header are refused (403), against DNS rebinding.
+    #[arg(long, value_name = "NAME", value_parser = manager_host)]
+    manager_host: Vec<String>,
     /// Worker threads, each with its own listener (SO_REUSEPORT) and connection pools
     /// (default: the number of CPUs).
     #[arg(long)]
@@ -234,12 +239,19 @@ fn from_cli(cli: &Cli) -> Result<Config, String> {
         listen: cli.listen,
         manager: cli.manager,
         manager_remote: cli.manager_remote,
+        manager_hosts: cli.manager_host.clone(),
         balancers: vec![b],
         file: None,
         limits,
         abort_on_close: cli.abortonclose,
         overrides: Default::default(),
     })
+}
+
+/// `--manager-host`: a DNS name.
+fn manager_host(name: &str) -> Result<String, String> {
+    lb_http::admin::check_host_name(name).map_err(|e| e.to_string())?;
+    Ok(name.to_string())
 }
 
 fn main() -> ExitCode {
@@ -298,6 +310,7 @@ fn main() -> ExitCode {
             config::load_file(path)?.with_overrides(config::Overrides {
                 manager: cli.manager,
                 manager_remote: cli.manager_remote,
+                manager_hosts: cli.manager_host.clone(),
                 abort_on_close: cli.abortonclose,
             })
         } else {

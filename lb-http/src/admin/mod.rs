@@ -15,7 +15,14 @@
 //!
 //! Changes must carry the manager's nonce (Apache's balancer-manager does the same against
 //! cross-site request forgery): the page puts it in each form, the JSON API returns it.
-//! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set.
+//! Only loopback clients are served unless [`ManagerConfig::allow_remote`] is set, and
+//! whatever the client, only requests naming an IP address, `localhost` or one of
+//! [`ManagerConfig::hosts`] in their `Host` header (403 otherwise), against DNS rebinding: a
+//! web page whose name was pointed at the manager's address would be same-origin with it,
+//! read the nonce and post changes. For the same reason a POST must come from the page's
+//! own origin (an `Origin` header, when sent, must match the `Host`), and its body must be
+//! `application/x-www-form-urlencoded` for the form and `application/json` for `/api`
+//! (415 otherwise), which a cross-site page cannot send without the browser asking first.
 //!
 //! A program can add read-only sections of its own status with
 //! [`Manager::with_section`] (lb-balancer shows its high-availability node's role this
@@ -66,6 +73,12 @@ pub struct ManagerConfig {
     pub prefix: String,
     /// Serve clients that are not on loopback.
     pub allow_remote: bool,
+    /// Host names the manager answers to besides IP addresses and `localhost` (compared
+    /// without case, port or trailing dot), e.g. `lb1.example.net`. Whatever the client's
+    /// address, a request naming another host in its `Host` header is refused: against DNS
+    /// rebinding, where a web page the operator opens gives its own name the manager's
+    /// address and could then read the nonce and post changes as a same-origin page.
+    pub hosts: Vec<String>,
 }
 
 /// The admin service. Cheap to clone.
@@ -132,6 +145,25 @@ pub struct Flags {
     pub stopped: bool,
 }
 
+/// Checks a name for [`ManagerConfig::hosts`]: a DNS name (letters, digits, hyphens and
+/// dots), without scheme, port or path, which a `Host` header could never match.
+pub fn check_host_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::HostName(name.to_string()))
+    }
+}
+
 /// The lbmethod name a balancer was configured with, and lb-core's name of the scheduler
 /// it named then (see [`set_lbmethod_name`]).
 #[derive(Debug, Default)]
@@ -170,8 +202,10 @@ pub struct BalancerView {
 }
 
 /// A change, from a form or the JSON API. It is checked whole before anything is applied:
-/// a refused value leaves every member as it was.
+/// a refused value leaves every member as it was. An unknown field is refused too: a
+/// misspelt one (`wieght`) would otherwise change nothing and still report success.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Action {
     /// The nonce (missing is refused like a wrong one).
     #[serde(default)]
@@ -300,13 +334,20 @@ impl Manager {
             Some((spec, backend)) => {
                 let id = edit.add(backend)?;
                 spec.status.set_in(&mut edit, id)?;
-                Some(spec.url)
+                Some((spec.url, id))
             }
             None => None,
         };
         if let Some((_, id, change)) = &change {
             change.apply(&mut edit, *id)?;
         }
+        // Routes are checked in the edit, under the balancer's write lock: no other change
+        // can give a member the same route between this check and the commit.
+        let added_id = added.as_ref().map(|(_, id)| *id);
+        for id in change.iter().map(|(_, id, _)| *id).chain(added_id) {
+            check_route_unique(edit.members(), id)?;
+        }
+        let added = added.map(|(url, _)| url);
         edit.commit();
         if let Some((member, _, _)) = change {
             tracing::info!("manager: changed member {member} of {}", a.balancer);
@@ -414,6 +455,9 @@ impl Manager {
                 "the manager is reachable from loopback only\n",
             );
         }
+        if let Err(why) = self.check_host(&req) {
+            return text_owned(StatusCode::FORBIDDEN, format!("{why}\n"));
+        }
         let path = req.uri().path();
         let Some(rest) = path.strip_prefix(self.config.prefix.as_str()) else {
             return text(StatusCode::NOT_FOUND, "not found\n");
@@ -443,6 +487,9 @@ impl Manager {
                 r
             }
             (Method::POST, "") => {
+                if let Some(r) = wrong_content_type(&req, "application/x-www-form-urlencoded") {
+                    return r;
+                }
                 let body = match read_body(req).await {
                     Ok(b) => b,
                     Err(r) => return r,
@@ -451,6 +498,11 @@ impl Manager {
                     Ok(()) => "updated".to_string(),
                     Err(AdminError::Nonce) => {
                         return text(StatusCode::FORBIDDEN, "bad or missing nonce\n");
+                    }
+                    // Not a value a person typed in the page (which sends no such field)
+                    // but a request the page could not have made: refused outright.
+                    Err(AdminError::Unknown(u)) => {
+                        return text_owned(StatusCode::BAD_REQUEST, format!("{u}\n"));
                     }
                     Err(e) => e.to_string(),
                 };
@@ -477,6 +529,11 @@ impl Manager {
                 json(StatusCode::OK, &body)
             }
             (Method::POST, "api") => {
+                // A cross-site page can post text/plain without asking the browser first
+                // (no CORS preflight); application/json it cannot.
+                if let Some(r) = wrong_content_type(&req, "application/json") {
+                    return r;
+                }
                 let body = match read_body(req).await {
                     Ok(b) => b,
                     Err(r) => return r,
@@ -531,6 +588,104 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Refuses a request naming a host the manager does not answer to (in `Host` or in an
+    /// absolute request target), and a POST whose `Origin` is not that host: see
+    /// [`ManagerConfig::hosts`]. A request with neither (HTTP/1.0) names no host and passes.
+    fn check_host<B>(&self, req: &Request<B>) -> Result<(), String> {
+        let header = match req.headers().get(header::HOST) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| "the Host header is not text".to_string())?,
+            ),
+            None => None,
+        };
+        let uri = req.uri().authority().map(|a| a.as_str());
+        for authority in header.iter().chain(uri.iter()) {
+            let (host, _) = split_authority(authority);
+            if !self.host_allowed(host) {
+                return Err(format!(
+                    "the manager does not answer to host {host:?}: use its IP address, \
+                     localhost, or a host name configured for it"
+                ));
+            }
+        }
+        if req.method() == Method::POST
+            && let Some(origin) = req.headers().get(header::ORIGIN)
+        {
+            let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
+            // (scheme, host, port), as an origin is.
+            let ours = header.or(uri).map(|a| {
+                let (host, port) = split_authority(a);
+                let (scheme, default) = if tls { ("https", 443) } else { ("http", 80) };
+                (scheme, host.to_ascii_lowercase(), port.unwrap_or(default))
+            });
+            let theirs = origin.to_str().ok().and_then(|o| {
+                let u: http::Uri = o.parse().ok()?;
+                let (scheme, default) = match u.scheme_str()? {
+                    s if s.eq_ignore_ascii_case("http") => ("http", 80),
+                    s if s.eq_ignore_ascii_case("https") => ("https", 443),
+                    _ => return None,
+                };
+                let (host, port) = split_authority(u.authority()?.as_str());
+                Some((scheme, host.to_ascii_lowercase(), port.unwrap_or(default)))
+            });
+            if ours.is_none() || theirs != ours {
+                return Err(format!(
+                    "a change from origin {:?} is refused: only the manager's own page may post",
+                    String::from_utf8_lossy(origin.as_bytes())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the manager answers to `host` (without port or brackets).
+    fn host_allowed(&self, host: &str) -> bool {
+        let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
+        let host = norm(host);
+        host.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || self.config.hosts.iter().any(|h| norm(h) == host)
+    }
+}
+
+/// An authority's host (an IPv6 address without its brackets) and port.
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()),
+        None => (authority, None),
+    }
+}
+
+/// The 415 answer, naming both types, for a POST body that is not of media type `want`
+/// (parameters such as `charset` aside); `None` when it is.
+fn wrong_content_type<B>(req: &Request<B>, want: &str) -> Option<Response<ProxyBody>> {
+    let got = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media = got
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .map(str::trim);
+    if media.is_some_and(|m| m.eq_ignore_ascii_case(want)) {
+        return None;
+    }
+    Some(text_owned(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        match got {
+            Some(got) => format!("expected Content-Type: {want}, got {got:?}\n"),
+            None => format!("expected Content-Type: {want}, got none\n"),
+        },
+    ))
+}
+
 /// One metric: name, type, help, value.
 type Series = (
     &'static str,
@@ -553,6 +708,10 @@ fn prom_escape(s: &str) -> String {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    text_owned(status, body.to_string())
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -594,6 +753,7 @@ impl Manager {
         let mut has_flags = false;
         let mut flags = String::new();
         let mut bad = None;
+        let mut unknown = None;
         for (k, v) in form_urlencoded::parse(body) {
             let mut check = |key: &str| match form_value(&k, key, &v) {
                 Ok(spec) => Some(spec),
@@ -615,11 +775,27 @@ impl Manager {
                 "add" => a.add = Some(v.into_owned()),
                 "flags" => has_flags = true,
                 "D" | "N" | "H" | "I" | "S" => flags.push_str(&k),
-                _ => {}
+                // The page sends none other: a misspelt field or flag would change nothing
+                // (and an unknown flag box would clear every flag) while saying "updated".
+                k if k.len() == 1 && k.bytes().all(|c| c.is_ascii_alphabetic()) => {
+                    unknown.get_or_insert_with(|| {
+                        format!("unknown flag {k:?}: the flags are D N H I S")
+                    });
+                }
+                k => {
+                    unknown.get_or_insert_with(|| {
+                        format!(
+                            "unknown form field {k:?}: the fields are nonce b w lf ls wr flags D N H I S add"
+                        )
+                    });
+                }
             }
         }
         if a.nonce != *self.nonce {
             return Err(AdminError::Nonce);
+        }
+        if let Some(u) = unknown {
+            return Err(AdminError::Unknown(u));
         }
         if let Some(e) = bad {
             return Err(e.into());
@@ -659,6 +835,24 @@ fn form_value(field: &str, key: &str, value: &str) -> Result<Option<MemberSpec>,
 /// The error for a JSON action that does not deserialize, naming the field at fault
 /// (serde's message alone names only the expected type).
 fn json_error(value: &serde_json::Value, e: serde_json::Error) -> String {
+    const FIELDS: [&str; 8] = [
+        "nonce",
+        "balancer",
+        "member",
+        "loadfactor",
+        "lbset",
+        "route",
+        "status",
+        "add",
+    ];
+    for key in value.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if !FIELDS.contains(&key.as_str()) {
+            return format!(
+                "unknown field {key:?}: the fields are {}",
+                FIELDS.join(", ")
+            );
+        }
+    }
     for (key, v) in value.as_object().into_iter().flatten() {
         let mut probe = serde_json::Map::new();
         probe.insert("balancer".into(), "".into());
@@ -692,6 +886,27 @@ fn member_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
         }
     }
     d.deserialize_any(Member)
+}
+
+/// Refuses member `id`'s route when another of `members` has it, as lb-balancer's
+/// configuration does: sticky sessions to that route would all go to the first of them.
+fn check_route_unique(members: &[Arc<lb_core::Member>], id: BackendId) -> Result<(), AdminError> {
+    let Some(m) = members.iter().find(|m| m.id() == id) else {
+        return Ok(());
+    };
+    let Some(route) = m.backend().route().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    match members
+        .iter()
+        .find(|o| o.id() != id && o.backend().route() == Some(route))
+    {
+        Some(other) => Err(AdminError::DuplicateRoute {
+            route: route.to_string(),
+            other: member_view(other).url,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The changes an action makes to one member, checked.
@@ -1011,6 +1226,306 @@ mod tests {
         assert!(metrics.contains(
             "lb_member_info{balancer=\"web\",member=\"http://127.0.0.1:10\",route=\"b\",lbset=\"0\"} 1\n"
         ));
+    }
+
+    /// A manager over `b` as balancer `web`.
+    fn manager(b: &Balancer, config: ManagerConfig) -> Manager {
+        let b = b.clone();
+        Manager::new(
+            Arc::new(move || vec![("web".to_string(), b.clone())]),
+            config,
+        )
+    }
+
+    /// `(route, loadfactor)` of each member.
+    fn routes(b: &Balancer) -> Vec<(String, u32)> {
+        b.members()
+            .iter()
+            .map(|m| {
+                let be = m.backend();
+                (be.route().unwrap_or("").to_string(), be.weight())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_route_another_member_has_is_refused_and_nothing_changes() {
+        let b = lb();
+        let m = manager(&b, ManagerConfig::default());
+        let nonce = m.nonce().to_string();
+        let act = |a: Action| {
+            m.apply(&Action {
+                nonce: nonce.clone(),
+                balancer: "web".into(),
+                ..a
+            })
+        };
+        act(Action {
+            add: Some("http://127.0.0.1:10,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let before = routes(&b);
+        // Member 1 (route b) renamed to a, with a load factor in the same action.
+        let e = act(Action {
+            member: Some("1".into()),
+            route: Some("a".into()),
+            loadfactor: Some(5),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "duplicate route \"a\" (also member http://127.0.0.1:9): sticky sessions would all go to one of them"
+        );
+        // Added with a route a member has, through the JSON's `add` or the form's.
+        let e = act(Action {
+            add: Some("http://127.0.0.1:11,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("duplicate route \"b\" (also member http://127.0.0.1:10)"),
+            "{e}"
+        );
+        let a = m
+            .form_action(format!("nonce={nonce}&b=web&add=http://127.0.0.1:11,route=a").as_bytes())
+            .unwrap();
+        assert!(matches!(
+            m.apply(&a),
+            Err(AdminError::DuplicateRoute { .. })
+        ));
+        // A member renamed to a route added in the same action.
+        let e = act(Action {
+            member: Some("0".into()),
+            route: Some("c".into()),
+            add: Some("http://127.0.0.1:11,route=c".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate route \"c\""), "{e}");
+        assert_eq!(routes(&b), before, "a refused action changed something");
+        // Its own route again, another free one, a swap through a free name, no route: fine.
+        act(Action {
+            member: Some("0".into()),
+            route: Some("a".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        act(Action {
+            member: Some("0".into()),
+            route: Some("".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        act(Action {
+            member: Some("1".into()),
+            route: Some("a".into()),
+            add: Some("http://127.0.0.1:11,route=b".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            routes(&b),
+            [
+                ("".to_string(), 1),
+                ("a".to_string(), 1),
+                ("b".to_string(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_form_fields_and_json_keys_are_refused_by_name() {
+        let b = lb();
+        let m = manager(&b, ManagerConfig::default());
+        let n = m.nonce().to_string();
+        let e = m
+            .form_action(format!("nonce={n}&b=web&w=0&flags=1&X=on").as_bytes())
+            .unwrap_err();
+        assert_eq!(e.to_string(), "unknown flag \"X\": the flags are D N H I S");
+        let e = m
+            .form_action(format!("nonce={n}&b=web&w=0&weight=3").as_bytes())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("unknown form field \"weight\""),
+            "{e}"
+        );
+        // The nonce is checked first, as for every other complaint.
+        assert!(matches!(
+            m.form_action(b"b=web&w=0&X=on"),
+            Err(AdminError::Nonce)
+        ));
+        let v = serde_json::json!({"nonce": n, "balancer": "web", "member": 0, "wieght": 3});
+        let e = Action::deserialize(&v).unwrap_err();
+        assert!(
+            json_error(&v, e)
+                .starts_with("unknown field \"wieght\": the fields are nonce, balancer"),
+        );
+    }
+
+    /// A request from loopback with these headers.
+    fn request(
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Request<ProxyBody> {
+        let mut r = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let mut r = r.body(crate::body::full(body.to_string())).unwrap();
+        r.extensions_mut().insert(ClientInfo {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            tls: false,
+        });
+        r
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_or_origin_is_refused_against_dns_rebinding() {
+        let b = lb();
+        let m = manager(
+            &b,
+            ManagerConfig {
+                hosts: vec!["LB1.example.net".into()],
+                ..Default::default()
+            },
+        );
+        let status = |r: Request<ProxyBody>| {
+            let m = m.clone();
+            async move { m.handle(r).await.status() }
+        };
+        for host in [
+            "127.0.0.1:8081",
+            "[::1]:8081",
+            "localhost:8081",
+            "lb1.example.NET",
+            "lb1.example.net.:80",
+            "192.0.2.7",
+        ] {
+            assert_eq!(
+                status(request(Method::GET, "/api", &[("host", host)], "")).await,
+                StatusCode::OK,
+                "{host}"
+            );
+        }
+        for host in [
+            "attacker.example:8081",
+            "localhost.attacker.example",
+            "lb1.example.net.evil",
+        ] {
+            for path in ["/api", "/", "/metrics"] {
+                assert_eq!(
+                    status(request(Method::GET, path, &[("host", host)], "")).await,
+                    StatusCode::FORBIDDEN,
+                    "{host}{path}"
+                );
+            }
+        }
+        let r = m
+            .clone()
+            .handle(request(
+                Method::GET,
+                "/api",
+                &[("host", "attacker.example")],
+                "",
+            ))
+            .await;
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("host \"attacker.example\"") && !body.contains(m.nonce()),
+            "{body}"
+        );
+        // An absolute request target names the host too.
+        assert_eq!(
+            status(request(
+                Method::GET,
+                "http://attacker.example/api",
+                &[("host", "127.0.0.1")],
+                ""
+            ))
+            .await,
+            StatusCode::FORBIDDEN
+        );
+
+        // A POST: Origin (when sent) must be the Host, the body the right type.
+        let n = m.nonce().to_string();
+        let action = format!(r#"{{"nonce":"{n}","balancer":"web","member":0,"status":"+D"}}"#);
+        let post = |headers: Vec<(&'static str, &'static str)>| {
+            let action = action.clone();
+            let m = m.clone();
+            async move {
+                m.handle(request(Method::POST, "/api", &headers, &action))
+                    .await
+                    .status()
+            }
+        };
+        let json = ("content-type", "application/json");
+        let host = ("host", "127.0.0.1:8081");
+        for bad in [
+            vec![host, ("origin", "http://attacker.example:8081"), json],
+            vec![host, ("origin", "null"), json],
+            vec![host, ("origin", "http://127.0.0.1:9999"), json],
+            vec![host, ("origin", "https://127.0.0.1:8081"), json],
+        ] {
+            assert_eq!(post(bad.clone()).await, StatusCode::FORBIDDEN, "{bad:?}");
+        }
+        for bad in [vec![host, ("content-type", "text/plain")], vec![host]] {
+            assert_eq!(
+                post(bad.clone()).await,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{bad:?}"
+            );
+        }
+        let form = request(
+            Method::POST,
+            "/",
+            &[host, ("content-type", "text/plain")],
+            &format!("nonce={n}&b=web&w=0&flags=1&D=on"),
+        );
+        assert_eq!(status(form).await, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            b.members()[0].state().admin(),
+            lb_core::AdminState::Ready,
+            "a refused post changed the member"
+        );
+        // The page's own origin (default port or not) and a JSON type with a charset pass.
+        assert_eq!(
+            post(vec![
+                ("host", "localhost"),
+                ("origin", "http://LOCALHOST:80"),
+                ("content-type", "application/json; charset=utf-8")
+            ])
+            .await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            b.members()[0].state().admin(),
+            lb_core::AdminState::Maintenance
+        );
+    }
+
+    #[test]
+    fn manager_host_names_must_be_dns_names() {
+        for good in ["lb1.example.net", "localhost", "lb-1", "lb1.example.net."] {
+            assert!(check_host_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "http://lb1",
+            "lb1:8081",
+            "lb1/x",
+            "-lb",
+            "a..b",
+            "*.example.net",
+        ] {
+            let e = check_host_name(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
     }
 
     #[test]
