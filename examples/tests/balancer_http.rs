@@ -1448,6 +1448,24 @@ async fn members_that_all_take_sticky_sessions_only_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_that_are_all_disabled_or_stopped_are_reported() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "status=+D"), member(&b, "status=+S"));
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &ma, "--member", &mb]);
+    let warned = eventually(10, || async {
+        p.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("every member is disabled (+D) or stopped (+S)"))
+    })
+    .await;
+    assert!(warned, "{:?}", p.stderr.lock().unwrap());
+    assert_eq!(get(&client(), &p.url("/"), None).await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_inserted_cookie() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;

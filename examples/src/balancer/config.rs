@@ -385,7 +385,25 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
         .map_err(|e| ConfigError(format!("{shown}: cannot read: {e}")))?;
     let file: FileToml = toml::from_str(&src).map_err(|e| {
         let line = e.span().map(|s| line_of(&src, s.start)).unwrap_or(0);
-        ConfigError(format!("{shown}:{line}: {}", e.message().trim()))
+        let message = e.message().trim();
+        // toml's messages do not always name what they are about ("duplicate key"): the text
+        // at the error, when it is one short line, does.
+        let at = e
+            .span()
+            .and_then(|s| src.get(s))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
+        let mut text = match at {
+            Some(at) if !message.contains(at) => format!("{message} (at `{at}`)"),
+            _ => message.to_string(),
+        };
+        // A balancer written as a table: the one mistake that message does not explain.
+        if message.contains("expected a sequence")
+            && at.is_some_and(|t| t.starts_with("[balancer]"))
+        {
+            text.push_str("; balancers are an array of tables: write [[balancer]]");
+        }
+        ConfigError(format!("{shown}:{line}: {text}"))
     })?;
     let err = |span: std::ops::Range<usize>, key: &str, msg: &str| {
         ConfigError(format!(
@@ -553,7 +571,14 @@ pub(crate) fn load_file(path: &Path) -> Result<Config, ConfigError> {
                 continue;
             }
             let Some(text) = value_text(v.get_ref()) else {
-                return Err(err(k.span(), key, "expected a string, number or boolean"));
+                return Err(err(
+                    k.span(),
+                    key,
+                    &format!(
+                        "expected a string, a whole number or a boolean, got {}",
+                        v.get_ref()
+                    ),
+                ));
             };
             b.set(key, &text).map_err(|e| err(k.span(), key, &e))?;
         }
@@ -749,6 +774,28 @@ mod tests {
         let p = write("listen = \"127.0.0.1:1\"\nbogus = 1\n");
         let e = load_file(&p).unwrap_err().0;
         assert!(e.contains(":2:") && e.contains("bogus"), "{e}");
+    }
+
+    /// toml's own messages say what is wrong, not always about what: the text at the error
+    /// is added, and the two mistakes QA met are explained.
+    #[test]
+    fn toml_errors_name_what_they_are_about() {
+        let members = "members = [\"http://127.0.0.1:9\"]\n";
+        let p = write(&format!("[[balancer]]\n{members}{members}"));
+        let e = load_file(&p).unwrap_err().0;
+        assert!(
+            e.contains(":3: duplicate key") && e.contains("`members`"),
+            "{e}"
+        );
+        let p = write(&format!("[balancer]\n{members}"));
+        let e = load_file(&p).unwrap_err().0;
+        assert!(e.contains("write [[balancer]]"), "{e}");
+        let p = write(&format!("[[balancer]]\ntimeout = 1.5\n{members}"));
+        let e = load_file(&p).unwrap_err().0;
+        assert!(
+            e.contains(":2: timeout: expected a string, a whole number or a boolean, got 1.5"),
+            "{e}"
+        );
     }
 
     #[test]

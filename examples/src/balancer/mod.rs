@@ -156,6 +156,19 @@ pub(crate) fn build_plan(config: &Config, running: Option<&Plan>) -> Result<Plan
     }
     for c in &config.balancers {
         // Accepted (0 is lb's quiescent member), but likely a mistake: say what it does.
+        // Every member disabled or stopped: started as configured (the manager can enable
+        // one), but every request gets 503 until then.
+        if !c.members.is_empty()
+            && c.members
+                .iter()
+                .all(|m| m.status.disabled || m.status.stopped)
+        {
+            eprintln!(
+                "lb-balancer: warning: balancer {}: every member is disabled (+D) or stopped \
+                 (+S); requests get 503 until one is enabled",
+                c.name
+            );
+        }
         if !c.members.is_empty() && c.members.iter().all(|m| m.loadfactor == 0) {
             eprintln!(
                 "lb-balancer: warning: balancer {}: every member has loadfactor 0, which takes \
