@@ -1023,20 +1023,8 @@ async fn stray_bytes_after_a_bodiless_response_do_not_reach_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_errors_map_to_502_and_504() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A backend that answers garbage.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bad = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..4 {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 2x0 Nope\r\n\r\n").await;
-        }
-    });
+    let bad = member_replying_once(b"HTTP/1.1 2x0 Nope\r\n\r\n").await;
     let p = Proxy::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -2229,6 +2217,25 @@ async fn a_stray_response_on_an_idle_member_connection_reaches_no_client() {
     }
 }
 
+/// A member that reads a request on each of its first four connections, writes `reply` and
+/// closes.
+async fn member_replying_once(reply: &'static [u8]) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply).await;
+        }
+    });
+    addr
+}
+
 /// A member that answers every request with `response`, as it is.
 async fn member_answering(response: &'static str) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -2292,22 +2299,8 @@ async fn a_response_with_both_transfer_encoding_and_content_length_is_a_502() {
 /// which member did it (at the default level).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_cut_off_by_the_member_is_logged() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..4 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly 7")
-                .await;
-            // Dropped: closed 93 bytes short.
-        }
-    });
+    // Closed 93 bytes short.
+    let addr = member_replying_once(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly 7").await;
     let p = Proxy::start(&[
         "--listen",
         "127.0.0.1:0",
