@@ -950,47 +950,25 @@ async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_bytes_after_a_bodiless_response_do_not_reach_the_next_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A backend that sends a body after a 204 and after the head of a HEAD answer, a moment
     // later, on a kept-alive connection (a common application bug).
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..8 {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                for _ in 0..8 {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let mut chunk = [0u8; 1024];
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let (reply, stray): (&[u8], bool) = if head.starts_with("GET /204 ") {
-                        (b"HTTP/1.1 204 No Content\r\n\r\n", true)
-                    } else if head.starts_with("HEAD ") {
-                        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
-                    } else {
-                        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
-                    };
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                    if stray {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        let _ = s.write_all(b"hello").await;
-                    }
-                }
-            });
+    let addr = scripted_member(|_, _, head| {
+        let stray = Some((Duration::from_millis(50), &b"hello"[..]));
+        if head.starts_with("GET /204 ") {
+            (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), stray)
+        } else if head.starts_with("HEAD ") {
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(),
+                stray,
+            )
+        } else {
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                None,
+            )
         }
-    });
+    })
+    .await;
     let p = Proxy::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -2132,21 +2110,29 @@ async fn a_client_is_served_when_idle_member_connections_held_the_last_descripto
     drop(clients);
 }
 
-/// A member that answers each request on a connection with its path; on the first
-/// connection it accepts, it sends a second response nobody asked for `delay` after the
-/// first (a backend that writes a body after a 204, or more than its Content-Length).
-async fn member_with_a_stray_response(delay: Duration) -> std::net::SocketAddr {
+/// A member that reads each request head on its first 16 connections and writes what
+/// `answer(connection, request, head)` gives: a reply, and bytes to send unasked a moment
+/// after it. Request bodies are not read: for bodiless requests, or one per connection.
+async fn scripted_member<F>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(usize, usize, &str) -> (Vec<u8>, Option<(Duration, &'static [u8])>)
+        + Send
+        + Sync
+        + 'static,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
     tokio::spawn(async move {
-        for n in 0..16 {
+        for conn in 0..16 {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                for answered in 0..100 {
+                for nth in 0..100 {
                     let end = loop {
                         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             break end + 4;
@@ -2159,19 +2145,13 @@ async fn member_with_a_stray_response(delay: Duration) -> std::net::SocketAddr {
                     };
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("?").to_string();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
-                        path.len()
-                    );
-                    if s.write_all(resp.as_bytes()).await.is_err() {
+                    let (reply, stray) = answer(conn, nth, &head);
+                    if s.write_all(&reply).await.is_err() {
                         return;
                     }
-                    if n == 0 && answered == 0 {
-                        tokio::time::sleep(delay).await;
-                        let stray =
-                            "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nSTRAY!";
-                        if s.write_all(stray.as_bytes()).await.is_err() {
+                    if let Some((after, bytes)) = stray {
+                        tokio::time::sleep(after).await;
+                        if s.write_all(bytes).await.is_err() {
                             return;
                         }
                     }
@@ -2180,6 +2160,25 @@ async fn member_with_a_stray_response(delay: Duration) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// A member that answers each request with its path; on its first connection, it sends a
+/// second response nobody asked for `delay` after the first (a backend that writes a body
+/// after a 204, or more than its Content-Length).
+async fn member_with_a_stray_response(delay: Duration) -> std::net::SocketAddr {
+    scripted_member(move |conn, nth, head| {
+        let path = head.split(' ').nth(1).unwrap_or("?");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}",
+            path.len()
+        );
+        let stray = (conn == 0 && nth == 0).then_some((
+            delay,
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nSTRAY!"[..],
+        ));
+        (reply.into_bytes(), stray)
+    })
+    .await
 }
 
 /// RFC 9112 section 9.3.2: a response goes to the request it answers. A response that
@@ -2236,45 +2235,17 @@ async fn member_replying_once(reply: &'static [u8]) -> std::net::SocketAddr {
     addr
 }
 
-/// A member that answers every request with `response`, as it is.
-async fn member_answering(response: &'static str) -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        for _ in 0..16 {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                // One answer per read that brings a head's end: enough for these requests.
-                for _ in 0..100 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") => {
-                            if s.write_all(response.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// RFC 9112 section 6.3: a response with both Transfer-Encoding and Content-Length is an
 /// error to a proxy that does not remove the length. Whether the request had a body (hyper's
 /// client) or not (the direct one), the client gets 502, never the length with a body of
 /// another size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_with_both_transfer_encoding_and_content_length_is_a_502() {
-    let addr = member_answering(
-        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    )
+    let addr = scripted_member(|_, _, _| {
+        let both = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n0\r\n\r\n";
+        (both.as_bytes().to_vec(), None)
+    })
     .await;
     let p = Proxy::start(&[
         "--listen",
