@@ -228,40 +228,35 @@ impl StickyConfig {
 
 /// A cookie name: an RFC 9110 token (RFC 6265 section 4.1.1's `cookie-name`).
 fn check_cookie_name(name: &str) -> Result<()> {
-    let reason = if name.is_empty() {
-        Some("a cookie name cannot be empty".to_string())
-    } else {
-        name.chars()
-            .find(|&c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)))
-            .map(|c| format!("{c:?} cannot be in a cookie name (it must be an RFC 6265 token)"))
-    };
-    match reason {
-        None => Ok(()),
-        Some(reason) => Err(Error::Value {
-            key: "cookie name".into(),
-            value: name.into(),
-            reason,
-        }),
-    }
+    check_name(
+        "cookie name",
+        name,
+        " (it must be an RFC 6265 token)",
+        |c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)),
+    )
 }
 
 /// A URL parameter name lb can find in a query or a path parameter.
 fn check_url_param(name: &str) -> Result<()> {
+    check_name("URL parameter name", name, "", |c| {
+        "&=#?|;".contains(c) || c.is_whitespace() || c.is_control()
+    })
+}
+
+/// Refuses an empty `name`, or one with a character `bad` finds, as a `what`.
+fn check_name(what: &str, name: &str, hint: &str, bad: impl Fn(char) -> bool) -> Result<()> {
     let reason = if name.is_empty() {
-        Some("a URL parameter name cannot be empty".to_string())
+        format!("a {what} cannot be empty")
+    } else if let Some(c) = name.chars().find(|&c| bad(c)) {
+        format!("{c:?} cannot be in a {what}{hint}")
     } else {
-        name.chars()
-            .find(|&c| "&=#?|;".contains(c) || c.is_whitespace() || c.is_control())
-            .map(|c| format!("{c:?} cannot be in a URL parameter name"))
+        return Ok(());
     };
-    match reason {
-        None => Ok(()),
-        Some(reason) => Err(Error::Value {
-            key: "URL parameter name".into(),
-            value: name.into(),
-            reason,
-        }),
-    }
+    Err(Error::Value {
+        key: what.into(),
+        value: name.into(),
+        reason,
+    })
 }
 
 /// `;name=value` in the path (the last path parameter of that name).
