@@ -40,6 +40,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use lb_core::{BackendId, Balancer, Health};
@@ -600,9 +601,15 @@ impl Manager {
             ),
             None => None,
         };
-        let uri = req.uri().authority().map(|a| a.as_str());
-        for authority in header.iter().chain(uri.iter()) {
-            let (host, _) = split_authority(authority);
+        let header = header
+            .map(|h| {
+                h.parse::<Authority>()
+                    .map_err(|_| format!("the Host header {h:?} is not a host"))
+            })
+            .transpose()?;
+        let uri = req.uri().authority();
+        for authority in header.iter().chain(uri) {
+            let host = authority.host();
             if !self.host_allowed(host) {
                 return Err(format!(
                     "the manager does not answer to host {host:?}: use its IP address, \
@@ -615,10 +622,13 @@ impl Manager {
         {
             let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
             // (scheme, host, port), as an origin is.
-            let ours = header.or(uri).map(|a| {
-                let (host, port) = split_authority(a);
+            let ours = header.as_ref().or(uri).map(|a| {
                 let (scheme, default) = if tls { ("https", 443) } else { ("http", 80) };
-                (scheme, host.to_ascii_lowercase(), port.unwrap_or(default))
+                (
+                    scheme,
+                    a.host().to_ascii_lowercase(),
+                    a.port_u16().unwrap_or(default),
+                )
             });
             let theirs = origin.to_str().ok().and_then(|o| {
                 let u: http::Uri = o.parse().ok()?;
@@ -627,8 +637,12 @@ impl Manager {
                     s if s.eq_ignore_ascii_case("https") => ("https", 443),
                     _ => return None,
                 };
-                let (host, port) = split_authority(u.authority()?.as_str());
-                Some((scheme, host.to_ascii_lowercase(), port.unwrap_or(default)))
+                let a = u.authority()?;
+                Some((
+                    scheme,
+                    a.host().to_ascii_lowercase(),
+                    a.port_u16().unwrap_or(default),
+                ))
             });
             if ours.is_none() || theirs != ours {
                 return Err(format!(
@@ -640,26 +654,13 @@ impl Manager {
         Ok(())
     }
 
-    /// Whether the manager answers to `host` (without port or brackets).
+    /// Whether the manager answers to `host` (an authority's, without its port).
     fn host_allowed(&self, host: &str) -> bool {
         let norm = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
-        let host = norm(host);
+        let host = norm(host.trim_start_matches('[').trim_end_matches(']'));
         host.parse::<std::net::IpAddr>().is_ok()
             || host == "localhost"
             || self.config.hosts.iter().any(|h| norm(h) == host)
-    }
-}
-
-/// An authority's host (an IPv6 address without its brackets) and port.
-fn split_authority(authority: &str) -> (&str, Option<u16>) {
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    if let Some(rest) = authority.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
-        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) => (host, port.parse().ok()),
-        None => (authority, None),
     }
 }
 
