@@ -469,25 +469,8 @@ async fn manager_checks_every_field_before_changing_a_member() {
             m["flags"]["disabled"].as_bool().unwrap(),
         )
     };
-    let send = |path: &'static str, ctype: &'static str, body: String| {
-        let c = c.clone();
-        async move {
-            let req = hyper::Request::post(format!("http://{m}{path}"))
-                .header("content-type", ctype)
-                .body(balancer_support::full(body))
-                .unwrap();
-            let r = tokio::time::timeout(Duration::from_secs(20), c.request(req))
-                .await
-                .expect("request timed out")
-                .unwrap();
-            let s = r.status().as_u16();
-            let loc = r
-                .headers()
-                .get("location")
-                .map(|v| v.to_str().unwrap().to_string());
-            let body = r.into_body().collect().await.unwrap().to_bytes();
-            (s, loc, String::from_utf8_lossy(&body).into_owned())
-        }
+    let send = |path: &'static str, ctype: &'static str, body: String| async move {
+        manager_request(m, "POST", path, &[("content-type", ctype)], body).await
     };
     let form = |body: String| async {
         let (s, loc, _) = send("/", "application/x-www-form-urlencoded", body).await;
