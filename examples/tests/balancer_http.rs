@@ -2661,3 +2661,95 @@ async fn manager_refuses_a_foreign_host_or_origin() {
     assert_eq!(s, 200, "{body}");
     assert_eq!(get(&c, &p.url("/"), None).await.0, 503);
 }
+
+/// An HTTP/2 client that opens no flow-control window takes nothing of a response, with
+/// nothing waiting on the socket (it still reads frames): after the client timeout it is
+/// disconnected and the member's connection freed, as an HTTP/1 client that stops reading
+/// is. Before, such a stream held its member until the client left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_timeout() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--manager",
+        "127.0.0.1:0",
+        "--idletimeout",
+        "60",
+        "--clienttimeout",
+        "2",
+        "--member",
+        &a.url(),
+    ]);
+    let m = p.manager.unwrap();
+    let busy = || first_member_busy(m);
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    // hyper drives the connection (it answers pings and reads every frame) but opens a
+    // stream's window only as its body is read, which this test never does.
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(eventually(5, || async { busy().await == 1 }).await);
+    assert!(
+        eventually(15, || async { busy().await == 0 }).await,
+        "the member stayed busy for an HTTP/2 client that opens no window"
+    );
+    // The connection was closed.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection is still open");
+    drop(resp);
+}
+
+/// The other side of the test above: an HTTP/2 client reading slowly, but reading, keeps
+/// its response past the client timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_reading_slowly_keeps_its_response() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--clienttimeout",
+        "1",
+        "--member",
+        &a.url(),
+    ]);
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            // A small window: the response waits for the client after every 16 KiB read.
+            .initial_stream_window_size(16 * 1024)
+            .handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let mut body = send.send_request(req).await.unwrap().into_body();
+    // Three seconds of reads 400 ms apart: three client timeouts, never one without a read.
+    let mut read = 0usize;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("no frame within 5 s")
+            .expect("the response ended")
+            .expect("the response failed");
+        read += frame.into_data().map_or(0, |d| d.len());
+    }
+    assert!(read > 0);
+    assert!(
+        !conn.is_finished(),
+        "the connection of a reading client was closed"
+    );
+    conn.abort();
+}

@@ -30,7 +30,10 @@
 //! (RFC 9113 section 6.8), so that a request the client was sending just then can be
 //! retried elsewhere; a client that has not closed [`GuardConfig::head_timeout`] later (with
 //! no request in flight) is closed. Used on its own, the guard closes an idle HTTP/2
-//! connection silently.
+//! connection silently. Under `serve` it also keeps the client timeout for responses that
+//! wait on the client's flow-control window, which no write waiting on the socket shows:
+//! when responses have waited for it that long with none taken on, the connection is
+//! closed, as an HTTP/1 one whose client takes nothing is.
 //!
 //! After a request asking to switch protocols (`Upgrade`, `CONNECT`), what the client
 //! sends is held until the answer is known, when the guard is told it (as `serve` does):
@@ -41,7 +44,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -67,13 +70,19 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\
 ///   connections, and on HTTP/1 ones when hyper reads from the client while a request is in
 ///   flight (`abort_on_close`);
 /// - that an HTTP/2 connection has been idle for the idle timeout and is to be ended with
-///   GOAWAY ([`Shared::goaway_due`]).
+///   GOAWAY ([`Shared::goaway_due`]);
+/// - on HTTP/2, how many responses wait for the client to open its flow-control window
+///   ([`InFlight::park`]), and a count of the times one was taken on: the client timeout
+///   runs while some wait and none is taken on, as the socket's own runs while a write
+///   waits.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     switch: AtomicU8,
     counting: AtomicBool,
     goaway: AtomicBool,
     in_flight: AtomicUsize,
+    parked: AtomicUsize,
+    progress: AtomicU64,
     waker: AtomicWaker,
 }
 
@@ -144,6 +153,25 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Shared>);
 
+impl InFlight {
+    /// This request's response handed hyper a frame of its body, which on HTTP/2 waits
+    /// until the client's flow-control window takes it: hyper asks for the next frame only
+    /// then. Until [`unpark`](Self::unpark), the guard counts the client timeout for it.
+    pub(crate) fn park(&self) {
+        if self.0.parked.fetch_add(1, Ordering::AcqRel) == 0 {
+            // The guard may be waiting with no timer running.
+            self.0.waker.wake();
+        }
+    }
+
+    /// The frame handed over with [`park`](Self::park) was taken: hyper asks for more (or
+    /// the response ends).
+    pub(crate) fn unpark(&self) {
+        self.0.progress.fetch_add(1, Ordering::AcqRel);
+        self.0.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -166,8 +194,9 @@ pub struct GuardConfig {
     pub idle_timeout: Duration,
     /// A connection whose client takes no byte of what is written to it for this long, a
     /// response or a tunnel's data, is closed (nginx's `send_timeout`, HAProxy's `timeout
-    /// client`); `None` (the default): the idle timeout, as one silence allowed from a
-    /// client. [`ProxyConfig::client_body_timeout`] is its counterpart for a request body
+    /// client`); on HTTP/2, also one whose responses wait that long for the client's
+    /// flow-control window, none taken on. `None` (the default): the idle timeout, as one
+    /// silence allowed from a client. [`ProxyConfig::client_body_timeout`] is its counterpart for a request body
     /// the client stops sending.
     ///
     /// [`ProxyConfig::client_body_timeout`]: crate::proxy::ProxyConfig::client_body_timeout
@@ -287,6 +316,9 @@ pin_project_lite::pin_project! {
         switch_after_body: bool,
         // Since when the client has taken no byte written to it (boxed: rarely set).
         write_stall: Option<Pin<Box<Sleep>>>,
+        // HTTP/2 responses wait for the client's window: the count of those taken on when
+        // the wait was last seen to start, and when the client timeout ends it.
+        window_stall: Option<(u64, Instant)>,
     }
 }
 
@@ -308,6 +340,7 @@ impl<T> Guarded<T> {
             shared: None,
             switch_after_body: false,
             write_stall: None,
+            window_stall: None,
         }
     }
 
@@ -660,6 +693,44 @@ impl<T> Guarded<T> {
         Poll::Ready(())
     }
 
+    /// HTTP/2: ready when responses have waited for the client's flow-control window for
+    /// the client timeout and none was taken on meanwhile (see [`Shared`]): the client is
+    /// reading nothing of them, and each holds a member's connection. What the client
+    /// sends meanwhile (pings, frames of other streams) does not count, as a write that
+    /// waits is not helped by reads either.
+    fn poll_window_stall(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let Some(shared) = this.shared.as_ref() else {
+            return Poll::Pending;
+        };
+        // Registered for a first wait to wake this reader (the responses are written by
+        // tasks of their own).
+        shared.waker.register(cx.waker());
+        if shared.parked.load(Ordering::Acquire) == 0 {
+            *this.window_stall = None;
+            return Poll::Pending;
+        }
+        let progress = shared.progress.load(Ordering::Acquire);
+        let deadline = match *this.window_stall {
+            Some((seen, deadline)) if seen == progress => deadline,
+            _ => {
+                let deadline = Instant::now() + this.config.client_timeout_or_idle();
+                *this.window_stall = Some((progress, deadline));
+                deadline
+            }
+        };
+        // As in `poll_timeout`: the timer may run early, and is then moved on.
+        if this.timer.deadline() > deadline {
+            this.timer.as_mut().reset(deadline);
+        }
+        ready!(this.timer.as_mut().poll(cx));
+        if Instant::now() < deadline {
+            this.timer.as_mut().reset(deadline);
+            ready!(this.timer.as_mut().poll(cx));
+        }
+        Poll::Ready(())
+    }
+
     /// [`feed`](Self::feed)s bytes read while collecting a head; with no head left
     /// partly held, no head deadline runs any more.
     fn take_in(mut self: Pin<&mut Self>, data: &[u8]) {
@@ -899,6 +970,20 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                                 // wait for the client to close starts.
                                 *this.mode = Mode::GoingAway;
                                 continue;
+                            }
+                            if self.as_mut().poll_window_stall(cx).is_ready() {
+                                // Closed, as an HTTP/1 client that takes nothing is: the
+                                // streams end with the connection, and their members'
+                                // connections with them.
+                                let limit = self.config.client_timeout_or_idle();
+                                *self.as_mut().project().mode = Mode::Closed;
+                                return Poll::Ready(Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!(
+                                        "the client took no byte of a response for {limit:?} \
+                                         (HTTP/2 flow control)"
+                                    ),
+                                )));
                             }
                             let want = if going_away {
                                 Armed::GoingAway

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -440,6 +442,9 @@ where
         *req.extensions_mut() = spare;
     }
     let in_flight = shared.as_ref().filter(|s| s.counting()).map(Shared::begin);
+    // An HTTP/2 response waits for the client's window with no write waiting on the
+    // socket: the guard times that wait from what the body says (see `Counted`).
+    let window = req.version() == http::Version::HTTP_2;
     // The request the guard waits on is the one hyper will switch protocols for, if the
     // answer says so: a 101, or a 2xx to CONNECT (its other requests, pipelined before it,
     // have no `OnUpgrade`).
@@ -498,39 +503,112 @@ where
     }
     Ok(match in_flight {
         // In flight until the response body ends.
-        Some(in_flight) => resp.map(|body| {
-            boxed(Counted {
-                body,
-                _in_flight: in_flight,
-            })
-        }),
+        Some(in_flight) => resp.map(|body| boxed(Counted::new(body, in_flight, window))),
         None => resp,
     })
 }
 
 /// A response body that keeps its request counted as in flight (see [`Shared`]).
+///
+/// On HTTP/2 (`window`) it also tells the guard when hyper holds a frame of it (`parked`):
+/// hyper asks a body for its next frame only once the client's flow-control window has room
+/// for more, so from a frame handed over until the next ask the response waits for the
+/// client, and each ask is the client taking some of it. Frames go out at most
+/// [`WINDOW_STEP`] bytes at a time, so that a client reading with a small window is seen
+/// taking bytes at every step rather than once per member's read (64 KiB and more).
 struct Counted {
     body: ProxyBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    window: bool,
+    parked: bool,
+    /// What is left of a data frame cut at [`WINDOW_STEP`].
+    rest: Bytes,
+}
+
+/// HTTP/2's default largest frame (RFC 9113 section 6.5.2), which hyper would cut a larger
+/// one into anyway.
+const WINDOW_STEP: usize = 16 * 1024;
+
+impl Counted {
+    fn new(body: ProxyBody, in_flight: InFlight, window: bool) -> Counted {
+        Counted {
+            body,
+            in_flight,
+            window,
+            parked: false,
+            rest: Bytes::new(),
+        }
+    }
+
+    /// The next piece of at most [`WINDOW_STEP`] bytes of `data`; the rest is kept.
+    fn step(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > WINDOW_STEP {
+            self.rest = data.split_off(WINDOW_STEP);
+        }
+        data
+    }
 }
 
 impl http_body::Body for Counted {
-    type Data = bytes::Bytes;
+    type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if !this.window {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        }
+        if this.parked {
+            this.parked = false;
+            this.in_flight.unpark();
+        }
+        let polled = if this.rest.is_empty() {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(data) => Frame::data(this.step(data)),
+                    Err(frame) => frame,
+                }))),
+                other => other,
+            }
+        } else {
+            let rest = std::mem::take(&mut this.rest);
+            Poll::Ready(Some(Ok(Frame::data(this.step(rest)))))
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+            && !this.is_end_stream()
+        {
+            this.parked = true;
+            this.in_flight.park();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+    fn size_hint(&self) -> SizeHint {
+        let hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut with_rest = SizeHint::new();
+        with_rest.set_lower(hint.lower() + rest);
+        if let Some(upper) = hint.upper() {
+            with_rest.set_upper(upper + rest);
+        }
+        with_rest
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        // A stream reset, or the connection gone, with a frame still held.
+        if self.parked {
+            self.in_flight.unpark();
+        }
     }
 }
 
