@@ -108,4 +108,19 @@ echo "pgo-build: optimised build..." >&2
 # here.
 (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/lb.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
     CARGO_TARGET_DIR="$OUT" cargo build --release -q -p lb-examples --bin lb-balancer)
+
+# The optimised binary must serve: one request through it, with a route cookie.
+"$OUT/release/lb-balancer" --listen 127.0.0.1:$PORT --stickysession ROUTEID \
+    --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lbpgo.log" 2>&1 &
+PGOPID=$!
+PIDS+=($PGOPID)
+served=
+for _ in $(seq 1 100); do
+    served=$(curl -fs -H "Cookie: ROUTEID=x.b2" "http://127.0.0.1:$PORT/" || true)
+    [ -n "$served" ] && break
+    sleep 0.1
+done
+[ "$served" = hello ] || { echo "pgo-build: the optimised build did not serve (got '$served')" >&2; cat "$WORK/lbpgo.log" >&2; exit 1; }
+kill -INT $PGOPID
+wait $PGOPID || true
 echo "$OUT/release/lb-balancer"
