@@ -2753,3 +2753,107 @@ async fn an_http2_client_reading_slowly_keeps_its_response() {
     );
     conn.abort();
 }
+
+/// A request its session routes to a member at its `max` waits for that member, then gets
+/// 503: the session is not moved to another member, and its route cookie not rewritten, for
+/// a member that is only busy (Apache answers 503 after `acquire`, HAProxy queues on the
+/// server). The seventh QA pass found such requests served elsewhere, with
+/// `Set-Cookie: ROUTEID=.b`, moving the session for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_waits_for_its_busy_member_and_is_not_moved() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let (ma, mb) = (member(&a, "route=a,max=1"), member(&b, "route=b"));
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--stickysession",
+        "ROUTEID",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    let slow = {
+        let (c, url) = (c.clone(), p.url("/slow?ms=3000"));
+        tokio::spawn(async move { get(&c, &url, Some("ROUTEID=.a")).await })
+    };
+    assert!(eventually(5, || async { a.hits() == 1 }).await);
+    // a is at its max for longer than the wait (1 s).
+    let (status, set, body) = get(&c, &p.url("/"), Some("ROUTEID=.a")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("member busy"), "{body}");
+    assert_eq!(set, None, "the route cookie was rewritten");
+    assert_eq!(b.hits(), 0, "the session went to another member");
+    assert_eq!(slow.await.unwrap().0, 200);
+    // a has its slot back: the session goes on there.
+    let (status, set, body) = get(&c, &p.url("/"), Some("ROUTEID=.a")).await;
+    assert_eq!((status, body.as_str(), set), (200, "a", None));
+}
+
+/// A request without a session goes to a member with a free slot before waiting for a
+/// busy one, and when every member is at its `max` it takes the first slot freed; the wait
+/// is the member's `acquire` (milliseconds, as Apache's). Before, the request waited its
+/// full wait at each busy member in turn, though another was free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_a_free_member_goes_first_then_the_first_slot_freed() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    // `first` always schedules a, when usable: the request meets a busy a first.
+    let (ma, mb) = (
+        member(&a, "max=1,acquire=8000"),
+        member(&b, "max=1,acquire=8000"),
+    );
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--lbmethod",
+        "first",
+        "--member",
+        &ma,
+        "--member",
+        &mb,
+    ]);
+    let c = client();
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!((status, body.as_str()), (200, "a"));
+    let hold = |path: &str| {
+        let (c, url) = (c.clone(), p.url(path));
+        tokio::spawn(async move { get(&c, &url, None).await })
+    };
+    let hold_a = hold("/slow?ms=900");
+    assert!(eventually(5, || async { a.hits() == 2 }).await);
+    // a is at its max: b, free, serves at once (before: the request waited for a's slot,
+    // freed within the wait, and a served it).
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!((status, body.as_str()), (200, "b"));
+    assert_eq!(hold_a.await.unwrap().0, 200);
+    let hold_a = hold("/slow?ms=4000");
+    assert!(eventually(5, || async { a.hits() == 3 }).await);
+    // Both at their max; b frees its slot first.
+    let hold_b = hold("/slow?ms=800");
+    assert!(eventually(5, || async { b.hits() == 2 }).await);
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!((status, body.as_str()), (200, "b"));
+    assert_eq!(hold_b.await.unwrap().0, 200);
+    assert_eq!(hold_a.await.unwrap().0, 200);
+}
+
+/// `acquire=0`: a request does not wait for a slot at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_0_answers_503_at_once_when_the_member_is_busy() {
+    let a = Backend::start("a").await;
+    let ma = member(&a, "max=1,acquire=0");
+    let p = Proxy::start(&["--listen", "127.0.0.1:0", "--member", &ma]);
+    let c = client();
+    let hold = {
+        let (c, url) = (c.clone(), p.url("/slow?ms=3000"));
+        tokio::spawn(async move { get(&c, &url, None).await })
+    };
+    assert!(eventually(5, || async { a.hits() == 1 }).await);
+    let (status, _, body) = get(&c, &p.url("/"), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("member busy: no slot free"), "{body}");
+    assert_eq!(hold.await.unwrap().0, 200);
+}

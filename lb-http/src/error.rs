@@ -193,12 +193,13 @@ pub enum BalanceError {
     /// The sticky route names a member that cannot take it and `nofailover` is set.
     #[error("route {0:?} is unavailable and nofailover is set")]
     RouteUnavailable(String),
-    /// The member stayed at its `max` concurrency for longer than the queue timeout.
-    #[error("member {member} busy: no slot within {waited:?}")]
+    /// The member (or each of the members) stayed at its `max` concurrency for longer than
+    /// its wait for a slot.
+    #[error("member {member} busy: {}", no_slot(*waited))]
     QueueTimeout {
-        /// The member's address.
+        /// The member's address (the members', comma-separated).
         member: String,
-        /// How long the request waited.
+        /// How long the request waited (the longest wait).
         waited: Duration,
     },
 }
@@ -213,10 +214,19 @@ impl BalanceError {
     pub fn client_text(&self) -> String {
         match self {
             BalanceError::QueueTimeout { waited, .. } => {
-                format!("member busy: no slot within {waited:?}")
+                format!("member busy: {}", no_slot(*waited))
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// How a request found no slot: after its wait, or at once (`acquire=0`).
+fn no_slot(waited: Duration) -> String {
+    if waited.is_zero() {
+        "no slot free".into()
+    } else {
+        format!("no slot within {waited:?}")
     }
 }
 

@@ -27,6 +27,8 @@ pub const LABEL_RETRY: &str = "retry";
 pub const LABEL_MAX: &str = "max";
 /// Label with the member's response `timeout` seconds.
 pub const LABEL_TIMEOUT: &str = "timeout";
+/// Label with the member's `acquire` milliseconds (the wait for a slot at its `max`).
+pub const LABEL_ACQUIRE: &str = "acquire";
 /// Label set to `1` when the member is stopped (`S`) rather than disabled (`D`).
 pub const LABEL_STOPPED: &str = "stopped";
 /// Label prefix for health-check settings (`hc.method`, `hc.uri`, ...).
@@ -157,8 +159,13 @@ pub struct MemberSpec {
     pub status: StatusFlags,
     /// `retry`: time in error after a failure (default 60 s).
     pub retry: Duration,
-    /// `max`: most concurrent requests; more wait for a slot up to the queue timeout.
+    /// `max`: most concurrent requests. A request routed to the member by its session
+    /// waits for a slot up to `acquire`, then gets 503; another goes to a member with a
+    /// free slot, and waits for the first freed only when every member is at its `max`.
     pub max: Option<u32>,
+    /// `acquire`: how long a request waits for a slot at `max`, in milliseconds as in
+    /// Apache (0: not at all); `None`: the balancer's queue timeout (1 s).
+    pub acquire: Option<Duration>,
     /// `timeout`: response timeout for this member.
     pub timeout: Option<Duration>,
     /// Health-check settings: `hcmethod`, `hcuri`, `hcinterval`, `hcpasses`, `hcfails`,
@@ -177,6 +184,7 @@ impl MemberSpec {
             status: StatusFlags::default(),
             retry: Duration::from_secs(60),
             max: None,
+            acquire: None,
             timeout: None,
             hc: Vec::new(),
         }
@@ -212,7 +220,13 @@ impl MemberSpec {
             "status" => self.status.apply(value)?,
             "retry" => self.retry = Duration::from_secs(num(86_400)?),
             "max" => self.max = Some(num(1_000_000)? as u32).filter(|n| *n > 0),
-            "timeout" => self.timeout = Some(Duration::from_secs(num(86_400)?.max(1))),
+            "acquire" => self.acquire = Some(Duration::from_millis(num(3_600_000)?)),
+            // As the balancer's `timeout`, and Apache's: a response timeout of 0 would fail
+            // every request.
+            "timeout" => match num(86_400)? {
+                0 => return Err(bad("expected seconds (1 to 86400)")),
+                n => self.timeout = Some(Duration::from_secs(n)),
+            },
             "hcmethod" | "hcuri" | "hcinterval" | "hcpasses" | "hcfails" | "hcexpr" | "hcbody" => {
                 crate::hcheck::HttpCheckSpec::validate(key, value)?;
                 self.hc.retain(|(k, _)| k != key);
@@ -221,8 +235,8 @@ impl MemberSpec {
             _ => {
                 return Err(Error::UnknownSetting {
                     key: key.into(),
-                    known: "route, loadfactor, lbset, status, retry, max, timeout, hcmethod, \
-                            hcuri, hcinterval, hcpasses, hcfails, hcexpr, hcbody",
+                    known: "route, loadfactor, lbset, status, retry, max, acquire, timeout, \
+                            hcmethod, hcuri, hcinterval, hcpasses, hcfails, hcexpr, hcbody",
                 });
             }
         }
@@ -250,6 +264,9 @@ impl MemberSpec {
         }
         if let Some(t) = self.timeout {
             b = b.with_label(LABEL_TIMEOUT, t.as_secs().to_string());
+        }
+        if let Some(a) = self.acquire {
+            b = b.with_label(LABEL_ACQUIRE, a.as_millis().to_string());
         }
         if self.status.stopped {
             b = b.with_label(LABEL_STOPPED, "1");
@@ -351,6 +368,8 @@ pub struct MemberHttp {
     pub retry: Duration,
     /// Concurrency limit (`max`), if any.
     pub slots: Option<Arc<Semaphore>>,
+    /// The wait for a slot (`acquire`), if set.
+    pub acquire: Option<Duration>,
 }
 
 impl MemberHttp {
@@ -382,6 +401,10 @@ impl MemberHttp {
             target,
             retry: secs(LABEL_RETRY).unwrap_or(Duration::from_secs(60)),
             slots,
+            acquire: labels
+                .get(LABEL_ACQUIRE)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis),
         })
     }
 }
@@ -680,6 +703,15 @@ mod tests {
         let h = MemberHttp::of(&b).unwrap();
         assert_eq!(h.target.response_timeout, Some(Duration::from_secs(7)));
         assert_eq!(h.slots.as_ref().unwrap().available_permits(), 2);
+        assert_eq!(h.acquire, None);
+        // `acquire` in milliseconds, as Apache's; 0 is no wait.
+        for (spec, wait) in [("acquire=250", 250), ("acquire=0", 0)] {
+            let m: MemberSpec = format!("http://127.0.0.1:9001,max=1,{spec}")
+                .parse()
+                .unwrap();
+            let h = MemberHttp::of(&m.to_backend().unwrap()).unwrap();
+            assert_eq!(h.acquire, Some(Duration::from_millis(wait)), "{spec}");
+        }
     }
 
     #[test]
@@ -691,6 +723,9 @@ mod tests {
             "http://127.0.0.1:9001,status=+X",
             "http://127.0.0.1:9001,colour=red",
             "http://127.0.0.1:9001,retry",
+            // A response timeout of 0 would fail every request (it was taken as 1 s).
+            "http://127.0.0.1:9001,timeout=0",
+            "http://127.0.0.1:9001,acquire=-1",
         ] {
             assert!(bad.parse::<MemberSpec>().is_err(), "{bad}");
         }

@@ -80,7 +80,8 @@ struct Cli {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// A member: URL[,key=value...] with keys route, loadfactor, lbset, status (+H +D +N +I +S),
-    /// retry, max, timeout, hcmethod, hcuri, hcinterval, hcpasses, hcfails, hcexpr, hcbody.
+    /// retry, max, acquire (ms), timeout, hcmethod, hcuri, hcinterval, hcpasses, hcfails,
+    /// hcexpr, hcbody.
     #[arg(long = "member", short = 'm')]
     member: Vec<String>,
     /// byrequests, bytraffic, bybusyness, or any lb-core scheduler name.

@@ -25,9 +25,12 @@
 //! stalled), puts the member in error for its `retry` time (the response is still returned
 //! to the client, as Apache does).
 //!
-//! A member's `max` limits its concurrent requests; a request waits for a slot up to
-//! [`BalanceConfig::queue_timeout`], then tries another member, and the client gets 503 when
-//! none has a slot.
+//! A member's `max` limits its concurrent requests. A request that its session routes to a
+//! member at its `max` waits for a slot there, up to the member's `acquire` (else
+//! [`BalanceConfig::queue_timeout`]), then gets 503: as with Apache and HAProxy, a busy
+//! member does not move a session. Another request goes on to the next member with a free
+//! slot, and when every member left is at its `max`, takes the first slot any of them frees
+//! within its wait; else it gets 503.
 
 mod body;
 mod future;
@@ -52,7 +55,7 @@ use crate::body::ProxyBody;
 use crate::error::{BalanceError, NotSent, ProxyError};
 use crate::ext::{Route, Served, Tried, TunnelHold};
 use crate::headers::ClientInfo;
-use crate::member::Members;
+use crate::member::{MemberHttp, Members};
 
 /// Settings of a [`Balance`].
 #[derive(Debug, Clone)]
@@ -61,7 +64,8 @@ pub struct BalanceConfig {
     pub name: String,
     /// Where the hash key comes from, for hashing schedulers.
     pub key: Option<HashKey>,
-    /// How long a request waits for a slot on a member at its `max` (default 1 s).
+    /// How long a request waits for a slot on a member at its `max`, unless the member has
+    /// its own `acquire` (default 1 s).
     pub queue_timeout: Duration,
     /// Response statuses that put the member in error (Apache `failonstatus`).
     pub failonstatus: Vec<u16>,
@@ -216,12 +220,69 @@ where
             .attempts(ctx)
             .exclude(tried.as_ref().map(Tried::ids).unwrap_or_default());
         let mut last_err: Option<BoxError> = None;
+        // Members found at their `max` by requests the scheduler placed: the request goes
+        // on to the others first, and waits for these only when none has a slot.
+        let mut full: Vec<(lb_core::Lease, Arc<MemberHttp>)> = Vec::new();
         loop {
-            let lease = match attempts.next() {
-                Ok(l) => l,
+            let (lease, member, permit) = match attempts.next() {
+                Ok(lease) => {
+                    let member = match members.get_member(lease.shared_member()) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            lease.failure(Failure::Other);
+                            last_err = Some(e.into());
+                            continue;
+                        }
+                    };
+                    match &member.slots {
+                        None => (lease, member, None),
+                        Some(sem) => match sem.clone().try_acquire_owned() {
+                            Ok(p) => (lease, member, Some(p)),
+                            // A session waits for its own member, as with Apache (`acquire`,
+                            // then 503) and HAProxy (the server's queue): going to another
+                            // would move the session for good, its route cookie rewritten,
+                            // for a member that is only busy.
+                            Err(_) if lease.is_sticky() => {
+                                let wait = member.acquire.unwrap_or(config.queue_timeout);
+                                match Box::pin(tokio::time::timeout(
+                                    wait,
+                                    sem.clone().acquire_owned(),
+                                ))
+                                .await
+                                {
+                                    Ok(Ok(p)) => (lease, member, Some(p)),
+                                    _ => return Err(queue_timeout(&[(&lease, wait)])),
+                                }
+                            }
+                            Err(_) => {
+                                full.push((lease, member));
+                                continue;
+                            }
+                        },
+                    }
+                }
                 Err(lb_core::Error::StickyUnavailable(_)) => {
                     let r = route.map(|r| r.0).unwrap_or_default();
                     return Err(BalanceError::RouteUnavailable(r).into());
+                }
+                Err(_) if !full.is_empty() && req.is_some() => {
+                    // Every member left is at its `max`: the first slot any of them frees
+                    // within its wait (`acquire`, else the queue timeout) takes the request.
+                    let waits: Vec<_> = full
+                        .iter()
+                        .map(|(_, m)| m.acquire.unwrap_or(config.queue_timeout))
+                        .collect();
+                    match first_slot(&full, &waits).await {
+                        Some((i, p)) => {
+                            let (lease, member) = full.swap_remove(i);
+                            full.clear();
+                            (lease, member, Some(p))
+                        }
+                        None => {
+                            let waited: Vec<_> = full.iter().map(|(l, _)| l).zip(waits).collect();
+                            return Err(queue_timeout(&waited));
+                        }
+                    }
                 }
                 Err(_) => {
                     return Err(last_err
@@ -229,35 +290,6 @@ where
                 }
             };
             let id = lease.id();
-            let member = match members.get_member(lease.shared_member()) {
-                Ok(m) => m,
-                Err(e) => {
-                    lease.failure(Failure::Other);
-                    last_err = Some(e.into());
-                    continue;
-                }
-            };
-            let permit = match &member.slots {
-                None => None,
-                Some(sem) => match Box::pin(tokio::time::timeout(
-                    config.queue_timeout,
-                    sem.clone().acquire_owned(),
-                ))
-                .await
-                {
-                    Ok(Ok(p)) => Some(p),
-                    _ => {
-                        last_err = Some(
-                            BalanceError::QueueTimeout {
-                                member: lease.backend().address().to_string(),
-                                waited: config.queue_timeout,
-                            }
-                            .into(),
-                        );
-                        continue;
-                    }
-                },
-            };
             if req.is_none() {
                 return Err(
                     last_err.unwrap_or_else(|| BalanceError::NoMember(config.name.clone()).into())
@@ -395,6 +427,50 @@ where
             }
         }
     }
+}
+
+/// The first `max` slot freed among `full` members, each waited for up to its `waits`
+/// entry: its index and the slot; `None` when every wait ran out.
+async fn first_slot(
+    full: &[(lb_core::Lease, Arc<MemberHttp>)],
+    waits: &[Duration],
+) -> Option<(usize, tokio::sync::OwnedSemaphorePermit)> {
+    let mut pending: Vec<_> = full
+        .iter()
+        .zip(waits)
+        .enumerate()
+        .filter_map(|(i, ((_, m), wait))| {
+            let sem = m.slots.clone()?;
+            Some(Box::pin(async move {
+                (
+                    i,
+                    tokio::time::timeout(*wait, sem.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                )
+            }))
+        })
+        .collect();
+    while !pending.is_empty() {
+        let ((i, permit), _, rest) = futures_util::future::select_all(pending).await;
+        if let Some(p) = permit {
+            return Some((i, p));
+        }
+        pending = rest;
+    }
+    None
+}
+
+/// The 503 for members that stayed at their `max` for their wait.
+fn queue_timeout(waited: &[(&lb_core::Lease, Duration)]) -> BoxError {
+    let member = waited
+        .iter()
+        .map(|(l, _)| l.backend().address().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let waited = waited.iter().map(|(_, w)| *w).max().unwrap_or_default();
+    BalanceError::QueueTimeout { member, waited }.into()
 }
 
 /// Puts the leased member in error for `retry` (Apache's `failonstatus` and
