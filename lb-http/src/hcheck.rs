@@ -4,7 +4,7 @@
 //! opens a connection; `OPTIONS`, `HEAD` and `GET` send that request for `hcuri` (default
 //! `/`) on a fresh connection and expect a status in `hcexpr` (default `200-399`; a list
 //! such as `200,204` or ranges `200-299`) and, when `hcbody` is set, a body containing that
-//! text. `hcfails` consecutive failures take the member down, `hcpasses` consecutive
+//! text within its first MiB (read until the text is found). `hcfails` consecutive failures take the member down, `hcpasses` consecutive
 //! successes bring it back (defaults 1 and 1, as Apache's).
 //!
 //! [`HttpCheck`] implements lb-core's [`HealthCheck`]; [`HealthRunner`] runs the checks of
@@ -54,7 +54,7 @@ pub struct HttpCheckSpec {
     pub fails: u32,
     /// `hcexpr`: accepted statuses (default 200-399).
     pub expect: Vec<RangeInclusive<u16>>,
-    /// `hcbody`: text the body must contain (GET only).
+    /// `hcbody`: text the body must contain within its first MiB (GET only).
     pub body: Option<String>,
 }
 
@@ -208,16 +208,7 @@ impl HttpCheck {
                 return Err(CheckError::Unexpected(format!("status {status}")));
             }
             if let Some(want) = &self.spec.body {
-                // Bounded: a check reads at most 1 MiB of body.
-                let limited = http_body_util::Limited::new(resp.into_body(), 1 << 20);
-                let body = limited
-                    .collect()
-                    .await
-                    .map_err(|e| CheckError::Unexpected(e.to_string()))?
-                    .to_bytes();
-                if !String::from_utf8_lossy(&body).contains(want.as_str()) {
-                    return Err(CheckError::Unexpected(format!("body lacks {want:?}")));
-                }
+                return body_has(resp.into_body(), want.as_bytes()).await;
             }
             Ok(())
         }
@@ -225,6 +216,49 @@ impl HttpCheck {
         conn.abort();
         result
     }
+}
+
+/// How much of a body `hcbody` is looked for in.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// Reads `body` until `want` is found in it (the check passes there, whatever follows), it
+/// ends, or [`BODY_LIMIT`] bytes were read without it.
+async fn body_has<B>(mut body: B, want: &[u8]) -> Result<(), CheckError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    // The bytes not yet looked through in full: the end of what was read, where `want`
+    // may begin and continue in the next frame.
+    if want.is_empty() {
+        return Ok(());
+    }
+    let mut held: Vec<u8> = Vec::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| CheckError::Unexpected(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let data = &data[..data.len().min(BODY_LIMIT - read)];
+        read += data.len();
+        held.extend_from_slice(data);
+        if held.windows(want.len()).any(|w| w == want) {
+            return Ok(());
+        }
+        if read == BODY_LIMIT {
+            return Err(CheckError::Unexpected(format!(
+                "body lacks {:?} in its first MiB",
+                String::from_utf8_lossy(want)
+            )));
+        }
+        let keep = held.len().min(want.len().saturating_sub(1));
+        held.drain(..held.len() - keep);
+    }
+    Err(CheckError::Unexpected(format!(
+        "body lacks {:?}",
+        String::from_utf8_lossy(want)
+    )))
 }
 
 impl HealthCheck for HttpCheck {
@@ -439,6 +473,48 @@ impl HealthRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frames(parts: Vec<Vec<u8>>) -> impl http_body::Body<Data = Bytes, Error = String> + Unpin {
+        http_body_util::StreamBody::new(futures_util::stream::iter(
+            parts
+                .into_iter()
+                .map(|p| Ok::<_, String>(http_body::Frame::data(Bytes::from(p)))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn hcbody_is_looked_for_as_the_body_arrives() {
+        let has = |parts: Vec<Vec<u8>>, want: &'static str| async move {
+            body_has(frames(parts), want.as_bytes()).await
+        };
+        // Found in one frame, or split across frames.
+        assert!(
+            has(vec![b"status: OK-HEALTHY".to_vec()], "OK-HEALTHY")
+                .await
+                .is_ok()
+        );
+        assert!(
+            has(
+                vec![b"xx OK-HE".to_vec(), b"AL".to_vec(), b"THY".to_vec()],
+                "OK-HEALTHY"
+            )
+            .await
+            .is_ok()
+        );
+        // At the start of a page far over the limit: found without reading the rest (the
+        // seventh QA pass: a 2 MiB page failed with "length limit exceeded").
+        let big = vec![b"OK-HEALTHY".to_vec(), vec![b'.'; 2 << 20]];
+        assert!(has(big, "OK-HEALTHY").await.is_ok());
+        // Absent, or past the first MiB.
+        let e = has(vec![b"no".to_vec()], "OK")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("body lacks \"OK\""), "{e}");
+        let late = vec![vec![b'.'; 1 << 20], b"OK".to_vec()];
+        let e = has(late, "OK").await.unwrap_err().to_string();
+        assert!(e.contains("in its first MiB"), "{e}");
+    }
 
     #[test]
     fn parses_settings() {
