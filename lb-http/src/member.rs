@@ -325,21 +325,100 @@ impl MemberSpec {
 impl FromStr for MemberSpec {
     type Err = Error;
 
-    /// Parses `URL[,key=value...]`, the command-line form.
+    /// Parses `URL[,key=value...]`, the command-line form. A value with a comma is written
+    /// in double quotes (`hcbody="ok, ready"`), in which `\"` and `\\` stand for `"` and
+    /// `\`; it is taken as written, spaces included.
     fn from_str(s: &str) -> Result<MemberSpec> {
-        let mut parts = s.split(',');
-        let url = parts.next().unwrap_or("").trim();
+        let (url, settings) = s.split_once(',').unwrap_or((s, ""));
+        let url = url.trim();
         Target::from_url(url)?;
         let mut spec = MemberSpec::new(url);
-        for kv in parts {
-            let (k, v) = kv.split_once('=').ok_or_else(|| Error::Value {
-                key: kv.into(),
-                value: String::new(),
-                reason: "expected key=value".into(),
-            })?;
-            spec.set(k.trim(), v.trim())?;
+        if !settings.is_empty() {
+            for (k, v) in settings_of(settings)? {
+                spec.set(&k, &v)?;
+            }
         }
         Ok(spec)
+    }
+}
+
+/// The `key=value` settings of a member, split at the commas outside double-quoted values.
+fn settings_of(s: &str) -> Result<Vec<(String, String)>> {
+    let bad = |part: &str, reason: &str| Error::Value {
+        key: "member".into(),
+        value: part.trim().into(),
+        reason: reason.into(),
+    };
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        let (key, after) = match rest.split_once('=') {
+            Some((k, a)) if !k.contains(',') => (k, a),
+            _ => {
+                let part = rest.split(',').next().unwrap_or(rest);
+                return Err(bad(
+                    part,
+                    "expected key=value (a value with a comma is written in double quotes: \
+                     hcbody=\"ok, ready\")",
+                ));
+            }
+        };
+        let key = key.trim().to_string();
+        let value;
+        let comma;
+        match after.trim_start().strip_prefix('"') {
+            Some(quoted) => {
+                let mut v = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = None;
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '"' => {
+                            end = Some(i + 1);
+                            break;
+                        }
+                        '\\' => match chars.next() {
+                            Some((_, e @ ('"' | '\\'))) => v.push(e),
+                            Some((_, other)) => {
+                                v.push('\\');
+                                v.push(other);
+                            }
+                            None => {}
+                        },
+                        c => v.push(c),
+                    }
+                }
+                let Some(end) = end else {
+                    return Err(bad(&format!("{key}={after}"), "no closing double quote"));
+                };
+                let after_quote = &quoted[end..];
+                comma = after_quote.trim_start().starts_with(',');
+                match after_quote.trim_start().strip_prefix(',') {
+                    Some(next) => rest = next,
+                    None if after_quote.trim().is_empty() => rest = "",
+                    None => {
+                        return Err(bad(
+                            &format!("{key}={after}"),
+                            "text after the closing double quote",
+                        ));
+                    }
+                }
+                value = v;
+            }
+            None => {
+                let (v, next) = after.split_once(',').unwrap_or((after, ""));
+                comma = v.len() < after.len();
+                value = v.trim().to_string();
+                rest = next;
+            }
+        }
+        out.push((key, value));
+        if rest.trim().is_empty() {
+            if comma {
+                return Err(bad("", "a setting is missing after the last comma"));
+            }
+            return Ok(out);
+        }
     }
 }
 
@@ -711,6 +790,48 @@ mod tests {
                 .unwrap();
             let h = MemberHttp::of(&m.to_backend().unwrap()).unwrap();
             assert_eq!(h.acquire, Some(Duration::from_millis(wait)), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_value_with_a_comma_is_written_in_double_quotes() {
+        let m: MemberSpec = r#"http://127.0.0.1:9001,hcmethod=GET,hcbody="ok, ready",route=a"#
+            .parse()
+            .unwrap();
+        assert_eq!(m.route.as_deref(), Some("a"));
+        assert!(m.hc.contains(&("hcbody".into(), "ok, ready".into())));
+        // Taken as written, spaces and escapes included; JSON with its quotes.
+        let m: MemberSpec = r#"http://127.0.0.1:9001,hcmethod=GET,hcbody=" {\"a\":1,\"b\":2} \\ ""#
+            .parse()
+            .unwrap();
+        assert!(
+            m.hc.contains(&("hcbody".into(), r#" {"a":1,"b":2} \ "#.into())),
+            "{:?}",
+            m.hc
+        );
+        // An unquoted value is trimmed as before.
+        let m: MemberSpec = "http://127.0.0.1:9001, route = a ,max=2".parse().unwrap();
+        assert_eq!((m.route.as_deref(), m.max), (Some("a"), Some(2)));
+        for (bad, says) in [
+            (
+                "http://127.0.0.1:9001,hcmethod=GET,hcbody=ok, ready",
+                r#"invalid value "ready" for member: expected key=value (a value with a comma is written in double quotes"#,
+            ),
+            (
+                r#"http://127.0.0.1:9001,hcbody="ok, ready"#,
+                "no closing double quote",
+            ),
+            (
+                r#"http://127.0.0.1:9001,hcbody="ok" x,route=a"#,
+                "text after the closing double quote",
+            ),
+            (
+                "http://127.0.0.1:9001,route=a,",
+                "a setting is missing after the last comma",
+            ),
+        ] {
+            let e = bad.parse::<MemberSpec>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 

@@ -81,7 +81,7 @@ struct Cli {
     listen: SocketAddr,
     /// A member: URL[,key=value...] with keys route, loadfactor, lbset, status (+H +D +N +I +S),
     /// retry, max, acquire (ms), timeout, hcmethod, hcuri, hcinterval, hcpasses, hcfails,
-    /// hcexpr, hcbody.
+    /// hcexpr, hcbody. A value with a comma goes in double quotes: hcbody="ok, ready".
     #[arg(long = "member", short = 'm')]
     member: Vec<String>,
     /// byrequests, bytraffic, bybusyness, or any lb-core scheduler name.
