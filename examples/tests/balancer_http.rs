@@ -2271,11 +2271,11 @@ async fn a_response_cut_off_by_the_member_is_logged() {
     let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert!(body.len() < 100, "{out}");
     let logged = || {
-        p.stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains(&format!("member {addr}: response body failed")))
+        p.stderr.lock().unwrap().iter().any(|l| {
+            l.contains(&format!(
+                "balancer default: member {addr}: response body failed"
+            ))
+        })
     };
     assert!(
         eventually(5, || async { logged() }).await,

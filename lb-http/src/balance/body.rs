@@ -27,6 +27,8 @@ pin_project_lite::pin_project! {
         error_for_ms: u32,
         // The lease records the exchange's outcome when the body ends.
         outcome: bool,
+        // The balancer's name, for the log.
+        balancer: Option<Arc<str>>,
     }
 }
 
@@ -42,7 +44,14 @@ impl<B> LeaseBody<B> {
             permit,
             error_for_ms: NO_ERROR,
             outcome: false,
+            balancer: None,
         }
+    }
+
+    /// Names the balancer in the lines this body logs about its member.
+    pub fn in_balancer(mut self, name: Arc<str>) -> Self {
+        self.balancer = Some(name);
+        self
     }
 
     /// With [`records_outcome`](Self::records_outcome): a body that stalls (a
@@ -124,14 +133,15 @@ where
                             lease.failure(Failure::Timeout);
                             if *this.error_for_ms != NO_ERROR {
                                 super::put_in_error(
+                                    this.balancer.as_deref(),
                                     &lease,
                                     Duration::from_millis(u64::from(*this.error_for_ms)),
                                     &format!("response body stalled for {t:?}"),
                                 );
                             } else {
                                 tracing::warn!(
-                                    "member {}: response body stalled for {t:?}",
-                                    lease.backend().address()
+                                    "{}: response body stalled for {t:?}",
+                                    super::MemberOf(this.balancer.as_deref(), &lease)
                                 );
                             }
                         }
@@ -141,8 +151,8 @@ where
                         other => {
                             lease.failure(Failure::Other);
                             tracing::warn!(
-                                "member {}: response body failed: {}",
-                                lease.backend().address(),
+                                "{}: response body failed: {}",
+                                super::MemberOf(this.balancer.as_deref(), &lease),
                                 other.map_or_else(|| "error".to_string(), ToString::to_string)
                             );
                         }

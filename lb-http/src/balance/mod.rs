@@ -113,6 +113,7 @@ impl<S> Layer<S> for BalanceLayer {
             inner,
             shared: Arc::new(Shared {
                 balancer: self.balancer.clone(),
+                name: self.config.name.as_str().into(),
                 config: self.config.clone(),
                 members: self.members.clone(),
             }),
@@ -133,6 +134,9 @@ pub struct Balance<S> {
 #[derive(Debug)]
 struct Shared {
     balancer: Balancer,
+    /// The name again, for the response bodies' log lines: their reference count is this
+    /// thread's, not one every thread serving the balancer bumps.
+    name: Arc<str>,
     config: Arc<BalanceConfig>,
     members: Arc<Members>,
 }
@@ -201,6 +205,7 @@ where
     async move {
         let Shared {
             balancer,
+            name,
             config,
             members,
         } = &*shared;
@@ -320,7 +325,8 @@ where
                 }
                 Err(e) => Err(e),
             };
-            let put_in_error = |why: &str| put_in_error(&lease, member.retry, why);
+            let put_in_error =
+                |why: &str| put_in_error(Some(&config.name), &lease, member.retry, why);
             match result {
                 Ok(mut resp) => {
                     if let Some(started) = started {
@@ -350,7 +356,9 @@ where
                     };
                     let error_for = config.failontimeout.then_some(member.retry);
                     return Ok(resp.map(|b| {
-                        let body = LeaseBody::new(b, lease, permit).in_error_on_timeout(error_for);
+                        let body = LeaseBody::new(b, lease, permit)
+                            .in_error_on_timeout(error_for)
+                            .in_balancer(name.clone());
                         if judged { body } else { body.records_outcome() }
                     }));
                 }
@@ -409,11 +417,10 @@ where
                     // One line per failed try, naming the member (the client is not told
                     // which): nginx and Apache log each at their default level.
                     tracing::warn!(
-                        "balancer {}: member {}: {e}{}",
-                        config.name,
-                        lease.backend().address(),
+                        "{}: {e}{}",
+                        MemberOf(Some(&config.name), &lease),
                         if in_error {
-                            format!("; in error for {:?}", member.retry)
+                            in_error_for(member.retry)
                         } else {
                             String::new()
                         }
@@ -474,13 +481,42 @@ fn queue_timeout(waited: &[(&lb_core::Lease, Duration)]) -> BoxError {
 }
 
 /// Puts the leased member in error for `retry` (Apache's `failonstatus` and
-/// `failontimeout`), unless it ignores errors (`+I`), and says so in the log.
-pub(crate) fn put_in_error(lease: &lb_core::Lease, retry: Duration, why: &str) {
+/// `failontimeout`), unless it ignores errors (`+I`), and says so in the log, naming the
+/// balancer when known (a member may be in several).
+pub(crate) fn put_in_error(
+    balancer: Option<&str>,
+    lease: &lb_core::Lease,
+    retry: Duration,
+    why: &str,
+) {
     if error_for(lease, retry) {
         tracing::warn!(
-            "member {} in error for {retry:?}: {why}",
-            lease.backend().address(),
+            "{}: {why}{}",
+            MemberOf(balancer, lease),
+            in_error_for(retry)
         );
+    }
+}
+
+/// How a log line names a member: `balancer NAME: member ADDRESS`.
+pub(crate) struct MemberOf<'a>(pub(crate) Option<&'a str>, pub(crate) &'a lb_core::Lease);
+
+impl std::fmt::Display for MemberOf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(b) = self.0 {
+            write!(f, "balancer {b}: ")?;
+        }
+        write!(f, "member {}", self.1.backend().address())
+    }
+}
+
+/// The end of a log line for a member put in error for `retry`: with `retry=0` (Apache:
+/// "always retry") it is used again at once.
+fn in_error_for(retry: Duration) -> String {
+    if retry.is_zero() {
+        "; retry=0: used again at once".into()
+    } else {
+        format!("; in error for {retry:?}")
     }
 }
 
