@@ -395,6 +395,14 @@ async fn control_loop(
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
         println!("lb-balancer: manager on http://{mlocal}/");
+        if !mlocal.ip().is_loopback() && !config.manager_remote {
+            // Bound where others can reach it, but they get 403: say so at once, not on
+            // the first remote visit.
+            eprintln!(
+                "lb-balancer: the manager answers clients on loopback only; \
+                 --manager-remote (manager_remote = true) lets others in"
+            );
+        }
         tasks.push(tokio::spawn(serve(
             ml,
             manager,
