@@ -892,6 +892,17 @@ async fn smuggling_shapes_get_400_and_a_closed_connection_and_are_never_forwarde
             .await
             .starts_with("HTTP/1.1 431")
     );
+    // A request line alone that long: 414, as nginx and Apache answer it.
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let out = raw(p.addr, long.as_bytes()).await;
+    assert!(
+        out.starts_with("HTTP/1.1 414"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
     let out = raw(
         p.addr,

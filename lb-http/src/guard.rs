@@ -21,7 +21,8 @@
 //!
 //! A head ends where hyper's parser (httparse) finds its end: lines may end with CRLF or a
 //! bare LF. A head over [`GuardConfig::max_head`] bytes, whole or still arriving, is
-//! answered with `431` and the connection closed; heads hyper cannot parse are left to it
+//! answered with `414` when its request line alone is that long, else `431`, and the
+//! connection closed; heads hyper cannot parse are left to it
 //! (400 or 431, then it closes), and nothing after them is read.
 //!
 //! After an HTTP/2 preface the guard steps aside: HTTP/2 has its own framing, handled by
@@ -525,6 +526,20 @@ fn too_large(max_headers: usize) -> Vec<u8> {
     head
 }
 
+/// In place of a head whose request line alone is over the size limit: a request line with
+/// a target longer than hyper takes (65,534 bytes), which hyper answers with `414 URI Too
+/// Long` before closing.
+fn uri_too_long() -> Vec<u8> {
+    let mut head = b"GET /".to_vec();
+    head.resize(head.len() + usize::from(u16::MAX), b'a');
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+    head
+}
+
+/// The smallest read buffer hyper must be allowed for the heads the guard hands it in place
+/// of refused ones: [`uri_too_long`]'s, whatever the head size limit.
+pub(crate) const HYPER_BUFFER_FLOOR: usize = 5 + u16::MAX as usize + 22;
+
 /// Advances chunked framing over `data`; returns how many bytes belong to the body and the
 /// mode after them (`None`: malformed, stop following).
 fn scan_chunked(mut state: Chunk, data: &[u8]) -> (usize, Option<Mode>) {
@@ -828,12 +843,21 @@ impl<T> Guarded<T> {
                             return;
                         }
                         _ => {
+                            // The request line alone too long: the target is (RFC 9110
+                            // section 15.5.15), as nginx and Apache answer it.
+                            let line_too_long = !this.head
+                                [..this.config.max_head.min(this.head.len())]
+                                .contains(&b'\n');
                             tracing::debug!(
-                                "request head over {} bytes: 431",
-                                this.config.max_head
+                                "request head over {} bytes: {}",
+                                this.config.max_head,
+                                if line_too_long { 414 } else { 431 }
                             );
-                            this.out
-                                .extend_from_slice(&too_large(this.config.max_headers));
+                            this.out.extend_from_slice(&if line_too_long {
+                                uri_too_long()
+                            } else {
+                                too_large(this.config.max_headers)
+                            });
                             this.head.clear();
                             *this.mode = Mode::Closed;
                             return;
@@ -1539,6 +1563,20 @@ mod tests {
             g.read_to_end(&mut out).await.unwrap();
             assert_eq!(out, too_large(config.max_headers), "{pieces} pieces");
         }
+        // A request line alone over the limit: 414.
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(3000));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut g = Box::pin(Guarded::new(server, config));
+        client.write_all(long.as_bytes()).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        g.read_to_end(&mut out).await.unwrap();
+        assert!(
+            out == uri_too_long(),
+            "{}",
+            String::from_utf8_lossy(&out[..40])
+        );
+        assert_eq!(uri_too_long().len(), HYPER_BUFFER_FLOOR);
     }
 
     /// After a request asking to switch protocols, what the client sends is held until the

@@ -124,7 +124,7 @@ where
         // per request).
         .half_close(!config.abort_on_close)
         .writev(false)
-        .max_buf_size(config.guard.max_head.max(8192))
+        .max_buf_size(config.guard.max_head.max(crate::guard::HYPER_BUFFER_FLOOR))
         .max_headers(config.guard.max_headers);
     builder
         .http2()

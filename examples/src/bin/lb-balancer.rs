@@ -170,7 +170,8 @@ struct Cli {
     /// Most header fields in a request (default 100) -> 431.
     #[arg(long)]
     maxheaders: Option<u64>,
-    /// Largest request head in bytes (default 65536) -> 431.
+    /// Largest request head in bytes (default 65536) -> 431; 414 when the request line alone
+    /// is that long.
     #[arg(long)]
     maxheadsize: Option<u64>,
     /// Give up a request when its client closes the connection (HAProxy's `option
