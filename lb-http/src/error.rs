@@ -195,9 +195,10 @@ pub enum BalanceError {
     RouteUnavailable(String),
     /// The member (or each of the members) stayed at its `max` concurrency for longer than
     /// its wait for a slot.
-    #[error("member {member} busy: {}", no_slot(*waited))]
+    #[error("{member} busy: {}", no_slot(*waited))]
     QueueTimeout {
-        /// The member's address (the members', comma-separated).
+        /// Which: `member ADDRESS`, or `members ADDRESS, ADDRESS...` when the request waited
+        /// for any of several.
         member: String,
         /// How long the request waited (the longest wait).
         waited: Duration,

@@ -160,8 +160,9 @@ pub struct MemberSpec {
     /// `retry`: time in error after a failure (default 60 s).
     pub retry: Duration,
     /// `max`: most concurrent requests. A request routed to the member by its session
-    /// waits for a slot up to `acquire`, then gets 503; another goes to a member with a
-    /// free slot, and waits for the first freed only when every member is at its `max`.
+    /// waits for a slot up to `acquire`, then gets 503; another goes to a member of the same
+    /// tier with a free slot, and waits for the first freed only when every member of the
+    /// tier is at its `max` (see [`Balance`](crate::balance::Balance)).
     pub max: Option<u32>,
     /// `acquire`: how long a request waits for a slot at `max`, in milliseconds as in
     /// Apache (0: not at all); `None`: the balancer's queue timeout (1 s).
@@ -329,11 +330,14 @@ impl FromStr for MemberSpec {
     /// in double quotes (`hcbody="ok, ready"`), in which `\"` and `\\` stand for `"` and
     /// `\`; it is taken as written, spaces included.
     fn from_str(s: &str) -> Result<MemberSpec> {
-        let (url, settings) = s.split_once(',').unwrap_or((s, ""));
+        let (url, settings) = match s.split_once(',') {
+            Some((url, settings)) => (url, Some(settings)),
+            None => (s, None),
+        };
         let url = url.trim();
         Target::from_url(url)?;
         let mut spec = MemberSpec::new(url);
-        if !settings.is_empty() {
+        if let Some(settings) = settings {
             for (k, v) in settings_of(settings)? {
                 spec.set(&k, &v)?;
             }
@@ -343,6 +347,9 @@ impl FromStr for MemberSpec {
 }
 
 /// The `key=value` settings of a member, split at the commas outside double-quoted values.
+/// A value is quoted when it is one double-quoted string up to the next comma (or the end);
+/// any other value, quotes and all, is taken as written up to the next comma, as before
+/// quoting was read (`hcbody="status":"up"`).
 fn settings_of(s: &str) -> Result<Vec<(String, String)>> {
     let bad = |part: &str, reason: &str| Error::Value {
         key: "member".into(),
@@ -352,6 +359,9 @@ fn settings_of(s: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut rest = s;
     loop {
+        if rest.trim().is_empty() {
+            return Err(bad("", "a setting is missing after the last comma"));
+        }
         let (key, after) = match rest.split_once('=') {
             Some((k, a)) if !k.contains(',') => (k, a),
             _ => {
@@ -364,61 +374,50 @@ fn settings_of(s: &str) -> Result<Vec<(String, String)>> {
             }
         };
         let key = key.trim().to_string();
-        let value;
-        let comma;
-        match after.trim_start().strip_prefix('"') {
-            Some(quoted) => {
-                let mut v = String::new();
-                let mut chars = quoted.char_indices();
-                let mut end = None;
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '"' => {
-                            end = Some(i + 1);
-                            break;
-                        }
-                        '\\' => match chars.next() {
-                            Some((_, e @ ('"' | '\\'))) => v.push(e),
-                            Some((_, other)) => {
-                                v.push('\\');
-                                v.push(other);
-                            }
-                            None => {}
-                        },
-                        c => v.push(c),
-                    }
-                }
-                let Some(end) = end else {
-                    return Err(bad(&format!("{key}={after}"), "no closing double quote"));
-                };
-                let after_quote = &quoted[end..];
-                comma = after_quote.trim_start().starts_with(',');
-                match after_quote.trim_start().strip_prefix(',') {
-                    Some(next) => rest = next,
-                    None if after_quote.trim().is_empty() => rest = "",
-                    None => {
-                        return Err(bad(
-                            &format!("{key}={after}"),
-                            "text after the closing double quote",
-                        ));
-                    }
-                }
-                value = v;
-            }
+        let (value, next) = match quoted(after) {
+            Some((value, next)) => (value, next),
             None => {
-                let (v, next) = after.split_once(',').unwrap_or((after, ""));
-                comma = v.len() < after.len();
-                value = v.trim().to_string();
-                rest = next;
+                let (v, next) = match after.split_once(',') {
+                    Some((v, next)) => (v, Some(next)),
+                    None => (after, None),
+                };
+                (v.trim().to_string(), next)
             }
-        }
+        };
         out.push((key, value));
-        if rest.trim().is_empty() {
-            if comma {
-                return Err(bad("", "a setting is missing after the last comma"));
-            }
-            return Ok(out);
+        match next {
+            Some(next) => rest = next,
+            None => return Ok(out),
         }
+    }
+}
+
+/// `text` read as a double-quoted value (`\"` and `\\` escape a quote and a backslash)
+/// and what follows its comma, if any: `None` unless the quoted string is followed by a
+/// comma or the end (spaces aside).
+fn quoted(text: &str) -> Option<(String, Option<&str>)> {
+    let inner = text.trim_start().strip_prefix('"')?;
+    let mut value = String::new();
+    let mut chars = inner.char_indices();
+    let end = loop {
+        let (i, c) = chars.next()?;
+        match c {
+            '"' => break i + 1,
+            '\\' => match chars.next()? {
+                (_, e @ ('"' | '\\')) => value.push(e),
+                (_, other) => {
+                    value.push('\\');
+                    value.push(other);
+                }
+            },
+            c => value.push(c),
+        }
+    };
+    let after = inner[end..].trim_start();
+    if after.is_empty() {
+        Some((value, None))
+    } else {
+        after.strip_prefix(',').map(|next| (value, Some(next)))
     }
 }
 
@@ -585,12 +584,22 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
+/// The labels [`MemberHttp::parse`] reads: a change to any of them makes a new
+/// [`MemberHttp`].
+const HTTP_LABELS: [&str; 5] = [
+    LABEL_URL,
+    LABEL_RETRY,
+    LABEL_MAX,
+    LABEL_TIMEOUT,
+    LABEL_ACQUIRE,
+];
+
 fn label_hash(b: &Backend) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = Fnv::default();
     b.address().hash(&mut h);
     for (k, v) in b.labels() {
-        if k == LABEL_URL || k == LABEL_RETRY || k == LABEL_MAX || k == LABEL_TIMEOUT {
+        if HTTP_LABELS.contains(&k.as_str()) {
             k.hash(&mut h);
             v.hash(&mut h);
         }
@@ -793,6 +802,34 @@ mod tests {
         }
     }
 
+    /// A changed `acquire` (a reload, the manager) is seen, as a changed `max` is (review 7:
+    /// the cached settings were kept).
+    #[test]
+    fn a_changed_acquire_is_seen() {
+        let lb = lb_core::Balancer::builder()
+            .backend(
+                "http://127.0.0.1:9001,max=1,acquire=500"
+                    .parse::<MemberSpec>()
+                    .unwrap()
+                    .to_backend()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let members = Members::shared(&lb);
+        let pick = || lb.pick(&lb_core::PickContext::new()).unwrap();
+        let lease = pick();
+        let first = members.get_member(lease.shared_member()).unwrap();
+        assert_eq!(first.acquire, Some(Duration::from_millis(500)));
+        lb.update(lease.id(), |b| {
+            b.labels_mut()
+                .insert(LABEL_ACQUIRE.to_string(), "0".to_string());
+        })
+        .unwrap();
+        let changed = members.get_member(pick().shared_member()).unwrap();
+        assert_eq!(changed.acquire, Some(Duration::ZERO));
+    }
+
     #[test]
     fn a_value_with_a_comma_is_written_in_double_quotes() {
         let m: MemberSpec = r#"http://127.0.0.1:9001,hcmethod=GET,hcbody="ok, ready",route=a"#
@@ -809,6 +846,24 @@ mod tests {
             "{:?}",
             m.hc
         );
+        // A value that is not one quoted string is taken as written, as before quoting
+        // was read: JSON fields in quotes, a quote inside.
+        for (value, want) in [
+            (r#""status":"up""#, r#""status":"up""#),
+            (r#""ok" x"#, r#""ok" x"#),
+            (r#"a"b"#, r#"a"b"#),
+        ] {
+            let m: MemberSpec =
+                format!("http://127.0.0.1:9001,hcmethod=GET,hcbody={value},route=a")
+                    .parse()
+                    .unwrap();
+            assert!(
+                m.hc.contains(&("hcbody".into(), want.into())),
+                "{value}: {:?}",
+                m.hc
+            );
+            assert_eq!(m.route.as_deref(), Some("a"));
+        }
         // An unquoted value is trimmed as before.
         let m: MemberSpec = "http://127.0.0.1:9001, route = a ,max=2".parse().unwrap();
         assert_eq!((m.route.as_deref(), m.max), (Some("a"), Some(2)));
@@ -817,16 +872,21 @@ mod tests {
                 "http://127.0.0.1:9001,hcmethod=GET,hcbody=ok, ready",
                 r#"invalid value "ready" for member: expected key=value (a value with a comma is written in double quotes"#,
             ),
+            // Not one quoted string: read as written, up to the comma, as before.
             (
                 r#"http://127.0.0.1:9001,hcbody="ok, ready"#,
-                "no closing double quote",
-            ),
-            (
-                r#"http://127.0.0.1:9001,hcbody="ok" x,route=a"#,
-                "text after the closing double quote",
+                r#"invalid value "ready" for member: expected key=value"#,
             ),
             (
                 "http://127.0.0.1:9001,route=a,",
+                "a setting is missing after the last comma",
+            ),
+            (
+                "http://127.0.0.1:9001,",
+                "a setting is missing after the last comma",
+            ),
+            (
+                "http://127.0.0.1:9001, ",
                 "a setting is missing after the last comma",
             ),
         ] {

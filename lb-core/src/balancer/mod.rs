@@ -694,6 +694,31 @@ impl<S: Scheduler> Attempts<'_, S> {
         self.count
     }
 
+    /// Gives back the lease [`next`](Self::next) just handed out, unused: its backend was at
+    /// a limit the caller keeps itself (lb-http's per-member `max`). The backend is not
+    /// picked again by this iteration, but the lease counts neither as an attempt (against
+    /// `max_attempts`) nor as a pick of the backend (its total), and the next call goes on
+    /// to the other backends. [`retake`](Self::retake) takes the backend after all.
+    pub fn pass_over(&mut self, lease: Lease) {
+        debug_assert_eq!(self.last, Some(lease.id()));
+        self.count = self.count.saturating_sub(1);
+        lease.give_back_unused();
+    }
+
+    /// A lease on `member`, a backend this iteration handed out and the caller gave back
+    /// with [`pass_over`](Self::pass_over), once it can take the request after all (the
+    /// caller's limit freed a place). Counted as an attempt, as when first handed out.
+    pub fn retake(&mut self, member: &Arc<Member>) -> Lease {
+        if let Some(id) = self.last.take()
+            && !self.tried.contains(&id)
+        {
+            self.tried.push(id);
+        }
+        self.count += 1;
+        self.last = Some(member.id());
+        Lease::new(member.clone(), false)
+    }
+
     /// Skips `ids` as if they had been tried already: an outer retry (a new request after
     /// the first one failed upstream) passes the backends it used, so they are neither
     /// picked nor leased again. Unlike drawing leases and dropping them, nothing is counted

@@ -244,6 +244,51 @@ fn excluded_backends_are_skipped_without_a_lease_or_an_attempt() {
     assert_eq!(lb.get(id(3)).unwrap().state().total(), 6);
 }
 
+#[test]
+fn passed_over_backends_are_neither_attempts_nor_picks_until_retaken() {
+    let lb = lb(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(2)),
+        Backend::new(addr(3)),
+    ]);
+    lb.set_passive(PassiveConfig::off());
+    lb.update_config(|c| c.max_attempts = 1).unwrap();
+    let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
+    let mut a = lb.attempts(PickContext::new());
+    // Two backends given back unused (at a limit of the caller's): the one attempt allowed
+    // is still there for the third.
+    let first = a.next().unwrap();
+    let first_member = first.shared_member().clone();
+    a.pass_over(first);
+    let second = a.next().unwrap();
+    a.pass_over(second);
+    let third = a.next().unwrap();
+    let ports: std::collections::HashSet<_> = [&first_member]
+        .iter()
+        .map(|m| m.backend().address().port().unwrap())
+        .chain([third.backend().address().port().unwrap()])
+        .collect();
+    assert_eq!(ports.len(), 2);
+    assert!(a.next().is_err(), "one attempt");
+    drop(third);
+    let totals = |lb: &Balancer| {
+        (1..=3)
+            .map(|p| lb.get(id(p)).unwrap().state().total())
+            .sum::<u64>()
+    };
+    assert_eq!(totals(&lb), 1, "only the lease used is a pick");
+    for p in 1..=3 {
+        assert_eq!(lb.get(id(p)).unwrap().state().active(), 0);
+    }
+    // Retaken: a lease after all, counted once.
+    let again = a.retake(&first_member);
+    assert_eq!(again.id(), first_member.id());
+    assert_eq!(first_member.state().active(), 1);
+    assert_eq!(totals(&lb), 2);
+    drop(again);
+    assert_eq!(first_member.state().active(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn passive_health_ejects_for_the_blacklist_time_but_not_the_last() {
     let lb = Balancer::builder()

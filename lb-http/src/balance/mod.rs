@@ -28,9 +28,11 @@
 //! A member's `max` limits its concurrent requests. A request that its session routes to a
 //! member at its `max` waits for a slot there, up to the member's `acquire` (else
 //! [`BalanceConfig::queue_timeout`]), then gets 503: as with Apache and HAProxy, a busy
-//! member does not move a session. Another request goes on to the next member with a free
-//! slot, and when every member left is at its `max`, takes the first slot any of them frees
-//! within its wait; else it gets 503.
+//! member does not move a session. Another request passes over members at their `max`
+//! (neither an attempt against `maxattempts` nor a pick of theirs) to the next member of
+//! the same tier with a free slot; when every member of the tier is at its `max`, it takes
+//! the first slot any of them frees within its wait, else it gets 503. A busy member is
+//! usable: no request goes to a later tier (hot standby, higher lbset, backup) for it.
 
 mod body;
 mod future;
@@ -225,12 +227,33 @@ where
             .attempts(ctx)
             .exclude(tried.as_ref().map(Tried::ids).unwrap_or_default());
         let mut last_err: Option<BoxError> = None;
-        // Members found at their `max` by requests the scheduler placed: the request goes
-        // on to the others first, and waits for these only when none has a slot.
-        let mut full: Vec<(lb_core::Lease, Arc<MemberHttp>)> = Vec::new();
+        // Members found at their `max` by requests the scheduler placed, all of one tier
+        // (the first met): the request goes on to the others of that tier first, and
+        // waits for these only when none has a slot. Held without a lease, so that they
+        // count as busy only with the requests they serve.
+        let mut full: Vec<(Arc<lb_core::Member>, Arc<MemberHttp>)> = Vec::new();
         loop {
-            let (lease, member, permit) = match attempts.next() {
-                Ok(lease) => {
+            let picked = match attempts.next() {
+                // A member of a later tier (a hot standby, a higher lbset, a backup): the
+                // full members are only busy, and busy members are usable (Apache's rule
+                // for +H and lbset): wait for them instead.
+                Ok(lease)
+                    if full
+                        .first()
+                        .is_some_and(|(m, _)| tier(m.backend()) < tier(lease.backend())) =>
+                {
+                    attempts.pass_over(lease);
+                    None
+                }
+                Ok(lease) => Some(lease),
+                Err(lb_core::Error::StickyUnavailable(_)) => {
+                    let r = route.map(|r| r.0).unwrap_or_default();
+                    return Err(BalanceError::RouteUnavailable(r).into());
+                }
+                Err(_) => None,
+            };
+            let (lease, member, permit) = match picked {
+                Some(lease) => {
                     let member = match members.get_member(lease.shared_member()) {
                         Ok(m) => m,
                         Err(e) => {
@@ -256,40 +279,41 @@ where
                                 .await
                                 {
                                     Ok(Ok(p)) => (lease, member, Some(p)),
-                                    _ => return Err(queue_timeout(&[(&lease, wait)])),
+                                    _ => return Err(queue_timeout(&[(lease.backend(), wait)])),
                                 }
                             }
+                            // Passed over: neither an attempt (`maxattempts`) nor a pick
+                            // of the member.
                             Err(_) => {
-                                full.push((lease, member));
+                                full.push((lease.shared_member().clone(), member));
+                                attempts.pass_over(lease);
                                 continue;
                             }
                         },
                     }
                 }
-                Err(lb_core::Error::StickyUnavailable(_)) => {
-                    let r = route.map(|r| r.0).unwrap_or_default();
-                    return Err(BalanceError::RouteUnavailable(r).into());
-                }
-                Err(_) if !full.is_empty() && req.is_some() => {
-                    // Every member left is at its `max`: the first slot any of them frees
-                    // within its wait (`acquire`, else the queue timeout) takes the request.
+                None if !full.is_empty() && req.is_some() => {
+                    // Every member left of the tier is at its `max`: the first slot any of
+                    // them frees within its wait (`acquire`, else the queue timeout) takes
+                    // the request.
                     let waits: Vec<_> = full
                         .iter()
                         .map(|(_, m)| m.acquire.unwrap_or(config.queue_timeout))
                         .collect();
                     match first_slot(&full, &waits).await {
                         Some((i, p)) => {
-                            let (lease, member) = full.swap_remove(i);
+                            let (shared, member) = full.swap_remove(i);
                             full.clear();
-                            (lease, member, Some(p))
+                            (attempts.retake(&shared), member, Some(p))
                         }
                         None => {
-                            let waited: Vec<_> = full.iter().map(|(l, _)| l).zip(waits).collect();
+                            let waited: Vec<_> =
+                                full.iter().map(|(m, _)| m.backend()).zip(waits).collect();
                             return Err(queue_timeout(&waited));
                         }
                     }
                 }
-                Err(_) => {
+                None => {
                     return Err(last_err
                         .unwrap_or_else(|| BalanceError::NoMember(config.name.clone()).into()));
                 }
@@ -439,7 +463,7 @@ where
 /// The first `max` slot freed among `full` members, each waited for up to its `waits`
 /// entry: its index and the slot; `None` when every wait ran out.
 async fn first_slot(
-    full: &[(lb_core::Lease, Arc<MemberHttp>)],
+    full: &[(Arc<lb_core::Member>, Arc<MemberHttp>)],
     waits: &[Duration],
 ) -> Option<(usize, tokio::sync::OwnedSemaphorePermit)> {
     let mut pending: Vec<_> = full
@@ -469,13 +493,30 @@ async fn first_slot(
     None
 }
 
+/// Where a member stands in the order lb-core's pick follows: the lbsets in turn, each's
+/// hot standbys after its other members; backups after every lbset, pen's emergency
+/// server last.
+fn tier(b: &lb_core::Backend) -> (u8, u32, u8) {
+    match b.role() {
+        lb_core::Role::Normal => (0, b.lbset(), 0),
+        lb_core::Role::HotStandby => (0, b.lbset(), 1),
+        lb_core::Role::Backup => (1, b.lbset(), 0),
+        lb_core::Role::Emergency => (2, 0, 0),
+    }
+}
+
 /// The 503 for members that stayed at their `max` for their wait.
-fn queue_timeout(waited: &[(&lb_core::Lease, Duration)]) -> BoxError {
-    let member = waited
+fn queue_timeout(waited: &[(&lb_core::Backend, Duration)]) -> BoxError {
+    let addresses = waited
         .iter()
-        .map(|(l, _)| l.backend().address().to_string())
+        .map(|(b, _)| b.address().to_string())
         .collect::<Vec<_>>()
         .join(", ");
+    let member = if waited.len() > 1 {
+        format!("members {addresses}")
+    } else {
+        format!("member {addresses}")
+    };
     let waited = waited.iter().map(|(_, w)| *w).max().unwrap_or_default();
     BalanceError::QueueTimeout { member, waited }.into()
 }
@@ -527,4 +568,237 @@ fn error_for(lease: &lb_core::Lease, retry: Duration) -> bool {
         lease.set_error_for(retry);
     }
     !ignores
+}
+
+#[cfg(test)]
+mod tests {
+    //! The `max` slots: which member a request goes to when some are at their `max`.
+    use super::*;
+    use crate::member::MemberSpec;
+    use crate::proxy::Target;
+    use tower::Service;
+
+    fn member(url: &str) -> lb_core::Backend {
+        url.parse::<MemberSpec>().unwrap().to_backend().unwrap()
+    }
+
+    fn req(path: &str) -> Request<ProxyBody> {
+        Request::get(path).body(crate::body::empty()).unwrap()
+    }
+
+    type Reply =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
+
+    /// Answers at once, except `/hold`, which waits for a permit of `gate`; names the
+    /// member it was given in `x-served`.
+    fn inner(
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> impl tower::Service<
+        Request<ProxyBody>,
+        Response = Response<ProxyBody>,
+        Error = BoxError,
+        Future = Reply,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |r: Request<ProxyBody>| {
+            let gate = gate.clone();
+            let who = r
+                .extensions()
+                .get::<Target>()
+                .unwrap()
+                .authority
+                .to_string();
+            let hold = r.uri().path() == "/hold";
+            Box::pin(async move {
+                if hold {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .header("x-served", who)
+                        .body(crate::body::empty())
+                        .unwrap(),
+                )
+            }) as Reply
+        })
+    }
+
+    async fn until(mut f: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition never met");
+    }
+
+    fn stat(lb: &Balancer, port: &str) -> lb_core::BackendStats {
+        lb.stats()
+            .backends
+            .into_iter()
+            .find(|b| b.address.ends_with(port))
+            .unwrap()
+    }
+
+    fn served(r: Result<Response<LeaseBody<ProxyBody>>, BoxError>) -> Result<String, String> {
+        r.map(|r| r.headers()["x-served"].to_str().unwrap().to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs a request held by its gate; its response is dropped (its `max` slot freed)
+    /// as soon as it comes.
+    fn hold(
+        call: impl Future<Output = Result<Response<LeaseBody<ProxyBody>>, BoxError>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<String, String>> {
+        tokio::spawn(async move { served(call.await) })
+    }
+
+    fn first(backends: Vec<lb_core::Backend>, max_attempts: usize) -> Balancer {
+        Balancer::builder()
+            .backends(backends)
+            .scheduler("first".parse::<lb_core::scheduler::AnyScheduler>().unwrap())
+            .max_attempts(max_attempts)
+            .build()
+            .unwrap()
+    }
+
+    /// A hot standby serves only when every other member is unusable: one at its `max` is
+    /// usable, and the request waits for its slot (review 7: the standby took it at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_hot_standby_is_not_used_while_the_member_is_only_busy() {
+        let lb = first(
+            vec![
+                member("http://127.0.0.1:9001,max=1"),
+                member("http://127.0.0.1:9002,status=+H"),
+            ],
+            0,
+        );
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut svc =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
+        let held = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        // a frees its slot within the wait.
+        let g = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            g.add_permits(1);
+        });
+        assert_eq!(
+            served(svc.call(req("/")).await),
+            Ok("127.0.0.1:9001".into())
+        );
+        held.await.unwrap().unwrap();
+        // Busy past the wait: 503, still not the standby.
+        let held = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        let e = served(svc.call(req("/")).await).unwrap_err();
+        assert_eq!(e, "member 127.0.0.1:9001 busy: no slot within 1s");
+        gate.add_permits(1);
+        held.await.unwrap().unwrap();
+        assert_eq!(stat(&lb, ":9002").total, 0);
+    }
+
+    /// A member passed over at its `max` counts neither as busy with the request another
+    /// member serves, nor as having been picked for it (review 7: it held a lease).
+    #[tokio::test(start_paused = true)]
+    async fn a_full_member_passed_over_is_neither_busy_with_nor_picked_for_the_request() {
+        let lb = first(
+            vec![
+                member("http://127.0.0.1:9001,max=1"),
+                member("http://127.0.0.1:9002"),
+            ],
+            0,
+        );
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut svc =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
+        let first = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        let second = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9002").active == 1).await;
+        let a = stat(&lb, ":9001");
+        gate.add_permits(2);
+        assert_eq!(first.await.unwrap(), Ok("127.0.0.1:9001".into()));
+        assert_eq!(second.await.unwrap(), Ok("127.0.0.1:9002".into()));
+        assert_eq!((a.active, a.total), (1, 1));
+    }
+
+    /// Members passed over at their `max` do not use up `maxattempts`: with two attempts,
+    /// a third member with room still serves (review 7: 503).
+    #[tokio::test(start_paused = true)]
+    async fn full_members_do_not_use_up_max_attempts() {
+        let lb = first(
+            vec![
+                member("http://127.0.0.1:9001,max=1"),
+                member("http://127.0.0.1:9002,max=1"),
+                member("http://127.0.0.1:9003"),
+            ],
+            2,
+        );
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut svc =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
+        let r1 = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        let r2 = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9002").active == 1).await;
+        assert_eq!(
+            served(svc.call(req("/")).await),
+            Ok("127.0.0.1:9003".into())
+        );
+        gate.add_permits(2);
+        r1.await.unwrap().unwrap();
+        r2.await.unwrap().unwrap();
+    }
+
+    /// Every member of the tier at its `max`: the first slot freed takes the request, and
+    /// the 503 after the waits names them all.
+    #[tokio::test(start_paused = true)]
+    async fn all_full_the_first_slot_freed_takes_the_request() {
+        let lb = first(
+            vec![
+                member("http://127.0.0.1:9001,max=1,acquire=5000"),
+                member("http://127.0.0.1:9002,max=1,acquire=300"),
+            ],
+            0,
+        );
+        let gates = [
+            Arc::new(tokio::sync::Semaphore::new(0)),
+            Arc::new(tokio::sync::Semaphore::new(0)),
+        ];
+        // One gate per member: a `/hold` on a waits on the first, on b on the second.
+        let mut svc_a =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gates[0].clone()));
+        let mut svc_b =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gates[1].clone()));
+        let ha = hold(svc_a.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        let hb = hold(svc_b.call(req("/hold")));
+        until(|| stat(&lb, ":9002").active == 1).await;
+        let g = gates[1].clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            g.add_permits(1);
+        });
+        assert_eq!(
+            served(svc_a.call(req("/")).await),
+            Ok("127.0.0.1:9002".into())
+        );
+        hb.await.unwrap().unwrap();
+        // Both held past their waits: the 503 names both, with the longest wait.
+        let hb = hold(svc_b.call(req("/hold")));
+        until(|| stat(&lb, ":9002").active == 1).await;
+        let e = served(svc_a.call(req("/")).await).unwrap_err();
+        assert_eq!(
+            e,
+            "members 127.0.0.1:9001, 127.0.0.1:9002 busy: no slot within 5s"
+        );
+        gates[0].add_permits(1);
+        gates[1].add_permits(1);
+        ha.await.unwrap().unwrap();
+        hb.await.unwrap().unwrap();
+    }
 }
