@@ -2729,7 +2729,7 @@ async fn an_http2_client_reading_slowly_keeps_its_response() {
         "--listen",
         "127.0.0.1:0",
         "--clienttimeout",
-        "1",
+        "2",
         "--member",
         &a.url(),
     ]);
@@ -2746,10 +2746,11 @@ async fn an_http2_client_reading_slowly_keeps_its_response() {
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let mut body = send.send_request(req).await.unwrap().into_body();
-    // Three seconds of reads 400 ms apart: three client timeouts, never one without a read.
+    // Five seconds of reads 300 ms apart: two and a half client timeouts, never one
+    // without a read.
     let mut read = 0usize;
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
             .await
             .expect("no frame within 5 s")
@@ -2903,4 +2904,51 @@ async fn a_manager_on_a_wildcard_address_says_it_answers_loopback_only() {
     let (status, _, _) = get(&client(), &local.url("/"), None).await;
     assert_eq!(status, 200);
     assert!(!says(&local));
+}
+
+/// One stream read, another never: the client timeout runs for each response from its own
+/// wait, so reading one stream does not keep a stalled one, and its member's connection,
+/// open (review 7: any stream taking a frame restarted the wait of all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_stream_never_read_is_timed_while_another_is_read() {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--clienttimeout",
+        "2",
+        "--member",
+        &a.url(),
+    ]);
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(16 * 1024)
+            .handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let mut read = send.send_request(get()).await.unwrap().into_body();
+    let _stalled = send.send_request(get()).await.unwrap();
+    // Read the first stream every 300 ms for up to 20 s: the connection is closed for the
+    // second within a few client timeouts.
+    let mut closed = false;
+    for _ in 0..66 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match tokio::time::timeout(Duration::from_secs(5), read.frame()).await {
+            Ok(Some(Ok(_))) => {}
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a stream never read kept its connection open");
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection is still open");
 }

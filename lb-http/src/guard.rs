@@ -44,8 +44,8 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -73,9 +73,8 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\
 /// - that an HTTP/2 connection has been idle for the idle timeout and is to be ended with
 ///   GOAWAY ([`Shared::goaway_due`]);
 /// - on HTTP/2, how many responses wait for the client to open its flow-control window
-///   ([`InFlight::park`]), and a count of the times one was taken on: the client timeout
-///   runs while some wait and none is taken on, as the socket's own runs while a write
-///   waits.
+///   ([`InFlight::park`]), and since when each has: the client timeout runs from the
+///   longest wait, as the socket's own runs while a write waits.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     switch: AtomicU8,
@@ -83,9 +82,18 @@ pub(crate) struct Shared {
     goaway: AtomicBool,
     in_flight: AtomicUsize,
     parked: AtomicUsize,
-    progress: AtomicU64,
+    /// The waits of the HTTP/2 responses in flight, one slot each, registered once per
+    /// response; a slot whose response ended is dropped at the next look.
+    parks: Mutex<Vec<Weak<ParkSlot>>>,
+    /// What the slots' times count from: the connection's first wait.
+    park_base: OnceLock<Instant>,
     waker: AtomicWaker,
 }
+
+/// One HTTP/2 response's wait for the client's window: milliseconds after the
+/// connection's `park_base`, plus one, since it waits; 0 while it does not.
+#[derive(Debug, Default)]
+pub(crate) struct ParkSlot(AtomicU64);
 
 const SWITCH_IDLE: u8 = 0;
 const SWITCH_AWAITED: u8 = 1;
@@ -155,10 +163,27 @@ impl Shared {
 pub(crate) struct InFlight(Arc<Shared>);
 
 impl InFlight {
+    /// A slot for this request's response's waits, which the guard looks at (HTTP/2).
+    pub(crate) fn park_slot(&self) -> Arc<ParkSlot> {
+        let slot = Arc::new(ParkSlot::default());
+        let mut parks = self.0.parks.lock().unwrap_or_else(PoisonError::into_inner);
+        if parks.len() >= 64 && parks.len().is_power_of_two() {
+            parks.retain(|p| p.strong_count() > 0);
+        }
+        parks.push(Arc::downgrade(&slot));
+        slot
+    }
+
     /// This request's response handed hyper a frame of its body, which on HTTP/2 waits
     /// until the client's flow-control window takes it: hyper asks for the next frame only
     /// then. Until [`unpark`](Self::unpark), the guard counts the client timeout for it.
-    pub(crate) fn park(&self) {
+    pub(crate) fn park(&self, slot: &ParkSlot) {
+        let base = *self.0.park_base.get_or_init(Instant::now);
+        let since = Instant::now().saturating_duration_since(base).as_millis();
+        slot.0.store(
+            u64::try_from(since).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Release,
+        );
         if self.0.parked.fetch_add(1, Ordering::AcqRel) == 0 {
             // The guard may be waiting with no timer running.
             self.0.waker.wake();
@@ -166,10 +191,26 @@ impl InFlight {
     }
 
     /// The frame handed over with [`park`](Self::park) was taken: hyper asks for more (or
-    /// the response ends).
-    pub(crate) fn unpark(&self) {
-        self.0.progress.fetch_add(1, Ordering::AcqRel);
+    /// the response ended).
+    pub(crate) fn unpark(&self, slot: &ParkSlot) {
+        slot.0.store(0, Ordering::Release);
         self.0.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// Since when the response that has waited longest for the client's window waits.
+    fn oldest_park(&self) -> Option<Instant> {
+        let base = *self.park_base.get()?;
+        let mut parks = self.parks.lock().unwrap_or_else(PoisonError::into_inner);
+        parks.retain(|p| p.strong_count() > 0);
+        parks
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|slot| slot.0.load(Ordering::Acquire))
+            .filter(|since| *since > 0)
+            .min()
+            .map(|since| base + Duration::from_millis(since - 1))
     }
 }
 
@@ -317,9 +358,9 @@ pin_project_lite::pin_project! {
         switch_after_body: bool,
         // Since when the client has taken no byte written to it (boxed: rarely set).
         write_stall: Option<Pin<Box<Sleep>>>,
-        // HTTP/2 responses wait for the client's window: the count of those taken on when
-        // the wait was last seen to start, and when the client timeout ends it.
-        window_stall: Option<(u64, Instant)>,
+        // HTTP/2 responses wait for the client's window: when the client timeout ends the
+        // longest wait, as last looked.
+        window_stall: Option<Instant>,
     }
 }
 
@@ -708,11 +749,10 @@ impl<T> Guarded<T> {
         Poll::Ready(())
     }
 
-    /// HTTP/2: ready when responses have waited for the client's flow-control window for
-    /// the client timeout and none was taken on meanwhile (see [`Shared`]): the client is
-    /// reading nothing of them, and each holds a member's connection. What the client
-    /// sends meanwhile (pings, frames of other streams) does not count, as a write that
-    /// waits is not helped by reads either.
+    /// HTTP/2: ready when a response has waited for the client's flow-control window for
+    /// the client timeout (see [`Shared`]): the client reads nothing of it, and it holds a
+    /// member's connection. What the client does meanwhile (pings, reading other streams,
+    /// resetting them) does not count, as a write that waits is not helped by reads either.
     fn poll_window_stall(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let Some(shared) = this.shared.as_ref() else {
@@ -725,25 +765,51 @@ impl<T> Guarded<T> {
             *this.window_stall = None;
             return Poll::Pending;
         }
-        let progress = shared.progress.load(Ordering::Acquire);
-        let deadline = match *this.window_stall {
-            Some((seen, deadline)) if seen == progress => deadline,
-            _ => {
-                let deadline = Instant::now() + this.config.client_timeout_or_idle();
-                *this.window_stall = Some((progress, deadline));
-                deadline
+        let limit = this.config.client_timeout_or_idle();
+        loop {
+            let deadline = match *this.window_stall {
+                Some(deadline) => deadline,
+                None => match shared.oldest_park() {
+                    Some(since) => *this.window_stall.insert(since + limit),
+                    None => return Poll::Pending,
+                },
+            };
+            // As in `poll_timeout`: the timer may run early, and is then moved on.
+            if this.timer.deadline() > deadline {
+                this.timer.as_mut().reset(deadline);
             }
-        };
-        // As in `poll_timeout`: the timer may run early, and is then moved on.
-        if this.timer.deadline() > deadline {
-            this.timer.as_mut().reset(deadline);
-        }
-        ready!(this.timer.as_mut().poll(cx));
-        if Instant::now() < deadline {
-            this.timer.as_mut().reset(deadline);
             ready!(this.timer.as_mut().poll(cx));
+            if Instant::now() < deadline {
+                this.timer.as_mut().reset(deadline);
+                ready!(this.timer.as_mut().poll(cx));
+            }
+            // The deadline of the wait seen last: which waits now?
+            match shared.oldest_park() {
+                Some(since) if since + limit <= Instant::now() => return Poll::Ready(()),
+                Some(since) => *this.window_stall = Some(since + limit),
+                None => {
+                    *this.window_stall = None;
+                    return Poll::Pending;
+                }
+            }
         }
-        Poll::Ready(())
+    }
+
+    /// The error that ends an HTTP/2 connection one of whose responses waited for the
+    /// client's window for the client timeout ([`poll_window_stall`](Self::poll_window_stall)):
+    /// it is closed, as an HTTP/1 one whose client takes nothing is, and its streams end
+    /// with it, their members' connections with them.
+    fn window_stalled(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.as_mut().poll_window_stall(cx).is_pending() {
+            return None;
+        }
+        let limit = self.config.client_timeout_or_idle();
+        *self.as_mut().project().mode = Mode::Closed;
+        tracing::debug!("HTTP/2 client took no byte of a response for {limit:?}: closing");
+        Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client took no byte of a response for {limit:?} (HTTP/2 flow control)"),
+        ))
     }
 
     /// [`feed`](Self::feed)s bytes read while collecting a head; with no head left
@@ -986,6 +1052,16 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                             if buf.filled().len() > start && !going_away {
                                 *this.armed = Armed::None;
                             }
+                            // A client that keeps sending (pings, other streams) is still
+                            // looked at for the waits.
+                            if this
+                                .shared
+                                .as_ref()
+                                .is_some_and(|s| s.parked.load(Ordering::Acquire) > 0)
+                                && let Some(e) = self.as_mut().window_stalled(cx)
+                            {
+                                return Poll::Ready(Err(e));
+                            }
                             return Poll::Ready(read);
                         }
                         Poll::Pending => {
@@ -995,19 +1071,8 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
                                 *this.mode = Mode::GoingAway;
                                 continue;
                             }
-                            if self.as_mut().poll_window_stall(cx).is_ready() {
-                                // Closed, as an HTTP/1 client that takes nothing is: the
-                                // streams end with the connection, and their members'
-                                // connections with them.
-                                let limit = self.config.client_timeout_or_idle();
-                                *self.as_mut().project().mode = Mode::Closed;
-                                return Poll::Ready(Err(io::Error::new(
-                                    io::ErrorKind::TimedOut,
-                                    format!(
-                                        "the client took no byte of a response for {limit:?} \
-                                         (HTTP/2 flow control)"
-                                    ),
-                                )));
+                            if let Some(e) = self.as_mut().window_stalled(cx) {
+                                return Poll::Ready(Err(e));
                             }
                             let want = if going_away {
                                 Armed::GoingAway

@@ -36,7 +36,7 @@ use crate::BoxError;
 use crate::body::{ProxyBody, boxed, full};
 use crate::error::BalanceError;
 use crate::ext::Served;
-use crate::guard::{GuardConfig, Guarded, InFlight, Shared};
+use crate::guard::{GuardConfig, Guarded, InFlight, ParkSlot, Shared};
 use crate::headers::ClientInfo;
 
 /// Limits on client connections.
@@ -510,31 +510,31 @@ where
 
 /// A response body that keeps its request counted as in flight (see [`Shared`]).
 ///
-/// On HTTP/2 (`window`) it also tells the guard when hyper holds a frame of it (`parked`):
+/// On HTTP/2 (`slot`) it also tells the guard when hyper holds a frame of it (`parked`):
 /// hyper asks a body for its next frame only once the client's flow-control window has room
 /// for more, so from a frame handed over until the next ask the response waits for the
-/// client, and each ask is the client taking some of it. Frames go out at most
-/// [`WINDOW_STEP`] bytes at a time, so that a client reading with a small window is seen
-/// taking bytes at every step rather than once per member's read (64 KiB and more).
+/// client. Frames go out at most [`WINDOW_STEP`] bytes at a time, so that a client reading
+/// with a small window is seen taking bytes at every step rather than once per member's
+/// read (64 KiB and more).
 struct Counted {
     body: ProxyBody,
     in_flight: InFlight,
-    window: bool,
+    slot: Option<Arc<ParkSlot>>,
     parked: bool,
     /// What is left of a data frame cut at [`WINDOW_STEP`].
     rest: Bytes,
 }
 
-/// HTTP/2's default largest frame (RFC 9113 section 6.5.2), which hyper would cut a larger
-/// one into anyway.
+/// HTTP/2's smallest largest frame (RFC 9113 section 4.2): the most a client with the
+/// default `SETTINGS_MAX_FRAME_SIZE` takes in one frame.
 const WINDOW_STEP: usize = 16 * 1024;
 
 impl Counted {
     fn new(body: ProxyBody, in_flight: InFlight, window: bool) -> Counted {
         Counted {
+            slot: window.then(|| in_flight.park_slot()),
             body,
             in_flight,
-            window,
             parked: false,
             rest: Bytes::new(),
         }
@@ -558,12 +558,12 @@ impl http_body::Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if !this.window {
+        let Some(slot) = &this.slot else {
             return Pin::new(&mut this.body).poll_frame(cx);
-        }
+        };
         if this.parked {
             this.parked = false;
-            this.in_flight.unpark();
+            this.in_flight.unpark(slot);
         }
         let polled = if this.rest.is_empty() {
             match Pin::new(&mut this.body).poll_frame(cx) {
@@ -580,9 +580,10 @@ impl http_body::Body for Counted {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && frame.is_data()
             && !this.is_end_stream()
+            && let Some(slot) = &this.slot
         {
             this.parked = true;
-            this.in_flight.park();
+            this.in_flight.park(slot);
         }
         polled
     }
@@ -606,8 +607,10 @@ impl http_body::Body for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         // A stream reset, or the connection gone, with a frame still held.
-        if self.parked {
-            self.in_flight.unpark();
+        if self.parked
+            && let Some(slot) = &self.slot
+        {
+            self.in_flight.unpark(slot);
         }
     }
 }
