@@ -33,8 +33,8 @@
 //! no request in flight) is closed. Used on its own, the guard closes an idle HTTP/2
 //! connection silently. Under `serve` it also keeps the client timeout for responses that
 //! wait on the client's flow-control window, which no write waiting on the socket shows:
-//! when responses have waited for it that long with none taken on, the connection is
-//! closed, as an HTTP/1 one whose client takes nothing is.
+//! when one has waited for it that long, the connection is closed, as an HTTP/1 one whose
+//! client takes nothing is.
 //!
 //! After a request asking to switch protocols (`Upgrade`, `CONNECT`), what the client
 //! sends is held until the answer is known, when the guard is told it (as `serve` does):
@@ -236,10 +236,10 @@ pub struct GuardConfig {
     pub idle_timeout: Duration,
     /// A connection whose client takes no byte of what is written to it for this long, a
     /// response or a tunnel's data, is closed (nginx's `send_timeout`, HAProxy's `timeout
-    /// client`); on HTTP/2, also one whose responses wait that long for the client's
-    /// flow-control window, none taken on. `None` (the default): the idle timeout, as one
-    /// silence allowed from a client. [`ProxyConfig::client_body_timeout`] is its counterpart for a request body
-    /// the client stops sending.
+    /// client`); on HTTP/2, also one with a response that waits that long for the
+    /// client's flow-control window. `None` (the default): the idle timeout, as one silence
+    /// allowed from a client. [`ProxyConfig::client_body_timeout`] is its counterpart for a
+    /// request body the client stops sending.
     ///
     /// [`ProxyConfig::client_body_timeout`]: crate::proxy::ProxyConfig::client_body_timeout
     pub client_timeout: Option<Duration>,
