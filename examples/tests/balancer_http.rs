@@ -2870,42 +2870,6 @@ async fn acquire_0_answers_503_at_once_when_the_member_is_busy() {
     assert_eq!(hold.await.unwrap().0, 200);
 }
 
-/// A manager bound where other hosts can reach it, but not opened to them, says at start
-/// that it answers loopback clients only (the seventh QA pass: remote clients met a silent
-/// 403); bound to loopback it says nothing of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manager_on_a_wildcard_address_says_it_answers_loopback_only() {
-    let a = Backend::start("a").await;
-    let says = |p: &Proxy| {
-        p.stderr
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("the manager answers clients on loopback only"))
-    };
-    let wide = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "0.0.0.0:0",
-        "--member",
-        &a.url(),
-    ]);
-    assert!(eventually(5, || async { says(&wide) }).await);
-    let local = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--manager",
-        "127.0.0.1:0",
-        "--member",
-        &a.url(),
-    ]);
-    // Started (it answers), and nothing said.
-    let (status, _, _) = get(&client(), &local.url("/"), None).await;
-    assert_eq!(status, 200);
-    assert!(!says(&local));
-}
-
 /// One stream read, another never: the client timeout runs for each response from its own
 /// wait, so reading one stream does not keep a stalled one, and its member's connection,
 /// open (review 7: any stream taking a frame restarted the wait of all).

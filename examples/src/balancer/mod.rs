@@ -395,13 +395,8 @@ async fn control_loop(
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
         println!("lb-balancer: manager on http://{mlocal}/");
-        if !mlocal.ip().is_loopback() && !config.manager_remote {
-            // Bound where others can reach it, but they get 403: say so at once, not on
-            // the first remote visit.
-            eprintln!(
-                "lb-balancer: the manager answers clients on loopback only; \
-                 --manager-remote (manager_remote = true) lets others in"
-            );
+        if let Some(note) = manager_note(mlocal, config.manager_remote) {
+            eprintln!("lb-balancer: warning: {note}");
         }
         tasks.push(tokio::spawn(serve(
             ml,
@@ -489,4 +484,41 @@ async fn control_loop(
         h.clear();
     }
     Ok(())
+}
+
+/// What to say at start about a manager on `addr`: one bound where other hosts can reach it,
+/// but not opened to them (`remote`), answers them 403; said at once rather than found on
+/// the first remote visit.
+fn manager_note(addr: std::net::SocketAddr, remote: bool) -> Option<&'static str> {
+    (!addr.ip().to_canonical().is_loopback() && !remote).then_some(
+        "the manager answers clients on loopback only; --manager-remote (manager_remote = \
+         true) lets others in",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manager_beyond_loopback_and_not_opened_says_so() {
+        let note = |a: &str, remote| manager_note(a.parse().unwrap(), remote).is_some();
+        for wide in [
+            "0.0.0.0:8081",
+            "[::]:8081",
+            "192.0.2.1:8081",
+            "[2001:db8::1]:8081",
+        ] {
+            assert!(note(wide, false), "{wide}");
+            assert!(!note(wide, true), "{wide} with --manager-remote");
+        }
+        for local in [
+            "127.0.0.1:8081",
+            "127.0.0.2:8081",
+            "[::1]:8081",
+            "[::ffff:127.0.0.1]:8081",
+        ] {
+            assert!(!note(local, false), "{local}");
+        }
+    }
 }
