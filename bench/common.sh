@@ -22,7 +22,8 @@ build_lb() {
     fi
 }
 
-# start_backends BE1 BE2: one nginx, two servers answering a 6-byte body.
+# start_backends BE1 BE2: one nginx, two servers answering a 6-byte body (and /which with
+# their port, for checks of where a request went).
 start_backends() {
     mkdir -p "$WORK/ngb"
     cat >"$WORK/backends.conf" <<EOB
@@ -33,8 +34,8 @@ events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_requests 1000000;
-    server { listen 127.0.0.1:$1; location / { return 200 "hello\n"; } }
-    server { listen 127.0.0.1:$2; location / { return 200 "hello\n"; } }
+    server { listen 127.0.0.1:$1; location / { return 200 "hello\n"; } location = /which { return 200 "\$server_port\n"; } }
+    server { listen 127.0.0.1:$2; location / { return 200 "hello\n"; } location = /which { return 200 "\$server_port\n"; } }
 }
 EOB
     nginx -c "$WORK/backends.conf" -p "$WORK/ngb" -g 'daemon off;' &

@@ -109,18 +109,27 @@ echo "pgo-build: optimised build..." >&2
 (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/lb.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
     CARGO_TARGET_DIR="$OUT" cargo build --release -q -p lb-examples --bin lb-balancer)
 
-# The optimised binary must serve: one request through it, with a route cookie.
+# The optimised binary must serve, and route: each member's route cookie reaches it.
 "$OUT/release/lb-balancer" --listen 127.0.0.1:$PORT --stickysession ROUTEID \
     --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lbpgo.log" 2>&1 &
 PGOPID=$!
 PIDS+=($PGOPID)
-served=
+up=0
 for _ in $(seq 1 100); do
-    served=$(curl -fs -H "Cookie: ROUTEID=x.b2" "http://127.0.0.1:$PORT/" || true)
-    [ -n "$served" ] && break
+    if curl -fs -o /dev/null "http://127.0.0.1:$PORT/"; then up=1; break; fi
     sleep 0.1
 done
-[ "$served" = hello ] || { echo "pgo-build: the optimised build did not serve (got '$served')" >&2; cat "$WORK/lbpgo.log" >&2; exit 1; }
+[ $up = 1 ] || { echo "pgo-build: the optimised build did not answer" >&2; cat "$WORK/lbpgo.log" >&2; exit 1; }
+for route in b1:$BE1 b2:$BE2 b1:$BE1; do
+    got=$(curl -fs -H "Cookie: ROUTEID=x.${route%%:*}" "http://127.0.0.1:$PORT/which" || true)
+    [ "$got" = "${route#*:}" ] || {
+        echo "pgo-build: the optimised build sent route ${route%%:*} to '$got', not ${route#*:}" >&2
+        cat "$WORK/lbpgo.log" >&2
+        exit 1
+    }
+done
 kill -INT $PGOPID
+for _ in $(seq 1 50); do kill -0 $PGOPID 2>/dev/null || break; sleep 0.1; done
+kill -KILL $PGOPID 2>/dev/null || true
 wait $PGOPID || true
 echo "$OUT/release/lb-balancer"
