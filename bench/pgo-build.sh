@@ -57,18 +57,25 @@ BE1=19201 BE2=19202 DEAD=19203 PORT=19210
 # shellcheck source=bench/common.sh
 . "$ROOT/bench/common.sh"
 start_backends $BE1 $BE2
+# wait_for_lb WHAT LOG: until the lb-balancer on PORT answers (10 s), else says WHAT did not
+# and shows its LOG.
+wait_for_lb() {
+    for _ in $(seq 1 100); do
+        curl -fs -o /dev/null "http://127.0.0.1:$PORT/" && return 0
+        sleep 0.1
+    done
+    echo "pgo-build: $1 did not answer" >&2
+    cat "$2" >&2
+    exit 1
+}
+
 echo "pgo-build: training..." >&2
 "$GEN/release/lb-balancer" --listen 127.0.0.1:$PORT --stickysession ROUTEID \
     --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 \
     --member http://127.0.0.1:$DEAD,route=b3 >"$WORK/lb.log" 2>&1 &
 LBPID=$!
 PIDS+=($LBPID)
-up=0
-for _ in $(seq 1 100); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$PORT/"; then up=1; break; fi
-    sleep 0.1
-done
-[ $up = 1 ] || { echo "pgo-build: lb-balancer did not answer" >&2; cat "$WORK/lb.log" >&2; exit 1; }
+wait_for_lb "lb-balancer" "$WORK/lb.log"
 
 URL=http://127.0.0.1:$PORT
 head -c 65536 /dev/zero | tr '\0' x >"$WORK/body"
@@ -114,12 +121,7 @@ echo "pgo-build: optimised build..." >&2
     --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lbpgo.log" 2>&1 &
 PGOPID=$!
 PIDS+=($PGOPID)
-up=0
-for _ in $(seq 1 100); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$PORT/"; then up=1; break; fi
-    sleep 0.1
-done
-[ $up = 1 ] || { echo "pgo-build: the optimised build did not answer" >&2; cat "$WORK/lbpgo.log" >&2; exit 1; }
+wait_for_lb "the optimised build" "$WORK/lbpgo.log"
 for route in b1:$BE1 b2:$BE2 b1:$BE1; do
     got=$(curl -fs -H "Cookie: ROUTEID=x.${route%%:*}" "http://127.0.0.1:$PORT/which" || true)
     [ "$got" = "${route#*:}" ] || {

@@ -2673,6 +2673,49 @@ async fn manager_refuses_a_foreign_host_or_origin() {
     assert_eq!(get(&c, &p.url("/"), None).await.0, 503);
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `p`, its streams' initial window
+/// `window` (else hyper's), driven by a task of its own.
+async fn h2_client(
+    p: &Proxy,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(w) = window {
+        builder.initial_stream_window_size(w);
+    }
+    let (send, conn) = builder
+        .handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// lb-balancer with a client timeout of 2 s before one member.
+async fn with_client_timeout_2() -> (Backend, Proxy) {
+    let a = Backend::start("a").await;
+    let p = Proxy::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--clienttimeout",
+        "2",
+        "--member",
+        &a.url(),
+    ]);
+    (a, p)
+}
+
+/// A GET of a response far longer than any test reads.
+fn big_download(p: &Proxy) -> hyper::Request<http_body_util::Empty<Bytes>> {
+    hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap()
+}
+
 /// An HTTP/2 client that opens no flow-control window takes nothing of a response, with
 /// nothing waiting on the socket (it still reads frames): after the client timeout it is
 /// disconnected and the member's connection freed, as an HTTP/1 client that stops reading
@@ -2694,20 +2737,10 @@ async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_t
     ]);
     let m = p.manager.unwrap();
     let busy = || first_member_busy(m);
-    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .unwrap();
     // hyper drives the connection (it answers pings and reads every frame) but opens a
     // stream's window only as its body is read, which this test never does.
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    let (mut send, conn) = h2_client(&p, None).await;
+    let resp = send.send_request(big_download(&p)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(eventually(5, || async { busy().await == 1 }).await);
     assert!(
@@ -2724,28 +2757,14 @@ async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_t
 /// its response past the client timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_reading_slowly_keeps_its_response() {
-    let a = Backend::start("a").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--clienttimeout",
-        "2",
-        "--member",
-        &a.url(),
-    ]);
-    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            // A small window: the response waits for the client after every 16 KiB read.
-            .initial_stream_window_size(16 * 1024)
-            .handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
-        .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap();
-    let mut body = send.send_request(req).await.unwrap().into_body();
+    let (_a, p) = with_client_timeout_2().await;
+    // A small window: the response waits for the client after every 16 KiB read.
+    let (mut send, conn) = h2_client(&p, Some(16 * 1024)).await;
+    let mut body = send
+        .send_request(big_download(&p))
+        .await
+        .unwrap()
+        .into_body();
     // Five seconds of reads 300 ms apart: two and a half client timeouts, never one
     // without a read.
     let mut read = 0usize;
@@ -2875,30 +2894,14 @@ async fn acquire_0_answers_503_at_once_when_the_member_is_busy() {
 /// open (review 7: any stream taking a frame restarted the wait of all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_stream_never_read_is_timed_while_another_is_read() {
-    let a = Backend::start("a").await;
-    let p = Proxy::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--clienttimeout",
-        "2",
-        "--member",
-        &a.url(),
-    ]);
-    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(16 * 1024)
-            .handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let get = || {
-        hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap()
-    };
-    let mut read = send.send_request(get()).await.unwrap().into_body();
-    let _stalled = send.send_request(get()).await.unwrap();
+    let (_a, p) = with_client_timeout_2().await;
+    let (mut send, conn) = h2_client(&p, Some(16 * 1024)).await;
+    let mut read = send
+        .send_request(big_download(&p))
+        .await
+        .unwrap()
+        .into_body();
+    let _stalled = send.send_request(big_download(&p)).await.unwrap();
     // Read the first stream every 300 ms for up to 20 s: the connection is closed for the
     // second within a few client timeouts.
     let mut closed = false;
