@@ -105,7 +105,14 @@ train() {
     done
 }
 train
+# The instrumented binary writes its profile as it exits: 30 s for that, else it failed.
 kill -INT $LBPID
+for _ in $(seq 1 300); do kill -0 $LBPID 2>/dev/null || break; sleep 0.1; done
+if kill -0 $LBPID 2>/dev/null; then
+    kill -KILL $LBPID
+    echo "pgo-build: the instrumented build did not exit within 30 s of SIGINT" >&2
+    exit 1
+fi
 wait $LBPID || true
 ls "$RAW"/*.profraw >/dev/null 2>&1 || { echo "pgo-build: the instrumented build wrote no profile" >&2; exit 1; }
 "$PROFDATA" merge -o "$WORK/lb.profdata" "$RAW"

@@ -2695,13 +2695,16 @@ async fn h2_client(
     (send, tokio::spawn(conn))
 }
 
-/// lb-balancer with a client timeout of 2 s before one member.
+/// lb-balancer with a client timeout of 2 s before one member; the grace after an HTTP/2
+/// stall's GOAWAY (the head timeout) is 2 s too.
 async fn with_client_timeout_2() -> (Backend, Proxy) {
     let a = Backend::start("a").await;
     let p = Proxy::start(&[
         "--listen",
         "127.0.0.1:0",
         "--clienttimeout",
+        "2",
+        "--headtimeout",
         "2",
         "--member",
         &a.url(),
@@ -2717,9 +2720,10 @@ fn big_download(p: &Proxy) -> hyper::Request<http_body_util::Empty<Bytes>> {
 }
 
 /// An HTTP/2 client that opens no flow-control window takes nothing of a response, with
-/// nothing waiting on the socket (it still reads frames): after the client timeout it is
-/// disconnected and the member's connection freed, as an HTTP/1 client that stops reading
-/// is. Before, such a stream held its member until the client left.
+/// nothing waiting on the socket (it still reads frames): after the client timeout it gets
+/// GOAWAY, and the head timeout later it is disconnected and the member's connection freed,
+/// as an HTTP/1 client that stops reading is. Before, such a stream held its member until
+/// the client left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_timeout() {
     let a = Backend::start("a").await;
@@ -2731,6 +2735,8 @@ async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_t
         "--idletimeout",
         "60",
         "--clienttimeout",
+        "2",
+        "--headtimeout",
         "2",
         "--member",
         &a.url(),

@@ -15,9 +15,6 @@ use crate::backend::{Backend, BackendId, Failure, Member};
 pub struct Lease {
     member: Arc<Member>,
     sticky: bool,
-    /// Given back unused ([`Attempts::pass_over`](crate::Attempts::pass_over)): not counted
-    /// as a pick.
-    unused: bool,
     /// The backend's error state when the lease was made.
     error_mark: u64,
 }
@@ -29,7 +26,6 @@ impl Lease {
         Lease {
             member,
             sticky,
-            unused: false,
             error_mark,
         }
     }
@@ -111,20 +107,8 @@ impl Lease {
     }
 }
 
-impl Lease {
-    /// Releases the lease as if it had never been made: the backend's total of picks does
-    /// not count it.
-    pub(crate) fn give_back_unused(mut self) {
-        self.unused = true;
-    }
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.unused {
-            self.member.state().cancel();
-        } else {
-            self.member.state().release();
-        }
+        self.member.state().release();
     }
 }

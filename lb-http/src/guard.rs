@@ -769,10 +769,11 @@ impl<T> Guarded<T> {
         loop {
             let deadline = match *this.window_stall {
                 Some(deadline) => deadline,
-                None => match shared.oldest_park() {
-                    Some(since) => *this.window_stall.insert(since + limit),
-                    None => return Poll::Pending,
-                },
+                // A wait counted but not yet stamped, or one ending while another begins:
+                // looked at again within the limit, not left without a timer.
+                None => *this
+                    .window_stall
+                    .insert(shared.oldest_park().unwrap_or_else(Instant::now) + limit),
             };
             // As in `poll_timeout`: the timer may run early, and is then moved on.
             if this.timer.deadline() > deadline {
@@ -787,6 +788,9 @@ impl<T> Guarded<T> {
             match shared.oldest_park() {
                 Some(since) if since + limit <= Instant::now() => return Poll::Ready(()),
                 Some(since) => *this.window_stall = Some(since + limit),
+                None if shared.parked.load(Ordering::Acquire) > 0 => {
+                    *this.window_stall = Some(Instant::now() + limit);
+                }
                 None => {
                     *this.window_stall = None;
                     return Poll::Pending;
@@ -795,16 +799,33 @@ impl<T> Guarded<T> {
         }
     }
 
-    /// The error that ends an HTTP/2 connection one of whose responses waited for the
-    /// client's window for the client timeout ([`poll_window_stall`](Self::poll_window_stall)):
-    /// it is closed, as an HTTP/1 one whose client takes nothing is, and its streams end
-    /// with it, their members' connections with them.
+    /// What to do with an HTTP/2 connection one of whose responses waited for the client's
+    /// window for the client timeout ([`poll_window_stall`](Self::poll_window_stall)). The
+    /// first time, it is told to end with GOAWAY, as at the idle timeout: the other streams
+    /// go on, and the client opens a new connection for new requests; the stalled response
+    /// gets [`GuardConfig::head_timeout`] more. If it still waits then, the connection is
+    /// closed (the error returned), as an HTTP/1 one whose client takes nothing is, and
+    /// its streams end with it, their members' connections with them. (One stream cannot
+    /// be reset alone from here: hyper does not poll a body waiting for the window.)
     fn window_stalled(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<io::Error> {
         if self.as_mut().poll_window_stall(cx).is_pending() {
             return None;
         }
         let limit = self.config.client_timeout_or_idle();
-        *self.as_mut().project().mode = Mode::Closed;
+        let grace = self.config.head_timeout;
+        let this = self.as_mut().project();
+        if *this.mode == Mode::Http2
+            && let Some(shared) = this.shared.as_ref()
+        {
+            tracing::debug!("HTTP/2 client took no byte of a response for {limit:?}: GOAWAY");
+            shared.set_goaway_due();
+            *this.mode = Mode::GoingAway;
+            *this.window_stall = Some(Instant::now() + grace);
+            // The connection's task looks for the GOAWAY after each poll.
+            cx.waker().wake_by_ref();
+            return None;
+        }
+        *this.mode = Mode::Closed;
         tracing::debug!("HTTP/2 client took no byte of a response for {limit:?}: closing");
         Some(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -510,7 +510,8 @@ where
 
 /// A response body that keeps its request counted as in flight (see [`Shared`]).
 ///
-/// On HTTP/2 (`slot`) it also tells the guard when hyper holds a frame of it (`parked`):
+/// On HTTP/2 (`window`) it also tells the guard when hyper holds a frame of it (`parked`,
+/// in a `slot` registered at the first wait, so that short responses never take one):
 /// hyper asks a body for its next frame only once the client's flow-control window has room
 /// for more, so from a frame handed over until the next ask the response waits for the
 /// client. Frames go out at most [`WINDOW_STEP`] bytes at a time, so that a client reading
@@ -519,6 +520,7 @@ where
 struct Counted {
     body: ProxyBody,
     in_flight: InFlight,
+    window: bool,
     slot: Option<Arc<ParkSlot>>,
     parked: bool,
     /// What is left of a data frame cut at [`WINDOW_STEP`].
@@ -532,7 +534,8 @@ const WINDOW_STEP: usize = 16 * 1024;
 impl Counted {
     fn new(body: ProxyBody, in_flight: InFlight, window: bool) -> Counted {
         Counted {
-            slot: window.then(|| in_flight.park_slot()),
+            window,
+            slot: None,
             body,
             in_flight,
             parked: false,
@@ -558,10 +561,12 @@ impl http_body::Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(slot) = &this.slot else {
+        if !this.window {
             return Pin::new(&mut this.body).poll_frame(cx);
-        };
-        if this.parked {
+        }
+        if this.parked
+            && let Some(slot) = &this.slot
+        {
             this.parked = false;
             this.in_flight.unpark(slot);
         }
@@ -580,8 +585,8 @@ impl http_body::Body for Counted {
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && frame.is_data()
             && !this.is_end_stream()
-            && let Some(slot) = &this.slot
         {
+            let slot = this.slot.get_or_insert_with(|| this.in_flight.park_slot());
             this.parked = true;
             this.in_flight.park(slot);
         }

@@ -256,16 +256,6 @@ impl BackendState {
         self.conns.fetch_sub(1, Relaxed);
     }
 
-    /// Undoes an [`acquire`](Self::acquire): the lease is released and its pick not counted.
-    pub(crate) fn cancel(&self) {
-        let old = self.conns.fetch_sub(CONN_ONE, Relaxed);
-        if old >> 32 == 0 {
-            // The total's low half was 0 (it wrapped when this lease was counted): borrow
-            // from the high half.
-            self.total_wraps.fetch_sub(1, Relaxed);
-        }
-    }
-
     pub(crate) fn add_bytes_in(&self, n: u64) {
         self.bytes_in.fetch_add(n, Relaxed);
     }

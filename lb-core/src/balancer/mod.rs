@@ -312,14 +312,7 @@ impl<S: Scheduler> Balancer<S> {
         }
 
         // 2. Persistence.
-        let key = match (&cfg.persistence, cfg.bypass_persistence) {
-            (Some(p), false) => match (ctx.key(), ctx.client()) {
-                (Some(k), _) => Some(Key::Bytes(k)),
-                (None, Some(c)) => Some(Key::Client(p.client_key(c.ip()))),
-                (None, None) => None,
-            },
-            _ => None,
-        };
+        let key = persistence_key(snap, ctx);
         if let (Some(p), Some(key)) = (&cfg.persistence, &key)
             && let Some(id) = p.lookup(key.as_bytes())
         {
@@ -652,7 +645,9 @@ impl<S: Scheduler> Attempts<'_, S> {
     /// The next backend to try; [`Error::NoBackend`] when none is left.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Lease> {
-        if let Some(id) = self.last.take() {
+        if let Some(id) = self.last.take()
+            && !self.tried.contains(&id)
+        {
             self.tried.push(id);
         }
         let snap = self.balancer.inner.snapshot.load();
@@ -696,27 +691,71 @@ impl<S: Scheduler> Attempts<'_, S> {
 
     /// Gives back the lease [`next`](Self::next) just handed out, unused: its backend was at
     /// a limit the caller keeps itself (lb-http's per-member `max`). The backend is not
-    /// picked again by this iteration, but the lease counts neither as an attempt (against
-    /// `max_attempts`) nor as a pick of the backend (its total), and the next call goes on
-    /// to the other backends. [`retake`](Self::retake) takes the backend after all.
+    /// picked again by this iteration, but the lease does not count as an attempt (against
+    /// `max_attempts`), and the client is not recorded on it for persistence; the next call
+    /// goes on to the other backends. It stays counted as a pick of the backend (its
+    /// total), which only ever grows. [`retake`](Self::retake) takes the backend after all.
     pub fn pass_over(&mut self, lease: Lease) {
-        debug_assert_eq!(self.last, Some(lease.id()));
+        self.give_back(&lease);
+    }
+
+    /// Gives back the lease [`next`](Self::next) just handed out, not to be used now but
+    /// still to be offered later: as [`pass_over`](Self::pass_over), except that the
+    /// backend is not counted as tried, so a later call may hand it out again (the caller
+    /// waits for backends it passed over first, and turns to this one if they fail).
+    pub fn put_back(&mut self, lease: Lease) {
+        self.give_back(&lease);
+        if self.last == Some(lease.id()) {
+            self.last = None;
+            if lease.backend().role() == crate::Role::Emergency {
+                self.emergency_done = false;
+            }
+        }
+    }
+
+    fn give_back(&mut self, lease: &Lease) {
+        if self.last != Some(lease.id()) {
+            // Not the lease just handed out: nothing of this iteration to undo.
+            return;
+        }
         self.count = self.count.saturating_sub(1);
-        lease.give_back_unused();
+        if !lease.is_sticky() {
+            // The pick recorded the client on this backend: it was not served there.
+            let snap = self.balancer.inner.snapshot.load();
+            if let (Some(p), Some(key)) =
+                (&snap.config.persistence, persistence_key(&snap, &self.ctx))
+            {
+                p.forget(key.as_bytes());
+            }
+        }
     }
 
     /// A lease on `member`, a backend this iteration handed out and the caller gave back
     /// with [`pass_over`](Self::pass_over), once it can take the request after all (the
-    /// caller's limit freed a place). Counted as an attempt, as when first handed out.
-    pub fn retake(&mut self, member: &Arc<Member>) -> Lease {
+    /// caller's limit freed a place): counted as an attempt, as when first handed out, and
+    /// the client recorded on it for persistence. `None` when the backend can no longer
+    /// take new requests (disabled, down, in error or removed meanwhile).
+    pub fn retake(&mut self, member: &Arc<Member>) -> Option<Lease> {
+        let snap = self.balancer.inner.snapshot.load();
+        let current = snap.get(member.id())?;
+        if !current
+            .state()
+            .usable_for_new(current.backend(), &mut LazyNow::default())
+        {
+            return None;
+        }
         if let Some(id) = self.last.take()
             && !self.tried.contains(&id)
         {
             self.tried.push(id);
         }
         self.count += 1;
-        self.last = Some(member.id());
-        Lease::new(member.clone(), false)
+        self.last = Some(current.id());
+        if let (Some(p), Some(key)) = (&snap.config.persistence, persistence_key(&snap, &self.ctx))
+        {
+            p.record(key.as_bytes(), current.id());
+        }
+        Some(Lease::new(current.clone(), false))
     }
 
     /// Skips `ids` as if they had been tried already: an outer retry (a new request after
@@ -731,6 +770,20 @@ impl<S: Scheduler> Attempts<'_, S> {
             }
         }
         self
+    }
+}
+
+/// The key `ctx` is kept under in the persistence table, if the balancer has one and uses
+/// it.
+fn persistence_key<'a, S: Scheduler>(snap: &Snapshot<S>, ctx: &PickContext<'a>) -> Option<Key<'a>> {
+    let cfg = &snap.config;
+    match (&cfg.persistence, cfg.bypass_persistence) {
+        (Some(p), false) => match (ctx.key(), ctx.client()) {
+            (Some(k), _) => Some(Key::Bytes(k)),
+            (None, Some(c)) => Some(Key::Client(p.client_key(c.ip()))),
+            (None, None) => None,
+        },
+        _ => None,
     }
 }
 

@@ -245,7 +245,7 @@ fn excluded_backends_are_skipped_without_a_lease_or_an_attempt() {
 }
 
 #[test]
-fn passed_over_backends_are_neither_attempts_nor_picks_until_retaken() {
+fn passed_over_backends_are_no_attempts_until_retaken() {
     let lb = lb(vec![
         Backend::new(addr(1)),
         Backend::new(addr(2)),
@@ -255,38 +255,82 @@ fn passed_over_backends_are_neither_attempts_nor_picks_until_retaken() {
     lb.update_config(|c| c.max_attempts = 1).unwrap();
     let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
     let mut a = lb.attempts(PickContext::new());
-    // Two backends given back unused (at a limit of the caller's): the one attempt allowed
-    // is still there for the third.
+    // Two backends given back (at a limit of the caller's): the one attempt allowed is
+    // still there for the third.
     let first = a.next().unwrap();
     let first_member = first.shared_member().clone();
     a.pass_over(first);
     let second = a.next().unwrap();
+    let second_id = second.id();
     a.pass_over(second);
     let third = a.next().unwrap();
-    let ports: std::collections::HashSet<_> = [&first_member]
-        .iter()
-        .map(|m| m.backend().address().port().unwrap())
-        .chain([third.backend().address().port().unwrap()])
-        .collect();
-    assert_eq!(ports.len(), 2);
+    assert_ne!(third.id(), first_member.id());
+    assert_ne!(third.id(), second_id);
     assert!(a.next().is_err(), "one attempt");
     drop(third);
-    let totals = |lb: &Balancer| {
-        (1..=3)
-            .map(|p| lb.get(id(p)).unwrap().state().total())
-            .sum::<u64>()
-    };
-    assert_eq!(totals(&lb), 1, "only the lease used is a pick");
     for p in 1..=3 {
-        assert_eq!(lb.get(id(p)).unwrap().state().active(), 0);
+        let member = lb.get(id(p)).unwrap();
+        // Each was picked once (the total only grows), none is busy.
+        assert_eq!((member.state().active(), member.state().total()), (0, 1));
     }
-    // Retaken: a lease after all, counted once.
-    let again = a.retake(&first_member);
+    // Retaken: a lease after all.
+    let again = a.retake(&first_member).unwrap();
     assert_eq!(again.id(), first_member.id());
     assert_eq!(first_member.state().active(), 1);
-    assert_eq!(totals(&lb), 2);
     drop(again);
-    assert_eq!(first_member.state().active(), 0);
+    // Not when the backend can no longer take new requests.
+    lb.set_admin(first_member.id(), AdminState::Maintenance)
+        .unwrap();
+    assert!(a.retake(&first_member).is_none());
+}
+
+#[test]
+fn a_backend_put_back_is_offered_again_and_the_emergency_too() {
+    let lb = lb(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(9)).with_role(Role::Emergency),
+    ]);
+    lb.set_passive(PassiveConfig::off());
+    let mut a = lb.attempts(PickContext::new());
+    let first = a.next().unwrap();
+    assert_eq!(first.backend().address().port(), Some(1));
+    a.pass_over(first);
+    // The emergency server, put back: offered again by the next call.
+    let emergency = a.next().unwrap();
+    assert_eq!(emergency.backend().address().port(), Some(9));
+    a.put_back(emergency);
+    let again = a.next().unwrap();
+    assert_eq!(again.backend().address().port(), Some(9));
+    drop(again);
+    assert!(a.next().is_err());
+}
+
+#[test]
+fn a_passed_over_pick_is_not_recorded_for_persistence_and_a_retake_is() {
+    let table = Arc::new(MapTable::default());
+    let lb = Balancer::builder()
+        .backends([Backend::new(addr(1)), Backend::new(addr(2))])
+        .persistence(table.clone())
+        .build()
+        .unwrap();
+    lb.set_passive(PassiveConfig::off());
+    let ctx = || PickContext::new().with_key(b"client-k");
+    let mut a = lb.attempts(ctx());
+    let first = a.next().unwrap();
+    let first_member = first.shared_member().clone();
+    a.pass_over(first);
+    assert_eq!(
+        table.lookup(b"client-k"),
+        None,
+        "recorded on a backend passed over"
+    );
+    let second = a.next().unwrap();
+    let second_member = second.shared_member().clone();
+    a.pass_over(second);
+    assert_eq!(table.lookup(b"client-k"), None);
+    drop(a.retake(&first_member).unwrap());
+    assert_eq!(table.lookup(b"client-k"), Some(first_member.id()));
+    assert_ne!(first_member.id(), second_member.id());
 }
 
 #[tokio::test(start_paused = true)]

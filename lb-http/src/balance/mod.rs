@@ -227,22 +227,26 @@ where
             .attempts(ctx)
             .exclude(tried.as_ref().map(Tried::ids).unwrap_or_default());
         let mut last_err: Option<BoxError> = None;
-        // Members found at their `max` by requests the scheduler placed, all of one tier
-        // (the first met): the request goes on to the others of that tier first, and
-        // waits for these only when none has a slot. Held without a lease, so that they
-        // count as busy only with the requests they serve.
+        // Members found at their `max` by requests the scheduler placed, of the first tier
+        // met: the request goes on to the others of that tier first, and waits for these
+        // only when none has a slot. Held without a lease, so that they count as busy only
+        // with the requests they serve.
         let mut full: Vec<(Arc<lb_core::Member>, Arc<MemberHttp>)> = Vec::new();
         loop {
             let picked = match attempts.next() {
                 // A member of a later tier (a hot standby, a higher lbset, a backup): the
                 // full members are only busy, and busy members are usable (Apache's rule
-                // for +H and lbset): wait for them instead.
+                // for +H and lbset): wait for them instead. Put back, not passed over: if
+                // the member waited for then fails, this one is still offered.
                 Ok(lease)
-                    if full
-                        .first()
-                        .is_some_and(|(m, _)| tier(m.backend()) < tier(lease.backend())) =>
+                    if !lease.is_sticky()
+                        && full
+                            .iter()
+                            .map(|(m, _)| tier(m.backend()))
+                            .min()
+                            .is_some_and(|first| first < tier(lease.backend())) =>
                 {
-                    attempts.pass_over(lease);
+                    attempts.put_back(lease);
                     None
                 }
                 Ok(lease) => Some(lease),
@@ -301,10 +305,15 @@ where
                         .map(|(_, m)| m.acquire.unwrap_or(config.queue_timeout))
                         .collect();
                     match first_slot(&full, &waits).await {
+                        // The others stay: if this one fails, the request waits for them
+                        // before it turns to a later tier.
                         Some((i, p)) => {
                             let (shared, member) = full.swap_remove(i);
-                            full.clear();
-                            (attempts.retake(&shared), member, Some(p))
+                            match attempts.retake(&shared) {
+                                Some(lease) => (lease, member, Some(p)),
+                                // Disabled, down or removed while the request waited.
+                                None => continue,
+                            }
                         }
                         None => {
                             let waited: Vec<_> =
@@ -494,13 +503,14 @@ async fn first_slot(
 }
 
 /// Where a member stands in the order lb-core's pick follows: the lbsets in turn, each's
-/// hot standbys after its other members; backups after every lbset, pen's emergency
-/// server last.
+/// hot standbys after its other members; the backups (one tier) after every lbset, pen's
+/// emergency server last.
 fn tier(b: &lb_core::Backend) -> (u8, u32, u8) {
     match b.role() {
         lb_core::Role::Normal => (0, b.lbset(), 0),
         lb_core::Role::HotStandby => (0, b.lbset(), 1),
-        lb_core::Role::Backup => (1, b.lbset(), 0),
+        // One tier for every backup, as lb-core has it.
+        lb_core::Role::Backup => (1, 0, 0),
         lb_core::Role::Emergency => (2, 0, 0),
     }
 }
@@ -698,13 +708,61 @@ mod tests {
         assert_eq!(e, "member 127.0.0.1:9001 busy: no slot within 1s");
         gate.add_permits(1);
         held.await.unwrap().unwrap();
-        assert_eq!(stat(&lb, ":9002").total, 0);
+        // Picked by the scheduler each time, and put back: it served neither (the
+        // answers above), and is not busy.
+        assert_eq!(stat(&lb, ":9002").active, 0);
     }
 
-    /// A member passed over at its `max` counts neither as busy with the request another
-    /// member serves, nor as having been picked for it (review 7: it held a lease).
+    /// A hot standby passed over while the member waited for was only busy is still there
+    /// when that member then fails (review 8: it was marked tried, and the request failed).
     #[tokio::test(start_paused = true)]
-    async fn a_full_member_passed_over_is_neither_busy_with_nor_picked_for_the_request() {
+    async fn a_hot_standby_passed_over_serves_when_the_awaited_member_fails() {
+        let lb = first(
+            vec![
+                member("http://127.0.0.1:9001,max=1"),
+                member("http://127.0.0.1:9002,status=+H"),
+            ],
+            0,
+        );
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let inner = {
+            let (inner, refuse) = (inner(gate.clone()), refuse.clone());
+            tower::service_fn(move |r: Request<ProxyBody>| {
+                let mut inner = inner.clone();
+                let to_a =
+                    r.extensions().get::<Target>().unwrap().authority.port_u16() == Some(9001);
+                if to_a && refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    let e = crate::error::NotSent::new(
+                        ProxyError::Connect("connection refused".into()),
+                        r,
+                    );
+                    return Box::pin(async move { Err(BoxError::from(e)) }) as Reply;
+                }
+                inner.call(r)
+            })
+        };
+        let mut svc = BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner);
+        let held = hold(svc.call(req("/hold")));
+        until(|| stat(&lb, ":9001").active == 1).await;
+        // a goes down hard: its next connect is refused, once its slot frees.
+        refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        let g = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            g.add_permits(1);
+        });
+        assert_eq!(
+            served(svc.call(req("/")).await),
+            Ok("127.0.0.1:9002".into())
+        );
+        assert_eq!(held.await.unwrap(), Ok("127.0.0.1:9001".into()));
+    }
+
+    /// A member passed over at its `max` does not count as busy with the request another
+    /// member serves (review 7: it held a lease).
+    #[tokio::test(start_paused = true)]
+    async fn a_full_member_passed_over_is_not_busy_with_the_request() {
         let lb = first(
             vec![
                 member("http://127.0.0.1:9001,max=1"),
@@ -723,7 +781,9 @@ mod tests {
         gate.add_permits(2);
         assert_eq!(first.await.unwrap(), Ok("127.0.0.1:9001".into()));
         assert_eq!(second.await.unwrap(), Ok("127.0.0.1:9002".into()));
-        assert_eq!((a.active, a.total), (1, 1));
+        // Busy with its own request only; picked for the second too, then passed over (the
+        // total only grows).
+        assert_eq!((a.active, a.total), (1, 2));
     }
 
     /// Members passed over at their `max` do not use up `maxattempts`: with two attempts,
