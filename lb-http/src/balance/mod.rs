@@ -674,28 +674,63 @@ mod tests {
             .unwrap()
     }
 
+    /// The balance service the tests call.
+    trait BalanceSvc:
+        tower::Service<
+            Request<ProxyBody>,
+            Response = Response<LeaseBody<ProxyBody>>,
+            Error = BoxError,
+            Future = ResponseFuture,
+        >
+    {
+    }
+
+    impl<T> BalanceSvc for T where
+        T: tower::Service<
+                Request<ProxyBody>,
+                Response = Response<LeaseBody<ProxyBody>>,
+                Error = BoxError,
+                Future = ResponseFuture,
+            >
+    {
+    }
+
+    type Gate = Arc<tokio::sync::Semaphore>;
+
+    /// A `first` balancer over `urls`, and a balance service over it whose `/hold` requests
+    /// wait for a permit of the returned gate.
+    fn service(urls: &[&str], max_attempts: usize) -> (Balancer, Gate, impl BalanceSvc) {
+        let lb = first(urls.iter().map(|u| member(u)).collect(), max_attempts);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let svc =
+            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
+        (lb, gate, svc)
+    }
+
+    /// Lets one held request of `gate` go after `ms` milliseconds.
+    fn free_after(gate: &Arc<tokio::sync::Semaphore>, ms: u64) {
+        let g = gate.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            g.add_permits(1);
+        });
+    }
+
     /// A hot standby serves only when every other member is unusable: one at its `max` is
     /// usable, and the request waits for its slot (review 7: the standby took it at once).
     #[tokio::test(start_paused = true)]
     async fn a_hot_standby_is_not_used_while_the_member_is_only_busy() {
-        let lb = first(
-            vec![
-                member("http://127.0.0.1:9001,max=1"),
-                member("http://127.0.0.1:9002,status=+H"),
+        let (lb, gate, mut svc) = service(
+            &[
+                "http://127.0.0.1:9001,max=1",
+                "http://127.0.0.1:9002,status=+H",
             ],
             0,
         );
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut svc =
-            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
         let held = hold(svc.call(req("/hold")));
         until(|| stat(&lb, ":9001").active == 1).await;
         // a frees its slot within the wait.
-        let g = gate.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            g.add_permits(1);
-        });
+        free_after(&gate, 200);
         assert_eq!(
             served(svc.call(req("/")).await),
             Ok("127.0.0.1:9001".into())
@@ -747,11 +782,7 @@ mod tests {
         until(|| stat(&lb, ":9001").active == 1).await;
         // a goes down hard: its next connect is refused, once its slot frees.
         refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-        let g = gate.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            g.add_permits(1);
-        });
+        free_after(&gate, 200);
         assert_eq!(
             served(svc.call(req("/")).await),
             Ok("127.0.0.1:9002".into())
@@ -763,16 +794,8 @@ mod tests {
     /// member serves (review 7: it held a lease).
     #[tokio::test(start_paused = true)]
     async fn a_full_member_passed_over_is_not_busy_with_the_request() {
-        let lb = first(
-            vec![
-                member("http://127.0.0.1:9001,max=1"),
-                member("http://127.0.0.1:9002"),
-            ],
-            0,
-        );
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut svc =
-            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
+        let (lb, gate, mut svc) =
+            service(&["http://127.0.0.1:9001,max=1", "http://127.0.0.1:9002"], 0);
         let first = hold(svc.call(req("/hold")));
         until(|| stat(&lb, ":9001").active == 1).await;
         let second = hold(svc.call(req("/hold")));
@@ -790,17 +813,14 @@ mod tests {
     /// a third member with room still serves (review 7: 503).
     #[tokio::test(start_paused = true)]
     async fn full_members_do_not_use_up_max_attempts() {
-        let lb = first(
-            vec![
-                member("http://127.0.0.1:9001,max=1"),
-                member("http://127.0.0.1:9002,max=1"),
-                member("http://127.0.0.1:9003"),
+        let (lb, gate, mut svc) = service(
+            &[
+                "http://127.0.0.1:9001,max=1",
+                "http://127.0.0.1:9002,max=1",
+                "http://127.0.0.1:9003",
             ],
             2,
         );
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut svc =
-            BalanceLayer::new(lb.clone(), BalanceConfig::default()).layer(inner(gate.clone()));
         let r1 = hold(svc.call(req("/hold")));
         until(|| stat(&lb, ":9001").active == 1).await;
         let r2 = hold(svc.call(req("/hold")));
