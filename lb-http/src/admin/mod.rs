@@ -621,28 +621,17 @@ impl Manager {
             && let Some(origin) = req.headers().get(header::ORIGIN)
         {
             let tls = req.extensions().get::<ClientInfo>().is_some_and(|c| c.tls);
-            // (scheme, host, port), as an origin is.
-            let ours = header.as_ref().or(uri).map(|a| {
-                let (scheme, default) = if tls { ("https", 443) } else { ("http", 80) };
-                (
-                    scheme,
-                    a.host().to_ascii_lowercase(),
-                    a.port_u16().unwrap_or(default),
-                )
-            });
+            let ours = header
+                .as_ref()
+                .or(uri)
+                .map(|a| site(if tls { "https" } else { "http" }, a));
             let theirs = origin.to_str().ok().and_then(|o| {
                 let u: http::Uri = o.parse().ok()?;
-                let (scheme, default) = match u.scheme_str()? {
-                    s if s.eq_ignore_ascii_case("http") => ("http", 80),
-                    s if s.eq_ignore_ascii_case("https") => ("https", 443),
-                    _ => return None,
-                };
-                let a = u.authority()?;
-                Some((
-                    scheme,
-                    a.host().to_ascii_lowercase(),
-                    a.port_u16().unwrap_or(default),
-                ))
+                let scheme = u.scheme_str()?;
+                let scheme = ["http", "https"]
+                    .into_iter()
+                    .find(|s| s.eq_ignore_ascii_case(scheme))?;
+                Some(site(scheme, u.authority()?))
             });
             if ours.is_none() || theirs != ours {
                 return Err(format!(
@@ -666,6 +655,17 @@ impl Manager {
 
 /// The 415 answer, naming both types, for a POST body that is not of media type `want`
 /// (parameters such as `charset` aside); `None` when it is.
+/// A web origin as compared: scheme, host in lower case, port (the scheme's default when
+/// none is written).
+fn site(scheme: &'static str, a: &Authority) -> (&'static str, String, u16) {
+    let default = if scheme == "https" { 443 } else { 80 };
+    (
+        scheme,
+        a.host().to_ascii_lowercase(),
+        a.port_u16().unwrap_or(default),
+    )
+}
+
 fn wrong_content_type<B>(req: &Request<B>, want: &str) -> Option<Response<ProxyBody>> {
     let got = req
         .headers()

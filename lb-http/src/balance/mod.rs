@@ -858,11 +858,7 @@ mod tests {
         until(|| stat(&lb, ":9001").active == 1).await;
         let hb = hold(svc_b.call(req("/hold")));
         until(|| stat(&lb, ":9002").active == 1).await;
-        let g = gates[1].clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            g.add_permits(1);
-        });
+        free_after(&gates[1], 100);
         assert_eq!(
             served(svc_a.call(req("/")).await),
             Ok("127.0.0.1:9002".into())

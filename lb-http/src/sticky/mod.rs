@@ -128,17 +128,16 @@ impl StickyConfig {
     /// a path chosen here instead of its mount. `path` must start with `/` and hold no `;`,
     /// space or control character (it is written into `Set-Cookie` as it is).
     pub fn with_cookie_path(mut self, path: &str) -> Result<StickyConfig> {
-        let bad = |reason: String| Error::Value {
-            key: "cookie path".into(),
-            value: path.into(),
-            reason,
-        };
         if !path.starts_with('/') {
-            return Err(bad("it must start with /".into()));
+            return Err(Error::Value {
+                key: "cookie path".into(),
+                value: path.into(),
+                reason: "it must start with /".into(),
+            });
         }
-        if let Some(c) = path.chars().find(|c| *c == ';' || !c.is_ascii_graphic()) {
-            return Err(bad(format!("{c:?} cannot be in a cookie path")));
-        }
+        check_name("cookie path", path, "", |c| {
+            c == ';' || !c.is_ascii_graphic()
+        })?;
         self.cookie_path = Some(path.into());
         Ok(self)
     }
