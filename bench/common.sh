@@ -1,6 +1,14 @@
-# Shared by bench/http-bench.sh and bench/instr-bench.sh (sourced, not run): the backends and
-# what the peers add to do the same work as lb-balancer. Expects ROOT and WORK to be set and
-# a PIDS array to which the processes started here are added.
+# Shared by bench/http-bench.sh, bench/instr-bench.sh and bench/pgo-build.sh (sourced, not
+# run): the backends and what the peers add to do the same work as lb-balancer. Expects ROOT
+# and WORK to be set and a PIDS array to which the processes started here are added.
+
+# stop_started: kills and reaps every process in PIDS, then removes WORK (the scripts' exit
+# trap).
+stop_started() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
 
 # build_lb: builds lb-balancer (release) and sets LBBIN; then, unless LB_PGO=0, builds it with
 # profile-guided optimisation too (bench/pgo-build.sh) and sets LBBIN_PGO, left empty when

@@ -42,12 +42,13 @@ WORK=$(mktemp -d /tmp/lb-http-bench.XXXXXX)
 PIDS=()
 declare -A SRVPID
 
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+# Apache runs as a daemon of its own (its pid file), not in PIDS.
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     [ -f "$WORK/apache.pid" ] && kill "$(cat "$WORK/apache.pid")" 2>/dev/null || true
     sleep 0.5
-    rm -rf "$WORK"
+    stop_started
 }
 trap cleanup EXIT INT TERM
 
@@ -57,8 +58,6 @@ done
 
 BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113 LBPGO=19114
 
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
 build_lb
 start_backends $BE1 $BE2
 mkdir -p "$WORK/ngl"

@@ -36,12 +36,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/lb-instr-bench.XXXXXX)
 PIDS=()
 
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+trap stop_started EXIT INT TERM
 
 for tool in valgrind haproxy nginx curl; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
@@ -49,8 +46,6 @@ done
 
 BE1=19301 BE2=19302 PORT=19310
 
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
 build_lb
 LBS="lb-balancer${LBBIN_PGO:+ lb-pgo}"
 start_backends $BE1 $BE2

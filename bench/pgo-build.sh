@@ -21,12 +21,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/lb-pgo.XXXXXX)
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+trap stop_started EXIT INT TERM
 
 llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 [ -n "$llvm" ] || { echo "pgo-build: cannot tell rustc's LLVM version from 'rustc -vV'" >&2; exit 3; }
@@ -54,8 +51,6 @@ echo "pgo-build: instrumented build (LLVM $llvm, $PROFDATA)..." >&2
     cargo build --release -q -p lb-examples --bin lb-balancer)
 
 BE1=19201 BE2=19202 DEAD=19203 PORT=19210
-# shellcheck source=bench/common.sh
-. "$ROOT/bench/common.sh"
 start_backends $BE1 $BE2
 # wait_for_lb WHAT LOG: until the lb-balancer on PORT answers (10 s), else says WHAT did not
 # and shows its LOG.
