@@ -32,7 +32,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{StatusCode, Version, response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::pool::Pool;
@@ -107,6 +107,9 @@ pub(crate) enum ExchangeError {
     /// backend sent after its previous response, which the request's answer follows.
     #[error("{0}")]
     Stray(String),
+    /// Nothing moved for the response timeout, writing the request or reading the head.
+    #[error("no response within the timeout")]
+    Timeout,
 }
 
 /// How a response body is delimited, and whether its connection may be used again.
@@ -179,12 +182,36 @@ impl Direct {
         std::mem::swap(&mut self.wbuf, &mut from.wbuf);
     }
 
-    /// Writes the request head put in [`Direct::head_buf`].
-    pub(crate) async fn send(&mut self) -> Result<(), ExchangeError> {
-        self.io
-            .write_all(&self.wbuf)
-            .await
-            .map_err(ExchangeError::Unsent)
+    /// Writes the request head put in [`Direct::head_buf`]. The exchange is timed from here
+    /// by the connection's own timer, `timeout` at most between two moves (bytes written or
+    /// read) up to the end of the response head, as nginx's `proxy_send_timeout` and
+    /// `proxy_read_timeout` do: a timer kept for the connection is moved on, where one made
+    /// for each request would be put into the runtime's timer wheel and taken out again.
+    pub(crate) async fn send(&mut self, timeout: Duration) -> Result<(), ExchangeError> {
+        self.timer.rearm(timeout);
+        let mut at = 0;
+        std::future::poll_fn(|cx| {
+            while at < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[at..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(ExchangeError::Unsent(
+                            std::io::ErrorKind::WriteZero.into(),
+                        )));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        at += n;
+                        self.timer.moved();
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Unsent(e))),
+                    Poll::Pending if self.timer.expired(cx) => {
+                        return Poll::Ready(Err(ExchangeError::Timeout));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Reads the response head, skipping interim responses. `head_only` when the request
@@ -211,8 +238,18 @@ impl Direct {
                     MAX_HEAD / 1024
                 )));
             }
-            self.rbuf.reserve(READ_CHUNK);
-            match self.io.read_buf(&mut self.rbuf).await {
+            let read = std::future::poll_fn(|cx| match self.poll_fill(cx, READ_CHUNK) {
+                Poll::Pending if self.timer.expired(cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(read) => {
+                    self.timer.moved();
+                    Poll::Ready(Some(read))
+                }
+            });
+            let Some(read) = read.await else {
+                return Err(ExchangeError::Timeout);
+            };
+            match read {
                 Ok(0) if !got_any => {
                     return Err(ExchangeError::NoResponse("connection closed".into()));
                 }

@@ -206,7 +206,10 @@ pub struct ProxyConfig {
     /// Time to open a TCP connection to a backend (default 5 s) -> 502.
     pub connect_timeout: Duration,
     /// Time for the backend's response head (default 60 s, Apache `ProxyTimeout`) -> 504.
-    /// Once the head is in, the longest its body may stall between two reads: a body that
+    /// For a request without a body, it is the longest the backend may keep the proxy
+    /// waiting between two moves (the request written, a piece of the head read), as
+    /// nginx's `proxy_send_timeout` and `proxy_read_timeout` are: a head that keeps coming
+    /// is waited for. Once the head is in, the longest its body may stall between two reads: a body that
     /// brings no byte for this long is cut, the client's connection closed (its HTTP/2
     /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do. So a
     /// stream that goes quiet for longer (server-sent events, long polling) needs a longer
@@ -319,8 +322,10 @@ where
 }
 
 /// Sends `req` to `target` on a pooled connection and waits for the response head within
-/// the response timeout, which starts at the first poll. The body gets the same timeout
-/// for each of its waits (see `read_timer`).
+/// the response timeout. Through hyper's client, the timeout starts at the first poll;
+/// on the direct path, the connection's own timer gives it for each wait of the exchange
+/// (see `exchange_direct`). The body gets the same timeout for each of its waits (see
+/// `read_timer`).
 ///
 /// Plain functions returning futures, not `async fn`s: an `async fn` keeps its arguments
 /// twice in its state (rust-lang/rust#62958), and each copy of a request there is 288 bytes
@@ -345,9 +350,12 @@ fn forward(
         });
         (req, Some(progress))
     };
+    let tunnel = headers::wants_upgrade(req.version(), req.headers());
+    let direct = !tunnel && req.body().is_end_stream() && req.method() != Method::CONNECT;
     Timed {
-        exchange: exchange(proxy, target, req, timeout, upload.clone()),
+        exchange: exchange(proxy, target, req, timeout, upload.clone(), tunnel, direct),
         timer: None,
+        timed: !direct,
         timeout,
         upload,
     }
@@ -362,6 +370,8 @@ pin_project_lite::pin_project! {
         exchange: F,
         #[pin]
         timer: Option<tokio::time::Sleep>,
+        // False when the exchange times its waits itself (the direct path).
+        timed: bool,
         timeout: Duration,
         // How the request's body is getting on, when it has one.
         upload: Option<std::sync::Arc<upload::Progress>>,
@@ -376,7 +386,7 @@ where
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if this.timer.is_none() {
+        if *this.timed && this.timer.is_none() {
             this.timer.set(Some(tokio::time::sleep(*this.timeout)));
         }
         if let Poll::Ready(done) = this.exchange.poll(cx) {
@@ -389,20 +399,21 @@ where
                 )
             }));
         }
-        if let Some(mut timer) = this.timer.as_pin_mut() {
-            loop {
-                std::task::ready!(timer.as_mut().poll(cx));
-                // While the body is sent, the backend's wait starts at its last move, and
-                // the waits for the client are not the backend's.
-                let Some(progress) = this.upload.as_ref() else {
-                    break;
-                };
-                let now = tokio::time::Instant::now();
-                match progress.backend_deadline(*this.timeout) {
-                    Some(deadline) if deadline <= now => break,
-                    Some(deadline) => timer.as_mut().reset(deadline),
-                    None => timer.as_mut().reset(upload::deadline(*this.timeout)),
-                }
+        let Some(mut timer) = this.timer.as_pin_mut() else {
+            return Poll::Pending;
+        };
+        loop {
+            std::task::ready!(timer.as_mut().poll(cx));
+            // While the body is sent, the backend's wait starts at its last move, and the
+            // waits for the client are not the backend's.
+            let Some(progress) = this.upload.as_ref() else {
+                break;
+            };
+            let now = tokio::time::Instant::now();
+            match progress.backend_deadline(*this.timeout) {
+                Some(deadline) if deadline <= now => break,
+                Some(deadline) => timer.as_mut().reset(deadline),
+                None => timer.as_mut().reset(upload::deadline(*this.timeout)),
             }
         }
         Poll::Ready(Err(ProxyError::ResponseTimeout(*this.timeout).into()))
@@ -421,10 +432,10 @@ fn exchange(
     mut req: Request<ProxyBody>,
     timeout: Duration,
     upload: Option<std::sync::Arc<upload::Progress>>,
+    tunnel: bool,
+    direct: bool,
 ) -> impl Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>> + Send + 'static
 {
-    let tunnel = headers::wants_upgrade(req.version(), req.headers());
-    let direct = !tunnel && req.body().is_end_stream() && req.method() != Method::CONNECT;
     let client = req.extensions().get::<ClientInfo>().copied();
     async move {
         let authority = target.authority.clone();
@@ -582,7 +593,7 @@ async fn exchange_direct(
         // In a block of its own: the result is not kept in this future's state while a new
         // connection is awaited below.
         {
-            let result = match conn.send().await {
+            let result = match conn.send(timeout).await {
                 Ok(()) => conn.read_head(head_only).await,
                 Err(e) => Err(e),
             };
@@ -601,6 +612,9 @@ async fn exchange_direct(
                 }
                 Err(h1::ExchangeError::Stray(e)) if !fresh && idempotent => {
                     tracing::debug!("kept-alive connection to {authority} held stray bytes: {e}");
+                }
+                Err(h1::ExchangeError::Timeout) => {
+                    return Err(ProxyError::ResponseTimeout(timeout));
                 }
                 Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
             }
@@ -1001,6 +1015,63 @@ mod tests {
         assert!(Target::from_url("http://[::1]:8080/").is_ok());
         assert!(Target::from_url("http://[::1]/").is_ok());
         assert!(err("http://[::1]:80000").contains("invalid port"));
+    }
+
+    /// On the direct path the response timeout is the longest the exchange may wait for a
+    /// move (a byte written or read) up to the response head, timed by the kept-alive
+    /// connection's own timer: a head that keeps coming is waited for, a backend that goes
+    /// quiet gets 504 after exactly the timeout, and the timer serves each request on the
+    /// connection in turn.
+    #[tokio::test(start_paused = true)]
+    async fn the_direct_path_times_each_wait_for_the_response_head() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::time::{Instant, sleep};
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = backend.local_addr().unwrap();
+        let accepted = tokio::spawn(async move {
+            let (mut s, _) = backend.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            // First request: the head in three parts, 6 s apart (12 s in all).
+            assert!(s.read(&mut buf).await.unwrap() > 0);
+            for part in [
+                &b"HTTP/1.1 200 OK\r\n"[..],
+                b"Content-Length: 2\r\n",
+                b"\r\nok",
+            ] {
+                s.write_all(part).await.unwrap();
+                sleep(Duration::from_secs(6)).await;
+            }
+            // Second request, on the same connection: no answer.
+            assert!(s.read(&mut buf).await.unwrap() > 0);
+            sleep(Duration::from_secs(3600)).await;
+        });
+        let mut target = Target::from_url(&format!("http://{addr}")).unwrap();
+        target.response_timeout = Some(Duration::from_secs(10));
+        let mut proxy = Proxy::new(ProxyConfig::default());
+        let request = || {
+            let mut req = Request::get("/").body(crate::body::empty()).unwrap();
+            req.extensions_mut().insert(target.clone());
+            req
+        };
+        let resp = tower::Service::call(&mut proxy, request()).await.unwrap();
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert_eq!(&body.unwrap().to_bytes()[..], b"ok");
+        // Whatever is left of the backend's last 6 s wait passes before the next request.
+        sleep(Duration::from_secs(6)).await;
+        let start = Instant::now();
+        let err = tower::Service::call(&mut proxy, request())
+            .await
+            .unwrap_err();
+        let waited = start.elapsed();
+        assert!(
+            matches!(err.downcast_ref(), Some(ProxyError::ResponseTimeout(t)) if *t == Duration::from_secs(10)),
+            "{err}"
+        );
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+            "{waited:?}"
+        );
+        accepted.abort();
     }
 
     #[test]
