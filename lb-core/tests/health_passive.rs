@@ -247,3 +247,35 @@ async fn panic_threshold_balances_across_all_when_too_few_are_usable() {
     let got = spread(&lb, 40);
     assert!(got.values().all(|&n| n == 10), "{got:?}");
 }
+
+/// The threshold reads the members' health, not what one request went through: members a
+/// request tried (refused connections, say) are not in error for it, so its next attempts
+/// stay off a member in error while most of the tier is usable.
+#[tokio::test(start_paused = true)]
+async fn panic_threshold_does_not_count_the_members_a_request_tried() {
+    let (lb, ids) = balancer(4, PassiveConfig::new(1, Duration::from_secs(30)));
+    assert!(fail_when_picked(&lb, ids[3]));
+    lb.update_config(|c| {
+        c.panic_threshold = Some(0.5);
+        c.force_recovery = false;
+    })
+    .unwrap();
+    for _ in 0..4 {
+        let mut attempts = lb.attempts(PickContext::new());
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let lease = attempts.next().unwrap();
+            got.push(lease.id());
+            // Not a failure the member is put in error for: only this request moves on.
+            drop(lease);
+        }
+        got.sort();
+        assert_eq!(got, ids[..3], "three usable of four is not below 50 %");
+        // Every usable member tried: none left for this request, and the one in error is
+        // not made usable by the request's own tries.
+        assert!(
+            matches!(attempts.next(), Err(Error::NoBackend { tried: 3, .. })),
+            "the member in error was tried"
+        );
+    }
+}

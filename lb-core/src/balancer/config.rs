@@ -26,7 +26,9 @@ pub struct PipelineConfig {
     pub force_recovery: bool,
     /// Envoy's panic threshold, as a fraction 0.0..=1.0: when fewer than this share of a
     /// tier's members are usable, balance across all its ready and up members, ignoring
-    /// passive error states. `None`: off.
+    /// passive error states. The share is of the members' states: the members one request
+    /// already tried (and lb-http's members at their `max`, passed over) count as usable.
+    /// `None`: off.
     pub panic_threshold: Option<f32>,
 }
 

@@ -367,7 +367,9 @@ impl<S: Scheduler> Balancer<S> {
             if ignore_errors {
                 c = c.ignoring_errors();
             } else if let Some(threshold) = snap.config.panic_threshold {
-                let usable = c.eligible().count();
+                // The share of the tier that is usable, as its members' states say: the
+                // members this request tried are usable still, only not again for it.
+                let usable = Candidates::new(&tier.members).eligible().count();
                 if (usable as f32) < threshold * tier.members.len() as f32 {
                     c = Candidates::with_tried(&tier.members, tried).ignoring_errors();
                 }
