@@ -10,16 +10,20 @@ use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
-type Exchange = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
+use super::{Prepared, Proxy, Timed};
 
-/// Waits for the backend's response head, within the response timeout.
-pub struct ResponseFuture {
-    state: State,
-}
+/// An exchange with a backend: boxed where it is made, so that the futures holding it
+/// (and the copies made of them as they are built) stay small.
+pub(crate) type Exchange =
+    Pin<Box<dyn Future<Output = Result<(Response<ProxyBody>, Prepared, Proxy), BoxError>> + Send>>;
 
-enum State {
-    Waiting(Exchange),
-    Failed(Option<ProxyError>),
+pin_project_lite::pin_project! {
+    /// Waits for the backend's response head, within the response timeout.
+    pub struct ResponseFuture {
+        #[pin]
+        waiting: Option<Timed<Exchange>>,
+        failed: Option<ProxyError>,
+    }
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -29,17 +33,17 @@ impl std::fmt::Debug for ResponseFuture {
 }
 
 impl ResponseFuture {
-    pub(crate) fn new(
-        exchange: impl Future<Output = Result<Response<ProxyBody>, BoxError>> + Send + 'static,
-    ) -> Self {
+    pub(crate) fn new(exchange: Timed<Exchange>) -> Self {
         ResponseFuture {
-            state: State::Waiting(Box::pin(exchange)),
+            waiting: Some(exchange),
+            failed: None,
         }
     }
 
     pub(crate) fn failed(error: ProxyError) -> Self {
         ResponseFuture {
-            state: State::Failed(Some(error)),
+            waiting: None,
+            failed: Some(error),
         }
     }
 }
@@ -48,11 +52,14 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ProxyBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            State::Waiting(exchange) => exchange.as_mut().poll(cx),
-            State::Failed(error) => {
-                Poll::Ready(Err(error.take().unwrap_or(ProxyError::NoTarget).into()))
-            }
+        let this = self.project();
+        match this.waiting.as_pin_mut() {
+            Some(exchange) => exchange.poll(cx),
+            None => Poll::Ready(Err(this
+                .failed
+                .take()
+                .unwrap_or(ProxyError::NoTarget)
+                .into())),
         }
     }
 }
