@@ -8,6 +8,11 @@
 #   newconn    "Connection: close": a new client connection per request
 #   sticky     a route cookie on every request (ROUTEID for lb-balancer and Apache,
 #              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
+# Stickiness is configured for the sticky scenario only. In the others, no balancer has it:
+# lb-balancer with --stickysession, and HAProxy with `cookie ... insert`, add a Set-Cookie
+# to each response that comes without the cookie, which nginx and Apache do not (a separate
+# lb-balancer, HAProxy frontend and Apache virtual host serve the sticky runs). Runs before
+# 2026-11-27 12:30 UTC had lb-balancer and HAProxy insert the cookie in every scenario.
 #   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
 #              this stands in for "half load"); the added p50 over direct is reported
 # plus "direct" (wrk straight at one backend) as the floor. lb-balancer is measured twice: the
@@ -56,27 +61,33 @@ for tool in wrk haproxy nginx apache2; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
+# Ports of the sticky runs' balancers, then of the others' (LBN ... APN: no stickiness).
 BE1=19101 BE2=19102 LB=19110 HA=19111 NG=19112 AP=19113 LBPGO=19114
+LBN=19115 LBPGON=19116 HAN=19117 APN=19118
 
 build_lb
 start_backends $BE1 $BE2
 mkdir -p "$WORK/ngl"
 
-# lb-balancer.
-"$LBBIN" --listen 127.0.0.1:$LB --stickysession ROUTEID \
-    --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lb.log" 2>&1 &
-PIDS+=($!)
-SRVPID[lb-balancer]=$!
+# lb-balancer: start_lb NAME BIN PORT [ARGS...], two members.
+start_lb() {
+    local name=$1 bin=$2 port=$3
+    shift 3
+    "$bin" --listen 127.0.0.1:"$port" "$@" \
+        --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    SRVPID[$name]=$!
+}
+start_lb lb-balancer,sticky "$LBBIN" $LB --stickysession ROUTEID
+start_lb lb-balancer "$LBBIN" $LBN
 LBS=lb-balancer
 if [ -n "$LBBIN_PGO" ]; then
-    "$LBBIN_PGO" --listen 127.0.0.1:$LBPGO --stickysession ROUTEID \
-        --member http://127.0.0.1:$BE1,route=b1 --member http://127.0.0.1:$BE2,route=b2 >"$WORK/lbpgo.log" 2>&1 &
-    PIDS+=($!)
-    SRVPID[lb-pgo]=$!
+    start_lb lb-pgo,sticky "$LBBIN_PGO" $LBPGO --stickysession ROUTEID
+    start_lb lb-pgo "$LBBIN_PGO" $LBPGON
     LBS="lb-balancer lb-pgo"
 fi
 SERVERS="$LBS haproxy nginx apache"
-PORTS="$LB ${LBBIN_PGO:+$LBPGO} $HA $NG $AP"
+PORTS="$LB $LBN ${LBBIN_PGO:+$LBPGO $LBPGON} $HA $HAN $NG $AP $APN"
 
 # What the peers add, when they do the same work as lb-balancer.
 HA_HEADERS= NG_HEADERS= AP_VIA=Off
@@ -98,10 +109,18 @@ defaults
     timeout server 60s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$HA
+    bind 127.0.0.1:$HAN
 $HA_HEADERS
     default_backend be
 backend be
+    balance roundrobin
+    server b1 127.0.0.1:$BE1
+    server b2 127.0.0.1:$BE2
+frontend fe_sticky
+    bind 127.0.0.1:$HA
+$HA_HEADERS
+    default_backend be_sticky
+backend be_sticky
     balance roundrobin
     cookie SRV insert indirect nocache
     server b1 127.0.0.1:$BE1 cookie b1
@@ -144,6 +163,7 @@ PidFile $WORK/apache.pid
 ErrorLog $WORK/apache-error.log
 LogLevel error
 Listen 127.0.0.1:$AP
+Listen 127.0.0.1:$APN
 ServerName localhost
 User nobody
 Group nogroup
@@ -164,9 +184,18 @@ MaxKeepAliveRequests 0
 <Proxy balancer://be>
     BalancerMember http://127.0.0.1:$BE1 route=b1
     BalancerMember http://127.0.0.1:$BE2 route=b2
+</Proxy>
+<Proxy balancer://sticky>
+    BalancerMember http://127.0.0.1:$BE1 route=b1
+    BalancerMember http://127.0.0.1:$BE2 route=b2
     ProxySet stickysession=ROUTEID
 </Proxy>
-ProxyPass / balancer://be/
+<VirtualHost 127.0.0.1:$AP>
+    ProxyPass / balancer://sticky/
+</VirtualHost>
+<VirtualHost 127.0.0.1:$APN>
+    ProxyPass / balancer://be/
+</VirtualHost>
 ProxyVia $AP_VIA
 EOF
 [ -f $M/mod_unixd.so ] || sed -i '/mod_unixd/d' "$WORK/apache.conf"
@@ -250,7 +279,7 @@ light() {
 for round in $(seq 1 "$ROUNDS"); do
     keep direct,light "$(light "http://127.0.0.1:$BE1/")"
     for lb in $SERVERS; do
-        case $lb in lb-balancer) port=$LB ;; lb-pgo) port=$LBPGO ;; haproxy) port=$HA ;; nginx) port=$NG ;; apache) port=$AP ;; esac
+        case $lb in lb-balancer) port=$LBN ;; lb-pgo) port=$LBPGON ;; haproxy) port=$HAN ;; nginx) port=$NG ;; apache) port=$APN ;; esac
         keep "$lb,light" "$(light "http://127.0.0.1:$port/")"
     done
     keep direct,keepalive "$(run "http://127.0.0.1:$BE1/")"
@@ -258,13 +287,18 @@ for round in $(seq 1 "$ROUNDS"); do
     for sc in keepalive newconn sticky; do
         for lb in $SERVERS; do
             case $lb in
-                lb-balancer) port=$LB; ck="ROUTEID=.b1"; path=/ ;;
-                lb-pgo) port=$LBPGO; ck="ROUTEID=.b1"; path=/ ;;
-                haproxy) port=$HA; ck="SRV=b1"; path=/ ;;
-                nginx) port=$NG; ck="ROUTEID=.b1"; path=/ ;;
-                apache) port=$AP; ck="ROUTEID=.b1"; path=/ ;;
+                lb-balancer) port=$LBN; sport=$LB; ck="ROUTEID=.b1" ;;
+                lb-pgo) port=$LBPGON; sport=$LBPGO; ck="ROUTEID=.b1" ;;
+                haproxy) port=$HAN; sport=$HA; ck="SRV=b1" ;;
+                nginx) port=$NG; sport=$NG; ck="ROUTEID=.b1" ;;
+                apache) port=$APN; sport=$AP; ck="ROUTEID=.b1" ;;
             esac
+            path=/
             pid=${SRVPID[$lb]}
+            if [ $sc = sticky ]; then
+                port=$sport
+                pid=${SRVPID[$lb,sticky]:-$pid}
+            fi
             case $sc in
                 keepalive) v=$(run -p "$pid" "http://127.0.0.1:$port/") ;;
                 newconn) v=$(run -p "$pid" "http://127.0.0.1:$port/" -H "Connection: close") ;;
