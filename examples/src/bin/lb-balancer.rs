@@ -32,6 +32,15 @@ use lb_http::member::MemberSpec;
 
 use balancer::config::{self, BalancerConf, Config};
 
+/// mimalloc rather than glibc's allocator. A new client connection allocates hyper's
+/// buffers and the connection's task, larger than glibc's per-thread cache takes and
+/// aligned (tokio's task cells), which glibc serves from its slower paths. Measured
+/// against glibc's with `wrk -t2 -c50`, four interleaved rounds of 5 s: CPU per request
+/// 4.9% lower with a new connection per request, 0.8% lower with keep-alive; resident
+/// memory 19 MiB against 10 MiB at rest after the runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The flags whose settings a `--config` file holds (its `listen`, `[[balancer]]` keys and
 /// limits): given with `--config` they would be ignored, so clap refuses them.
 const FILE_ONLY: [&str; 22] = [
