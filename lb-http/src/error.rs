@@ -51,7 +51,8 @@ pub enum ProxyError {
     /// The TCP connection to the backend was not opened within the connect timeout.
     #[error("backend connect timeout after {0:?}")]
     ConnectTimeout(Duration),
-    /// The backend did not send a response head within the response timeout.
+    /// The backend did not send a response head within the response timeout (on the
+    /// direct path, nothing moved for that long; see `ProxyConfig::response_timeout`).
     #[error("backend response timeout after {0:?}")]
     ResponseTimeout(Duration),
     /// The backend's response body stalled: no byte of it came within the response

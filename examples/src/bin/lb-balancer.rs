@@ -128,8 +128,9 @@ struct Cli {
     #[arg(long)]
     forcerecovery: Option<String>,
     /// Backend response timeout in seconds: for the head, counted from the last piece of the
-    /// request sent or of the head read, then for each wait of the response body; a tunnel
-    /// (WebSocket) idle this long either way is closed (default 60).
+    /// request sent or of the head read (an upgrade's, from the request's start), then for
+    /// each wait of the response body; a tunnel (WebSocket) idle this long either way is
+    /// closed (default 60).
     #[arg(long)]
     timeout: Option<String>,
     /// Backend connect timeout in seconds (default 5).

@@ -87,7 +87,8 @@ pub(crate) struct Direct {
     /// Where the kept fields of the response head being parsed are (name and value
     /// offsets in `rbuf`).
     fields: Vec<(usize, usize, usize, usize)>,
-    /// Times the waits of the response bodies read on this connection.
+    /// Times the waits of the exchanges on this connection: the request written, the
+    /// response head and body read.
     timer: ReadTimer,
 }
 
@@ -169,6 +170,12 @@ impl Direct {
     fn peek(&self) -> std::io::Result<usize> {
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
         socket2::SockRef::from(&self.io).peek(&mut byte)
+    }
+
+    /// When this connection's first wait since its last [`Direct::send`] began: `None`
+    /// when nothing had to wait.
+    pub(crate) fn first_wait(&self) -> Option<tokio::time::Instant> {
+        self.timer.first_wait()
     }
 
     /// The buffer the request head is written into, emptied, for [`Direct::send`].

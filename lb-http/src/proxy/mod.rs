@@ -55,6 +55,7 @@ mod reverse;
 pub(crate) mod upload;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -206,11 +207,14 @@ pub struct ProxyConfig {
     /// Time to open a TCP connection to a backend (default 5 s) -> 502.
     pub connect_timeout: Duration,
     /// Time for the backend's response head (default 60 s, Apache `ProxyTimeout`) -> 504.
-    /// For a request without a body, it is the longest the backend may keep the proxy
-    /// waiting between two moves (the request written, a piece of the head read), as
-    /// nginx's `proxy_send_timeout` and `proxy_read_timeout` are: a head that keeps coming
-    /// is waited for. Once the head is in, the longest its body may stall between two reads: a body that
-    /// brings no byte for this long is cut, the client's connection closed (its HTTP/2
+    /// For a request with neither a body nor an upgrade, it is the longest the backend may
+    /// keep the proxy waiting between two moves (the request written, a piece of the head
+    /// read), as nginx's `proxy_send_timeout` and `proxy_read_timeout` are: a head that
+    /// keeps coming is waited for, and a request sent again on another kept-alive
+    /// connection gets only what is left of it. Connecting is not counted (see
+    /// `connect_timeout`). An upgrade request's head is waited for this long from the
+    /// request's start, connecting included. Once the head is in, the longest its body may
+    /// stall between two reads: a body that brings no byte for this long is cut, the client's connection closed (its HTTP/2
     /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do. So a
     /// stream that goes quiet for longer (server-sent events, long polling) needs a longer
     /// timeout. While a request body is sent, the wait starts afresh at each piece of it
@@ -360,14 +364,15 @@ fn forward(proxy: Proxy, target: Target, req: Request<ProxyBody>) -> Timed<futur
 }
 
 pin_project_lite::pin_project! {
-    /// An exchange under the response timeout, finished into the client's response. Not
+    /// An exchange, finished into the client's response. Through hyper's client (a body to
+    /// send, an upgrade), under the response timeout, from the first poll: not
     /// `tokio::time::timeout`, whose timer starts when it is made (and needs the runtime
-    /// then): this one's starts at the first poll, and the exchange is never moved.
+    /// then). The direct path times its own waits (see `exchange_direct`). The timer is
+    /// boxed: made only for the first kind, and the future stays `Unpin`.
     pub(crate) struct Timed<F> {
         #[pin]
         exchange: F,
-        #[pin]
-        timer: Option<tokio::time::Sleep>,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
         // False when the exchange times its waits itself (the direct path).
         timed: bool,
         timeout: Duration,
@@ -383,9 +388,9 @@ where
     type Output = Result<Response<ProxyBody>, BoxError>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         if *this.timed && this.timer.is_none() {
-            this.timer.set(Some(tokio::time::sleep(*this.timeout)));
+            *this.timer = Some(Box::pin(tokio::time::sleep(*this.timeout)));
         }
         if let Poll::Ready(done) = this.exchange.poll(cx) {
             return Poll::Ready(done.map(|(resp, prepared, proxy)| {
@@ -397,7 +402,7 @@ where
                 )
             }));
         }
-        let Some(mut timer) = this.timer.as_pin_mut() else {
+        let Some(timer) = this.timer.as_mut() else {
             return Poll::Pending;
         };
         loop {
@@ -576,6 +581,13 @@ async fn exchange_hyper(
 /// idempotent (RFC 9110 section 9.2.2): a backend may have closed it just as the request
 /// went out. The same for one that answers with stray bytes first (a body the backend sent
 /// after a response that has none), as nginx drops an idle connection that turns readable.
+///
+/// The exchange is timed by the connection's own timer: `timeout` at most between two
+/// moves (the request written, a piece of the head read). A request sent again on another
+/// connection gets what is left of `timeout` after the waits on the ones before, so that
+/// retries do not add up past it (a backend that closes each connection late, without an
+/// answer, gets 504 within `timeout`, not a wait per pooled connection). Connecting is not
+/// counted: it has the connect timeout.
 async fn exchange_direct(
     pool: &std::sync::Arc<Pool>,
     authority: &Authority,
@@ -586,11 +598,13 @@ async fn exchange_direct(
     let idempotent = method.is_idempotent();
     let head_only = method == Method::HEAD;
     let (mut conn, mut fresh) = conn;
+    // What is left of the timeout for the next try.
+    let mut left = timeout;
     loop {
         // In a block of its own: the result is not kept in this future's state while a new
         // connection is awaited below.
         {
-            let result = match conn.send(timeout).await {
+            let result = match conn.send(left).await {
                 Ok(()) => conn.read_head(head_only).await,
                 Err(e) => Err(e),
             };
@@ -615,6 +629,13 @@ async fn exchange_direct(
                 }
                 Err(e) => return Err(ProxyError::BadResponse(format!("{authority}: {e}"))),
             }
+        }
+        if let Some(began) = conn.first_wait() {
+            let waited = tokio::time::Instant::now().saturating_duration_since(began);
+            left = match left.checked_sub(waited) {
+                Some(rest) if !rest.is_zero() => rest,
+                _ => return Err(ProxyError::ResponseTimeout(timeout)),
+            };
         }
         // One closed connection suggests more (the backend restarted): the next ones are
         // looked at before a request goes out on them.
@@ -1069,6 +1090,90 @@ mod tests {
             "{waited:?}"
         );
         accepted.abort();
+    }
+
+    /// A request sent again on another kept-alive connection (the first closed without an
+    /// answer) gets only what is left of the response timeout: a backend that closes each
+    /// connection late gets 504 within the timeout, not one timeout per pooled connection.
+    #[tokio::test(start_paused = true)]
+    async fn retries_on_kept_alive_connections_share_the_response_timeout() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::time::{Instant, sleep};
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = backend.local_addr().unwrap();
+        let slow_seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = slow_seen.clone();
+        let accepting = tokio::spawn(async move {
+            for _ in 0..8 {
+                let (mut s, _) = backend.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        if buf[..n].starts_with(b"GET /slow") {
+                            // 45 s, then the connection closes without an answer.
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            sleep(Duration::from_secs(45)).await;
+                            return;
+                        }
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let mut target = Target::from_url(&format!("http://{addr}")).unwrap();
+        target.response_timeout = Some(Duration::from_secs(60));
+        let proxy = Proxy::new(ProxyConfig::default());
+        let request = |path: &str| {
+            let mut req = Request::get(path).body(crate::body::empty()).unwrap();
+            req.extensions_mut().insert(target.clone());
+            req
+        };
+        // Three kept-alive connections in the pool.
+        let warm = (0..3).map(|_| {
+            let mut proxy = proxy.clone();
+            let req = request("/warm");
+            async move {
+                let resp = tower::Service::call(&mut proxy, req).await.unwrap();
+                http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap();
+            }
+        });
+        futures_util::future::join_all(warm).await;
+        let start = Instant::now();
+        let err = tower::Service::call(&mut proxy.clone(), request("/slow"))
+            .await
+            .unwrap_err();
+        let waited = start.elapsed();
+        assert!(
+            matches!(err.downcast_ref(), Some(ProxyError::ResponseTimeout(_))),
+            "{err}"
+        );
+        assert!(
+            waited >= Duration::from_secs(60) && waited < Duration::from_secs(61),
+            "{waited:?}"
+        );
+        assert_eq!(
+            slow_seen.load(Ordering::SeqCst),
+            2,
+            "sent on two connections"
+        );
+        accepting.abort();
+    }
+
+    /// Embedders poll it with `Pin::new` or `select!` on `&mut`: it stays `Unpin`.
+    #[test]
+    fn the_response_future_is_unpin() {
+        fn unpin<T: Unpin>() {}
+        unpin::<ResponseFuture>();
     }
 
     #[test]

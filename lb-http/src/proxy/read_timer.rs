@@ -1,6 +1,7 @@
-//! The response timeout once the head is in: the longest a backend's body may keep the
-//! proxy waiting between two reads (Apache's `ProxyTimeout` and member `timeout`, a socket
-//! timeout; nginx's `proxy_read_timeout`).
+//! The response timeout as a socket timeout: the longest a backend may keep the proxy
+//! waiting between two moves (Apache's `ProxyTimeout` and member `timeout`; nginx's
+//! `proxy_send_timeout` and `proxy_read_timeout`). It times the body once the head is in,
+//! and, on the direct path, the writing of the request and the reading of the head.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,11 +13,12 @@ use tokio::time::{Instant, Sleep};
 /// About 30 years: a deadline that never comes.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
-/// Times the waits of a body. Costs nothing until a read has to wait: most bodies arrive
-/// with their head, or in reads that never do. The timer is made at the first wait and
-/// moved back only at a wait after bytes came, so a body streaming steadily reads the clock
-/// once per wait, not per frame. A connection's timer serves its bodies one after the
-/// other ([`rearm`](Self::rearm)), so the timer is made once per connection.
+/// Times the waits of a connection's reads and writes. Costs nothing until one has to
+/// wait: most bodies arrive with their head, or in reads that never do. The timer is made
+/// at the first wait and moved back only at a wait after bytes moved, so a body streaming
+/// steadily reads the clock once per wait, not per frame. A connection's timer serves its
+/// exchanges one after the other ([`rearm`](Self::rearm)), so the timer is made once per
+/// connection.
 ///
 /// Time spent while the body is not polled (the client is slow to take what was read) is
 /// not the backend's, and does not count: the deadline is set when a wait begins.
@@ -24,8 +26,16 @@ const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 pub(crate) struct ReadTimer {
     timeout: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// Bytes came (or the body moved on) since the deadline was set.
+    /// Bytes moved (or the body moved on) since the deadline was set.
     moved: bool,
+    /// When the first wait since the last [`rearm`](Self::rearm) began.
+    first_wait: Option<Instant>,
+}
+
+/// `timeout` from `now`. A timeout too large to add (`Duration::MAX` for "none") is capped,
+/// as `tokio::time::sleep` caps it.
+fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).unwrap_or(now + FAR_FUTURE)
 }
 
 impl ReadTimer {
@@ -34,6 +44,7 @@ impl ReadTimer {
             timeout,
             sleep: None,
             moved: false,
+            first_wait: None,
         }
     }
 
@@ -42,31 +53,42 @@ impl ReadTimer {
         self.timeout
     }
 
-    /// For the next body, with `timeout`: its first wait starts a new deadline.
+    /// For the next exchange or body, with `timeout`: its first wait starts a new deadline.
     pub(crate) fn rearm(&mut self, timeout: Duration) {
         self.timeout = timeout;
         self.moved = true;
+        self.first_wait = None;
     }
 
-    /// A read brought bytes: the next wait starts a new deadline.
+    /// A read or a write moved bytes: the next wait starts a new deadline.
     pub(crate) fn moved(&mut self) {
         self.moved = true;
     }
 
-    /// A read has to wait. True when it has waited the whole timeout since the last read
-    /// that brought bytes (or since the first wait); otherwise `cx` is woken at the deadline.
+    /// When the first wait since the last [`rearm`](Self::rearm) began; `None` when
+    /// nothing has waited since.
+    pub(crate) fn first_wait(&self) -> Option<Instant> {
+        self.first_wait
+    }
+
+    /// A read or a write has to wait. True when it has waited the whole timeout since the
+    /// last move (or since the first wait); otherwise `cx` is woken at the deadline.
     pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let sleep = match &mut self.sleep {
-            None => self
-                .sleep
-                .insert(Box::pin(tokio::time::sleep(self.timeout))),
+            None => {
+                let now = Instant::now();
+                self.first_wait.get_or_insert(now);
+                self.sleep
+                    .insert(Box::pin(tokio::time::sleep_until(deadline(
+                        now,
+                        self.timeout,
+                    ))))
+            }
             Some(sleep) => {
                 if self.moved {
-                    // A timeout too large to add (`Duration::MAX` for "none") is capped,
-                    // as `tokio::time::sleep` caps it.
                     let now = Instant::now();
-                    let deadline = now.checked_add(self.timeout).unwrap_or(now + FAR_FUTURE);
-                    sleep.as_mut().reset(deadline);
+                    sleep.as_mut().reset(deadline(now, self.timeout));
+                    self.first_wait.get_or_insert(now);
                 }
                 sleep
             }
