@@ -8,13 +8,13 @@
 #   newconn    "Connection: close": a new client connection per request
 #   sticky     a route cookie on every request (ROUTEID for lb-balancer and Apache,
 #              SRV for HAProxy's inserted cookie, hash $cookie_ROUTEID for nginx)
+#   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
+#              this stands in for "half load"); the added p50 over direct is reported
 # Stickiness is configured for the sticky scenario only. In the others, no balancer has it:
 # lb-balancer with --stickysession, and HAProxy with `cookie ... insert`, add a Set-Cookie
 # to each response that comes without the cookie, which nginx and Apache do not (a separate
 # lb-balancer, HAProxy frontend and Apache virtual host serve the sticky runs). Runs before
 # 2026-11-27 12:30 UTC had lb-balancer and HAProxy insert the cookie in every scenario.
-#   light      4 connections, keep-alive: well under saturation (wrk cannot fix a rate, so
-#              this stands in for "half load"); the added p50 over direct is reported
 # plus "direct" (wrk straight at one backend) as the floor. lb-balancer is measured twice: the
 # plain release build ("lb-balancer") and the one built with profile-guided optimisation by
 # bench/pgo-build.sh ("lb-pgo"; left out, with the reason, when that cannot be built here, and
