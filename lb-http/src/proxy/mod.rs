@@ -214,14 +214,15 @@ pub struct ProxyConfig {
     /// connection gets only what is left of it. Connecting is not counted (see
     /// `connect_timeout`). An upgrade request's head is waited for this long from the
     /// request's start, connecting included. Once the head is in, the longest its body may
-    /// stall between two reads: a body that brings no byte for this long is cut, the client's connection closed (its HTTP/2
-    /// stream reset), as Apache's socket timeout and nginx's `proxy_read_timeout` do. So a
-    /// stream that goes quiet for longer (server-sent events, long polling) needs a longer
-    /// timeout. While a request body is sent, the wait starts afresh at each piece of it
-    /// handed on, and not at all while the client is the one awaited (see
-    /// [`client_body_timeout`](Self::client_body_timeout)): an upload that keeps moving may
-    /// take longer. A tunnel (a WebSocket, say) through which no byte passes either way for
-    /// this long is closed, as nginx closes one after `proxy_read_timeout`.
+    /// stall between two reads: a body that brings no byte for this long is cut, the
+    /// client's connection closed (its HTTP/2 stream reset), as Apache's socket timeout and
+    /// nginx's `proxy_read_timeout` do. So a stream that goes quiet for longer (server-sent
+    /// events, long polling) needs a longer timeout. While a request body is sent, the wait
+    /// starts afresh at each piece of it handed on, and not at all while the client is the
+    /// one awaited (see [`client_body_timeout`](Self::client_body_timeout)): an upload that
+    /// keeps moving may take longer. A tunnel (a WebSocket, say) through which no byte
+    /// passes either way for this long is closed, as nginx closes one after
+    /// `proxy_read_timeout`.
     pub response_timeout: Duration,
     /// The longest a client's request body may bring no byte while the proxy waits for one
     /// (default 60 s, as nginx's `client_body_timeout`): then the client gets `408` and the
