@@ -45,7 +45,7 @@ pub mod persistence;
 pub mod scheduler;
 pub mod stats;
 
-pub use backend::{Address, AdminState, Backend, BackendId, Failure, Health, Member, Role};
+pub use backend::{Address, AdminState, Backend, BackendId, Failure, Health, Member, Role, Tier};
 pub use balancer::{Attempts, Balancer, BalancerBuilder, Edit, PipelineConfig};
 pub use context::PickContext;
 pub use error::{Error, Result};

@@ -33,6 +33,20 @@ pub enum Role {
     Emergency,
 }
 
+/// The tier a backend belongs to, ordered as a pick goes through them: each `lbset` in
+/// ascending order, its normal members before its hot standbys; then every backup, in one
+/// tier; the emergency backends last, apart. Backends of an earlier tier are used while any
+/// is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tier((u8, u32, u8));
+
+impl Tier {
+    /// The tier of the backups.
+    pub(crate) fn is_backup(self) -> bool {
+        self.0.0 == 1
+    }
+}
+
 /// A backend's configuration: where it is and how it takes part in balancing.
 ///
 /// Built with [`Backend::new`] and the setters; a balancer takes it by value and keeps live
@@ -193,6 +207,17 @@ impl Backend {
     /// The role.
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// Where this backend stands in the order a pick follows (see [`Tier`]).
+    pub fn tier(&self) -> Tier {
+        Tier(match self.role {
+            Role::Normal => (0, self.lbset, 0),
+            Role::HotStandby => (0, self.lbset, 1),
+            // One tier for every backup, whatever its lbset.
+            Role::Backup => (1, 0, 0),
+            Role::Emergency => (2, 0, 0),
+        })
     }
 
     /// The route name.

@@ -11,7 +11,7 @@ mod member;
 mod state;
 
 pub use address::Address;
-pub use backend::{Backend, BackendId, Role};
+pub use backend::{Backend, BackendId, Role, Tier};
 pub use member::Member;
 pub(crate) use state::LazyNow;
 pub use state::{AdminState, BackendState, Failure, Health};

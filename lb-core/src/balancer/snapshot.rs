@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::PipelineConfig;
-use crate::backend::{BackendId, Member, Role};
+use crate::backend::{BackendId, Member, Role, Tier as Place};
 use crate::scheduler::Scheduler;
 
 /// Members of one tier and what the scheduler precomputed for them.
@@ -45,41 +45,26 @@ impl<S: Scheduler> Snapshot<S> {
         scheduler: Arc<S>,
         config: PipelineConfig,
     ) -> Self {
-        let mut lbsets: Vec<u32> = members
+        let mut order: Vec<Place> = members
             .iter()
-            .filter(|m| matches!(m.backend().role(), Role::Normal | Role::HotStandby))
-            .map(|m| m.backend().lbset())
+            .filter(|m| m.backend().role() != Role::Emergency)
+            .map(|m| m.backend().tier())
             .collect();
-        lbsets.sort_unstable();
-        lbsets.dedup();
+        order.sort_unstable();
+        order.dedup();
         let pick = |f: &dyn Fn(&Member) -> bool| -> Vec<Arc<Member>> {
             members.iter().filter(|m| f(m)).cloned().collect()
         };
         let mut tiers = Vec::new();
-        let mut push = |list: Vec<Arc<Member>>, first_only: bool| {
-            if !list.is_empty() {
-                let state = scheduler.prepare(&list);
-                tiers.push(Tier {
-                    members: list,
-                    state,
-                    first_only,
-                });
-            }
-        };
-        for set in lbsets {
-            push(
-                pick(&|m| m.backend().role() == Role::Normal && m.backend().lbset() == set),
-                false,
-            );
-            push(
-                pick(&|m| m.backend().role() == Role::HotStandby && m.backend().lbset() == set),
-                false,
-            );
+        for tier in order {
+            let list = pick(&|m| m.backend().tier() == tier);
+            let state = scheduler.prepare(&list);
+            tiers.push(Tier {
+                members: list,
+                state,
+                first_only: tier.is_backup() && !config.all_backups,
+            });
         }
-        push(
-            pick(&|m| m.backend().role() == Role::Backup),
-            !config.all_backups,
-        );
         let emergency = pick(&|m| m.backend().role() == Role::Emergency);
         let by_id = members
             .iter()

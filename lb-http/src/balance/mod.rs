@@ -242,9 +242,9 @@ where
                     if !lease.is_sticky()
                         && full
                             .iter()
-                            .map(|(m, _)| tier(m.backend()))
+                            .map(|(m, _)| m.backend().tier())
                             .min()
-                            .is_some_and(|first| first < tier(lease.backend())) =>
+                            .is_some_and(|first| first < lease.backend().tier()) =>
                 {
                     attempts.put_back(lease);
                     None
@@ -500,19 +500,6 @@ async fn first_slot(
         pending = rest;
     }
     None
-}
-
-/// Where a member stands in the order lb-core's pick follows: the lbsets in turn, each's
-/// hot standbys after its other members; the backups (one tier) after every lbset, pen's
-/// emergency server last.
-fn tier(b: &lb_core::Backend) -> (u8, u32, u8) {
-    match b.role() {
-        lb_core::Role::Normal => (0, b.lbset(), 0),
-        lb_core::Role::HotStandby => (0, b.lbset(), 1),
-        // One tier for every backup, as lb-core has it.
-        lb_core::Role::Backup => (1, 0, 0),
-        lb_core::Role::Emergency => (2, 0, 0),
-    }
 }
 
 /// The 503 for members that stayed at their `max` for their wait.
