@@ -647,11 +647,7 @@ impl<S: Scheduler> Attempts<'_, S> {
     /// The next backend to try; [`Error::NoBackend`] when none is left.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Lease> {
-        if let Some(id) = self.last.take()
-            && !self.tried.contains(&id)
-        {
-            self.tried.push(id);
-        }
+        self.settle_last();
         let snap = self.balancer.inner.snapshot.load();
         let limit = match snap.config.max_attempts {
             0 => snap.members.len(),
@@ -715,6 +711,15 @@ impl<S: Scheduler> Attempts<'_, S> {
         }
     }
 
+    /// The backend handed out last counts as tried from now on.
+    fn settle_last(&mut self) {
+        if let Some(id) = self.last.take()
+            && !self.tried.contains(&id)
+        {
+            self.tried.push(id);
+        }
+    }
+
     fn give_back(&mut self, lease: &Lease) {
         if self.last != Some(lease.id()) {
             // Not the lease just handed out: nothing of this iteration to undo.
@@ -746,11 +751,7 @@ impl<S: Scheduler> Attempts<'_, S> {
         {
             return None;
         }
-        if let Some(id) = self.last.take()
-            && !self.tried.contains(&id)
-        {
-            self.tried.push(id);
-        }
+        self.settle_last();
         self.count += 1;
         self.last = Some(current.id());
         if let (Some(p), Some(key)) = (&snap.config.persistence, persistence_key(&snap, &self.ctx))
