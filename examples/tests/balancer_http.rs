@@ -2712,11 +2712,15 @@ async fn with_client_timeout_2() -> (Backend, Proxy) {
     (a, p)
 }
 
-/// A GET of a response far longer than any test reads.
-fn big_download(p: &Proxy) -> hyper::Request<http_body_util::Empty<Bytes>> {
-    hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
+/// Sends, on `send`, a GET of a response far longer than any test reads; its head.
+async fn start_download(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    p: &Proxy,
+) -> hyper::Response<hyper::body::Incoming> {
+    let req = hyper::Request::get(format!("http://{}/download?bytes=1000000000", p.addr))
         .body(http_body_util::Empty::<Bytes>::new())
-        .unwrap()
+        .unwrap();
+    send.send_request(req).await.unwrap()
 }
 
 /// An HTTP/2 client that opens no flow-control window takes nothing of a response, with
@@ -2746,7 +2750,7 @@ async fn an_http2_client_that_opens_no_window_is_disconnected_after_the_client_t
     // hyper drives the connection (it answers pings and reads every frame) but opens a
     // stream's window only as its body is read, which this test never does.
     let (mut send, conn) = h2_client(&p, None).await;
-    let resp = send.send_request(big_download(&p)).await.unwrap();
+    let resp = start_download(&mut send, &p).await;
     assert_eq!(resp.status(), 200);
     assert!(eventually(5, || async { busy().await == 1 }).await);
     assert!(
@@ -2766,11 +2770,7 @@ async fn an_http2_client_reading_slowly_keeps_its_response() {
     let (_a, p) = with_client_timeout_2().await;
     // A small window: the response waits for the client after every 16 KiB read.
     let (mut send, conn) = h2_client(&p, Some(16 * 1024)).await;
-    let mut body = send
-        .send_request(big_download(&p))
-        .await
-        .unwrap()
-        .into_body();
+    let mut body = start_download(&mut send, &p).await.into_body();
     // Five seconds of reads 300 ms apart: two and a half client timeouts, never one
     // without a read.
     let mut read = 0usize;
@@ -2902,12 +2902,8 @@ async fn acquire_0_answers_503_at_once_when_the_member_is_busy() {
 async fn an_http2_stream_never_read_is_timed_while_another_is_read() {
     let (_a, p) = with_client_timeout_2().await;
     let (mut send, conn) = h2_client(&p, Some(16 * 1024)).await;
-    let mut read = send
-        .send_request(big_download(&p))
-        .await
-        .unwrap()
-        .into_body();
-    let _stalled = send.send_request(big_download(&p)).await.unwrap();
+    let mut read = start_download(&mut send, &p).await.into_body();
+    let _stalled = start_download(&mut send, &p).await;
     // Read the first stream every 300 ms for up to 20 s: the connection is closed for the
     // second within a few client timeouts.
     let mut closed = false;

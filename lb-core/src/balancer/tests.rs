@@ -16,6 +16,24 @@ fn lb(backends: Vec<Backend>) -> Balancer {
     Balancer::builder().backends(backends).build().unwrap()
 }
 
+/// [`lb`] with passive health off: failures leave the backends usable.
+fn lb_without_passive(backends: Vec<Backend>) -> Balancer {
+    let lb = lb(backends);
+    lb.set_passive(PassiveConfig::off());
+    lb
+}
+
+/// Backends on ports 1, 2 and 3, passive health off, at most `max_attempts` attempts.
+fn three(max_attempts: usize) -> Balancer {
+    let lb = lb_without_passive(vec![
+        Backend::new(addr(1)),
+        Backend::new(addr(2)),
+        Backend::new(addr(3)),
+    ]);
+    lb.update_config(|c| c.max_attempts = max_attempts).unwrap();
+    lb
+}
+
 fn ports(lb: &Balancer, n: usize, ctx: &PickContext<'_>) -> Vec<u16> {
     (0..n)
         .map(|_| lb.pick(ctx).unwrap().backend().address().port().unwrap())
@@ -197,12 +215,11 @@ fn tiers_lbset_hot_standby_backup_emergency() {
 
 #[test]
 fn attempts_exclude_tried_then_emergency_then_fail() {
-    let lb = lb(vec![
+    let lb = lb_without_passive(vec![
         Backend::new(addr(1)),
         Backend::new(addr(2)),
         Backend::new(addr(3)).with_role(Role::Emergency),
     ]);
-    lb.set_passive(PassiveConfig::off());
     let mut a = lb.attempts(PickContext::new());
     let mut seen = Vec::new();
     while let Ok(l) = a.next() {
@@ -223,13 +240,7 @@ fn attempts_exclude_tried_then_emergency_then_fail() {
 
 #[test]
 fn excluded_backends_are_skipped_without_a_lease_or_an_attempt() {
-    let lb = lb(vec![
-        Backend::new(addr(1)),
-        Backend::new(addr(2)),
-        Backend::new(addr(3)),
-    ]);
-    lb.set_passive(PassiveConfig::off());
-    lb.update_config(|c| c.max_attempts = 2).unwrap();
+    let lb = three(2);
     let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
     for _ in 0..6 {
         let mut a = lb
@@ -246,13 +257,7 @@ fn excluded_backends_are_skipped_without_a_lease_or_an_attempt() {
 
 #[test]
 fn passed_over_backends_are_no_attempts_until_retaken() {
-    let lb = lb(vec![
-        Backend::new(addr(1)),
-        Backend::new(addr(2)),
-        Backend::new(addr(3)),
-    ]);
-    lb.set_passive(PassiveConfig::off());
-    lb.update_config(|c| c.max_attempts = 1).unwrap();
+    let lb = three(1);
     let id = |p| lb.find(&Address::Socket(addr(p))).unwrap().id();
     let mut a = lb.attempts(PickContext::new());
     // Two backends given back (at a limit of the caller's): the one attempt allowed is
@@ -286,11 +291,10 @@ fn passed_over_backends_are_no_attempts_until_retaken() {
 
 #[test]
 fn a_backend_put_back_is_offered_again_and_the_emergency_too() {
-    let lb = lb(vec![
+    let lb = lb_without_passive(vec![
         Backend::new(addr(1)),
         Backend::new(addr(9)).with_role(Role::Emergency),
     ]);
-    lb.set_passive(PassiveConfig::off());
     let mut a = lb.attempts(PickContext::new());
     let first = a.next().unwrap();
     assert_eq!(first.backend().address().port(), Some(1));
