@@ -114,6 +114,11 @@ where
     }
 }
 
+/// A body read by hyper, unboxed.
+pub(crate) fn incoming(body: Incoming) -> ProxyBody {
+    ProxyBody(Kind::Incoming(body))
+}
+
 /// A backend's response body on a pooled connection, unboxed.
 pub(crate) fn pooled(body: crate::proxy::pool::PooledBody) -> ProxyBody {
     ProxyBody(Kind::Pooled(Box::new(body)))

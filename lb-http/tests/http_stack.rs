@@ -96,7 +96,7 @@ async fn serve_configured(
 /// lb-http's server on loopback, serving `svc` as `config` says, until the test ends.
 async fn serve_service<S, B>(svc: S, config: lb_http::server::ServerConfig) -> std::net::SocketAddr
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+    S: tower::Service<http::Request<lb_http::body::ProxyBody>, Response = http::Response<B>>
         + Clone
         + Send
         + 'static,
@@ -1123,7 +1123,7 @@ async fn the_ewma_scheduler_learns_which_member_is_slow() {
 /// map holds something hyper reads (a custom reason phrase) keeps it, every time.
 #[tokio::test]
 async fn a_reason_phrase_set_by_the_service_reaches_the_client() {
-    let svc = tower::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+    let svc = tower::service_fn(|req: http::Request<lb_http::body::ProxyBody>| async move {
         let mut resp = http::Response::new(lb_http::body::full("ok"));
         if req.uri().path() == "/fine" {
             resp.extensions_mut()
@@ -1321,7 +1321,7 @@ fn goaway_of(frame: &H2Frame) -> (u32, u32) {
 /// closed anyway, after the head timeout.
 #[tokio::test]
 async fn an_idle_http2_connection_ends_with_goaway() {
-    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let svc = tower::service_fn(|_req: http::Request<lb_http::body::ProxyBody>| async {
         Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
     });
     let mut config = lb_http::server::ServerConfig::default();
@@ -1370,7 +1370,7 @@ async fn an_idle_http2_connection_ends_with_goaway() {
 async fn shutdown_lets_requests_finish_and_sends_goaway() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<String>();
-    let svc = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let svc = tower::service_fn(move |req: http::Request<lb_http::body::ProxyBody>| {
         let path = req.uri().path().to_string();
         let _ = seen_tx.send(path.clone());
         async move {
@@ -1433,7 +1433,7 @@ async fn shutdown_lets_requests_finish_and_sends_goaway() {
 /// the drain took idle + head timeout, or the whole drain timeout).
 #[tokio::test]
 async fn shutdown_closes_an_http2_client_that_never_answers_the_goaway() {
-    let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let svc = tower::service_fn(|_req: http::Request<lb_http::body::ProxyBody>| async {
         Ok::<_, Infallible>(http::Response::new(lb_http::body::full("ok")))
     });
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -39,6 +39,8 @@ use crate::ext::Served;
 use crate::guard::{GuardConfig, Guarded, InFlight, ParkSlot, Shared};
 use crate::headers::ClientInfo;
 
+mod h1;
+
 /// Limits on client connections.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -106,7 +108,7 @@ fn plain_text(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// [`release_idle_connections`]: crate::proxy::release_idle_connections
 pub async fn serve<S, B, F>(listener: TcpListener, service: S, config: ServerConfig, shutdown: F)
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<ProxyBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -135,6 +137,8 @@ where
     } else {
         builder.http1_only()
     };
+    // Cloned into each connection's task (for the connections handed to hyper).
+    let builder = Arc::new(builder);
     // Sockets accepted on Linux inherit TCP_NODELAY from their listener: set once there, it
     // saves a system call per connection. Elsewhere, or if it cannot be set, each accepted
     // socket gets it.
@@ -209,38 +213,58 @@ where
         // With abort_on_close hyper reads from the client while a request is in flight, so
         // the guard must know which are, not to take that wait for an idle connection.
         let shared = Arc::new(Shared::new(config.abort_on_close));
-        let goaway = shared.clone();
-        let io = TokioIo::new(
-            Guarded::new(stream, config.guard)
-                .plain_close()
-                .with_shared(shared.clone()),
-        );
-        let svc = service.clone();
+        let mut guarded = Guarded::new(stream, config.guard)
+            .plain_close()
+            .with_shared(shared.clone());
+        let mut svc = service.clone();
+        let builder = builder.clone();
         let max_headers = config.guard.max_headers;
-        let hyper_svc = hyper::service::service_fn(move |req| {
-            // Most requests need none of it: only counted ones (HTTP/2, abort_on_close) and
-            // one asking to switch protocols, which the guard waits on.
-            let shared = (shared.counting() || shared.switch_awaited()).then(|| shared.clone());
-            handle(svc.clone(), peer, shared, max_headers, req)
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(io, hyper_svc)
-            .into_owned();
+        // hyper reads from the client while a request is in flight only with
+        // abort_on_close: such connections are hyper's from the start.
+        let fast = !config.abort_on_close;
         let mut drained = drain.subscribe();
-        let draining = async move {
-            let _ = drained.changed().await;
-            drained
-        };
-        // Boxed before it is spawned: the connection future is several kilobytes, and the
+        // Boxed before it is spawned: the connection's future is several kilobytes, and the
         // spawn path moves it more than once (a memcpy each) on its way into the task.
-        let conn = Box::pin(Connection::new(conn, draining, goaway, |conn| {
-            conn.graceful_shutdown()
-        }));
-        tokio::spawn(async move {
+        tokio::spawn(Box::pin(async move {
+            let draining = async move {
+                let _ = drained.changed().await;
+                drained
+            };
+            let mut draining = std::pin::pin!(draining);
+            let prefix = if fast {
+                match h1::serve_h1(&mut guarded, &mut svc, peer, max_headers, draining.as_mut())
+                    .await
+                {
+                    h1::Outcome::Closed => return,
+                    h1::Outcome::Handoff(prefix) => prefix,
+                }
+            } else {
+                Bytes::new()
+            };
+            let goaway = shared.clone();
+            let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                // Most requests need none of it: only counted ones (HTTP/2, abort_on_close)
+                // and one asking to switch protocols, which the guard waits on.
+                let shared = (shared.counting() || shared.switch_awaited()).then(|| shared.clone());
+                handle(
+                    svc.clone(),
+                    peer,
+                    shared,
+                    max_headers,
+                    req.map(crate::body::incoming),
+                )
+            });
+            let io = TokioIo::new(h1::Prefixed::new(guarded, prefix));
+            let conn = builder
+                .serve_connection_with_upgrades(io, hyper_svc)
+                .into_owned();
+            let conn = Box::pin(Connection::new(conn, draining, goaway, |conn| {
+                conn.graceful_shutdown()
+            }));
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {peer}: {e}");
             }
-        });
+        }));
     }
     drop(listener);
     let _ = drain.send(());
@@ -392,10 +416,10 @@ async fn handle<S, B>(
     peer: SocketAddr,
     shared: Option<Arc<Shared>>,
     max_headers: usize,
-    mut req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Infallible>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    S: tower::Service<Request<ProxyBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,

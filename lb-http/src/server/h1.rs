@@ -1,0 +1,574 @@
+//! The HTTP/1.1 requests [`serve`](super::serve) answers without hyper's server: requests
+//! without a body and without an upgrade, in origin form, which is most of what a balancer
+//! sees.
+//!
+//! Such a request was parsed twice before: by the guard, which checks every head, and by
+//! hyper, which then built the request and ran it through its dispatcher (a state machine
+//! made for bodies both ways, upgrades and pipelining). Here the head the guard passed is
+//! parsed once more into the request, which goes to the service in the connection's own
+//! task, and the response is written straight to the client: head and body in one write
+//! when the body is at hand.
+//!
+//! Anything else (a head with `Content-Length`, `Transfer-Encoding`, `Expect` or
+//! `Upgrade`, `CONNECT`, HTTP/1.0, an absolute-form or `*` target, a head that does not
+//! parse, more fields than [`FAST_FIELDS`] or than the field limit, a head over
+//! [`MAX_FAST_HEAD`] bytes, the HTTP/2 preface) ends this path: the connection goes to
+//! hyper with the bytes read so far, and stays with it. So everything this path does not
+//! do, refusals included (the guard's replacement heads are among the heads that do not
+//! parse), is done as before.
+//!
+//! Responses are written as hyper's server writes them (RFC 9112 section 6): no body after
+//! `HEAD`, `1xx`, `204` and `304`; the response's `Content-Length` when it has one, else
+//! the body's exact size when known, else chunked; `Transfer-Encoding` fields of the
+//! response are dropped, as the framing is this writer's; trailers only when the request
+//! said `TE: trailers`; a `Date` field added when there is none; `connection: close` when
+//! the connection ends after the response (the client asked, the service's response says
+//! so, or the server is shutting down). A body that fails, or ends before its
+//! `Content-Length`, ends the connection there, so the client sees a cut response.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, Write};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version, response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::BoxError;
+use crate::body::ProxyBody;
+
+/// Most fields a head answered here may have; a head with more goes to hyper.
+pub(super) const FAST_FIELDS: usize = 64;
+/// Largest head answered here: a longer one (still arriving, or whole) goes to hyper, which
+/// reads heads up to the server's limit.
+pub(super) const MAX_FAST_HEAD: usize = 16 * 1024;
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Body data up to this much is gathered with the head into one write.
+const GATHER: usize = 64 * 1024;
+
+/// How the connection's time on this path ended.
+pub(super) enum Outcome {
+    /// The connection is done: the client closed or failed, a response said to close, the
+    /// server is shutting down, or a response could not be written whole.
+    Closed,
+    /// A request this path does not answer: hyper serves the connection from here, reading
+    /// these bytes first.
+    Handoff(Bytes),
+}
+
+/// A request parsed here, and what its head said about the connection.
+struct Parsed {
+    req: Request<ProxyBody>,
+    /// `Connection: close`: the connection ends after the response.
+    close: bool,
+    /// `TE: trailers`: the client takes trailer fields.
+    trailers: bool,
+}
+
+/// What the bytes read so far are. Returned once per request and taken apart at once: a
+/// box for the request would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Parse {
+    Request(Parsed),
+    /// Not a whole head yet.
+    Partial,
+    /// A head this path does not answer, or not a head at all: for hyper.
+    Other,
+}
+
+/// Answers the requests on `io` that this path answers, until one it does not, the end of
+/// the connection, or `shutdown` (then an idle connection is closed at once and a busy one
+/// after its response).
+pub(super) async fn serve_h1<T, S, B, F>(
+    io: &mut T,
+    svc: &mut S,
+    peer: SocketAddr,
+    max_headers: usize,
+    mut shutdown: Pin<&mut F>,
+) -> Outcome
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: tower::Service<Request<ProxyBody>, Response = Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    F: Future,
+{
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = Vec::new();
+    // Where the fields of the head being parsed are (name and value offsets).
+    let mut fields = Vec::new();
+    // The last response's header map, emptied, for the next request (no allocation per
+    // request: the proxy hands the request's map on to the response it reads).
+    let mut spare: Option<HeaderMap> = None;
+    loop {
+        let parsed = loop {
+            if !rbuf.is_empty() {
+                match parse(&mut rbuf, max_headers, &mut fields, &mut spare) {
+                    Parse::Request(parsed) => break parsed,
+                    Parse::Partial if rbuf.len() < MAX_FAST_HEAD => {}
+                    Parse::Partial | Parse::Other => return Outcome::Handoff(rbuf.freeze()),
+                }
+            }
+            rbuf.reserve(READ_CHUNK);
+            let read = if rbuf.is_empty() {
+                // Between requests: the server's shutdown closes the connection.
+                tokio::select! {
+                    biased;
+                    _ = shutdown.as_mut() => return Outcome::Closed,
+                    read = io.read_buf(&mut rbuf) => read,
+                }
+            } else {
+                io.read_buf(&mut rbuf).await
+            };
+            match read {
+                // The client closed, or the guard ended the connection (a 408 written, the
+                // idle timeout): a head cut short is not answered, as by hyper.
+                Ok(0) => return Outcome::Closed,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("connection from {peer}: {e}");
+                    return Outcome::Closed;
+                }
+            }
+        };
+        let Parsed {
+            req,
+            close,
+            trailers,
+        } = parsed;
+        let head = req.method() == Method::HEAD;
+        let Ok(resp) = super::handle(svc.clone(), peer, None, max_headers, req).await;
+        // Shutting down: this response is the connection's last.
+        let keep = !close && shutdown.as_mut().now_or_never().is_none();
+        let (parts, body) = resp.into_parts();
+        let keep = keep && !lists_close(&parts.headers);
+        match write_response(io, &mut wbuf, parts, body, head, keep, trailers).await {
+            Ok(mut map) => {
+                map.clear();
+                spare = Some(map);
+            }
+            Err(e) => {
+                tracing::debug!("connection from {peer}: {e}");
+                return Outcome::Closed;
+            }
+        }
+        if !keep {
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// True when a `Connection` field of `headers` lists `close`.
+fn lists_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
+}
+
+/// The comma-separated tokens of a list value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Parses the head at the start of `rbuf` (as hyper does: httparse with its default
+/// settings) and, when this path answers it, takes it out into a request.
+fn parse(
+    rbuf: &mut BytesMut,
+    max_headers: usize,
+    fields: &mut Vec<(usize, usize, usize, usize)>,
+    spare: &mut Option<HeaderMap>,
+) -> Parse {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FAST_FIELDS];
+    let slots = &mut slots[..max_headers.min(FAST_FIELDS)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, rbuf, slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::Other,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parse::Other;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Parse::Other;
+    }
+    let method = match method {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        other => match Method::from_bytes(other.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Parse::Other,
+        },
+    };
+    let base = rbuf.as_ptr() as usize;
+    let path = (path.as_ptr() as usize - base, path.len());
+    let mut close = false;
+    let mut trailers = false;
+    fields.clear();
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") || is("transfer-encoding") || is("upgrade") || is("expect") {
+            return Parse::Other;
+        }
+        if is("connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    return Parse::Other;
+                }
+            }
+        } else if is("te") {
+            trailers |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+        }
+        let n = h.name.as_ptr() as usize - base;
+        let v = h.value.as_ptr() as usize - base;
+        fields.push((n, n + name.len(), v, v + h.value.len()));
+    }
+    let head = rbuf.split_to(len).freeze();
+    match build(&head, method, path, fields, spare) {
+        Some(req) => Parse::Request(Parsed {
+            req,
+            close,
+            trailers,
+        }),
+        None => {
+            // A name, value or target the http types refuse (httparse passed it): put the
+            // head back for hyper, which answers it.
+            let mut all = BytesMut::with_capacity(head.len() + rbuf.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(rbuf);
+            *rbuf = all;
+            Parse::Other
+        }
+    }
+}
+
+/// The request of a parsed head (`head`: its bytes, which the target and field values are
+/// slices of).
+fn build(
+    head: &Bytes,
+    method: Method,
+    (path, path_len): (usize, usize),
+    fields: &[(usize, usize, usize, usize)],
+    spare: &mut Option<HeaderMap>,
+) -> Option<Request<ProxyBody>> {
+    let uri = Uri::from_maybe_shared(head.slice(path..path + path_len)).ok()?;
+    // Room for the fields the proxy adds (X-Forwarded-*, Via, Forwarded).
+    let room = fields.len() + 6;
+    let mut map = match spare.take() {
+        Some(mut map) => {
+            map.reserve(room);
+            map
+        }
+        None => HeaderMap::with_capacity(room),
+    };
+    for &(n0, n1, v0, v1) in fields {
+        let name = HeaderName::from_bytes(&head[n0..n1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).ok()?;
+        map.append(name, value);
+    }
+    let mut req = Request::new(crate::body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = map;
+    Some(req)
+}
+
+/// How the response body is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the response to `io` and returns its header map.
+async fn write_response<T>(
+    io: &mut T,
+    wbuf: &mut Vec<u8>,
+    parts: response::Parts,
+    mut body: ProxyBody,
+    head: bool,
+    keep: bool,
+    trailers: bool,
+) -> io::Result<HeaderMap>
+where
+    T: AsyncWrite + Unpin,
+{
+    wbuf.clear();
+    let mut framing = encode_head(&parts, &body, head, keep, wbuf);
+    let mut tail: Option<HeaderMap> = None;
+    while framing != Framing::Empty && !body.is_end_stream() {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                // Nothing at hand: what is gathered goes out while the body waits.
+                send(io, wbuf).await?;
+                body.frame().await
+            }
+        };
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(io::Error::other(e)),
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    tail = Some(t);
+                }
+                continue;
+            }
+        };
+        match &mut framing {
+            Framing::Length(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(io::Error::other(
+                        "the response body is longer than its Content-Length",
+                    ));
+                }
+                *left -= n;
+                put(io, wbuf, data).await?;
+            }
+            Framing::Chunked if !data.is_empty() => {
+                let _ = write!(wbuf, "{:x}\r\n", data.len());
+                put(io, wbuf, data).await?;
+                wbuf.extend_from_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    match framing {
+        Framing::Length(left) if left > 0 => {
+            send(io, wbuf).await?;
+            return Err(io::Error::other(format!(
+                "the response body ended {left} bytes short of its Content-Length"
+            )));
+        }
+        Framing::Chunked => {
+            wbuf.extend_from_slice(b"0\r\n");
+            if let Some(tail) = tail.filter(|_| trailers) {
+                encode_fields(&tail, wbuf);
+            }
+            wbuf.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    send(io, wbuf).await?;
+    Ok(parts.headers)
+}
+
+/// Adds `data` to what is gathered, or, when that would make too much, writes both.
+async fn put<T: AsyncWrite + Unpin>(io: &mut T, wbuf: &mut Vec<u8>, data: Bytes) -> io::Result<()> {
+    if wbuf.len() + data.len() <= GATHER {
+        wbuf.extend_from_slice(&data);
+        return Ok(());
+    }
+    send(io, wbuf).await?;
+    io.write_all(&data).await
+}
+
+/// Writes what is gathered.
+async fn send<T: AsyncWrite + Unpin>(io: &mut T, wbuf: &mut Vec<u8>) -> io::Result<()> {
+    if !wbuf.is_empty() {
+        io.write_all(wbuf).await?;
+        wbuf.clear();
+    }
+    Ok(())
+}
+
+/// Writes the status line and fields of `parts` to `dst`, with the framing fields this
+/// writer decides, and says how the body is to be written.
+fn encode_head(
+    parts: &response::Parts,
+    body: &ProxyBody,
+    head: bool,
+    keep: bool,
+    dst: &mut Vec<u8>,
+) -> Framing {
+    let status = parts.status;
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(status.as_str().as_bytes());
+    dst.push(b' ');
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => dst.extend_from_slice(reason.as_bytes()),
+        None => dst.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    dst.extend_from_slice(b"\r\n");
+    let mut length: Option<u64> = None;
+    let mut date = false;
+    for (name, value) in &parts.headers {
+        if *name == header::TRANSFER_ENCODING || (!keep && *name == header::CONNECTION) {
+            continue;
+        }
+        if *name == header::CONTENT_LENGTH {
+            // One length, said once: another value, or one that is no length, is dropped
+            // (the body's own size or chunked framing then tells the client).
+            match parse_length(value.as_bytes()) {
+                Some(n) if length.is_none() => length = Some(n),
+                _ => continue,
+            }
+        } else if *name == header::DATE {
+            date = true;
+        }
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Empty
+    } else if head {
+        // What a GET would have had, when known.
+        if let (None, Some(n @ 1..)) = (length, body.size_hint().exact()) {
+            put_length(dst, n);
+        }
+        Framing::Empty
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        put_length(dst, n);
+        Framing::Length(n)
+    } else {
+        dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    };
+    if !keep {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    if !date {
+        put_date(dst);
+    }
+    dst.extend_from_slice(b"\r\n");
+    framing
+}
+
+fn encode_fields(fields: &HeaderMap, dst: &mut Vec<u8>) {
+    for (name, value) in fields {
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+fn put_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn put_length(dst: &mut Vec<u8>, n: u64) {
+    let _ = write!(dst, "content-length: {n}\r\n");
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 section 8.6).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+thread_local! {
+    /// The `Date` value of the current second, made once a second per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn put_date(dst: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|date| {
+        let mut date = date.borrow_mut();
+        if date.0 != secs {
+            *date = (secs, httpdate::fmt_http_date(now));
+        }
+        dst.extend_from_slice(b"date: ");
+        dst.extend_from_slice(date.1.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    });
+}
+
+pin_project_lite::pin_project! {
+    /// The client connection handed to hyper: the bytes this path read first, then the
+    /// connection's own.
+    pub(super) struct Prefixed<T> {
+        prefix: Bytes,
+        #[pin]
+        inner: T,
+    }
+}
+
+impl<T> Prefixed<T> {
+    pub(super) fn new(inner: T, prefix: Bytes) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if this.prefix.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
