@@ -361,6 +361,11 @@ pin_project_lite::pin_project! {
         // HTTP/2 responses wait for the client's window: when the client timeout ends the
         // longest wait, as last looked.
         window_stall: Option<Instant>,
+        // Where the parts of the head read last are, when it was let through in place and
+        // the reader asked (`map_heads`); boxed, as few readers ask.
+        map: Option<Box<HeadMap>>,
+        // `map` is of the bytes the last read returned.
+        mapped: bool,
     }
 }
 
@@ -383,7 +388,23 @@ impl<T> Guarded<T> {
             switch_after_body: false,
             write_stall: None,
             window_stall: None,
+            map: None,
+            mapped: false,
         }
+    }
+
+    /// Keeps, for each head that a read returns alone and whole (the usual request on a
+    /// kept-alive connection), where its parts are: see [`Guarded::head_map`].
+    pub(crate) fn map_heads(mut self) -> Self {
+        self.map = Some(Box::default());
+        self
+    }
+
+    /// Where the parts of the head are, when the last read returned exactly one whole head
+    /// and nothing else, as offsets into what it returned; `None` otherwise, or without
+    /// [`Guarded::map_heads`].
+    pub(crate) fn head_map(&self) -> Option<&HeadMap> {
+        self.map.as_deref().filter(|_| self.mapped)
     }
 
     /// Learns from `shared` whether a request asking to switch protocols was answered with
@@ -448,6 +469,26 @@ enum Judged {
 /// Parses the head at the start of `buf` as hyper does (httparse, default settings: lines
 /// may end with a bare LF) and checks it.
 fn judge(buf: &[u8], max_headers: usize) -> Judged {
+    judge_into(buf, max_headers, None)
+}
+
+/// Where the parts of a head are, as offsets into it: what the guard found when it parsed
+/// a head it let through in place, for the reader of the connection to build its request
+/// from without parsing the head again (see [`Guarded::map_heads`]).
+#[derive(Debug, Default)]
+pub(crate) struct HeadMap {
+    /// The head's length.
+    pub(crate) len: usize,
+    pub(crate) method: (usize, usize),
+    pub(crate) target: (usize, usize),
+    /// The `x` of HTTP/1.x.
+    pub(crate) minor: u8,
+    /// Each field's name and value.
+    pub(crate) fields: Vec<(usize, usize, usize, usize)>,
+}
+
+/// [`judge`], noting in `map`, when given one, where the parts of a complete head are.
+fn judge_into(buf: &[u8], max_headers: usize, mut map: Option<&mut HeadMap>) -> Judged {
     // Uninitialised slots: filling 128 empty headers (4 KiB) for every request cost more
     // than parsing a short head.
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -465,6 +506,15 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
         Err(_) => return Judged::Invalid,
     };
     let http10 = req.version == Some(0);
+    let base = buf.as_ptr() as usize;
+    let at = |part: &str| (part.as_ptr() as usize - base, part.len());
+    if let Some(map) = map.as_deref_mut() {
+        map.len = len;
+        map.method = req.method.map_or((0, 0), at);
+        map.target = req.path.map_or((0, 0), at);
+        map.minor = req.version.unwrap_or(0);
+        map.fields.clear();
+    }
     let mut cl: Option<u64> = None;
     let mut cl_seen = false;
     let mut te_seen = false;
@@ -475,6 +525,11 @@ fn judge(buf: &[u8], max_headers: usize) -> Judged {
     let mut upgrade = false;
     let mut hosts = 0;
     for h in req.headers.iter() {
+        if let Some(map) = map.as_deref_mut() {
+            let (n, _) = at(h.name);
+            let v = h.value.as_ptr() as usize - base;
+            map.fields.push((n, n + h.name.len(), v, v + h.value.len()));
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = h.value.trim_ascii();
             let digits = !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit);
@@ -694,7 +749,7 @@ impl<T> Guarded<T> {
         if !(data.ends_with(b"\n\n") || data.ends_with(b"\n\r\n")) {
             return false;
         }
-        match judge(data, this.config.max_headers) {
+        match judge_into(data, this.config.max_headers, this.map.as_deref_mut()) {
             Judged::Complete(
                 len,
                 Verdict::Forward {
@@ -705,6 +760,7 @@ impl<T> Guarded<T> {
                 *this.first_head = false;
                 *this.mode = next;
                 *this.armed = Armed::None;
+                *this.mapped = this.map.is_some();
                 true
             }
             _ => false,
@@ -1040,6 +1096,7 @@ impl<T: AsyncRead + AsyncWrite> AsyncRead for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        *self.as_mut().project().mapped = false;
         loop {
             {
                 let this = self.as_mut().project();

@@ -4,10 +4,12 @@
 //!
 //! Such a request was parsed twice before: by the guard, which checks every head, and by
 //! hyper, which then built the request and ran it through its dispatcher (a state machine
-//! made for bodies both ways, upgrades and pipelining). Here the head the guard passed is
-//! parsed once more into the request, which goes to the service in the connection's own
-//! task, and the response is written straight to the client: head and body in one write
-//! when the body is at hand.
+//! made for bodies both ways, upgrades and pipelining). Here the request is built from the
+//! guard's parse of the head (where its parts are: [`HeadMap`]) when a read returned it
+//! alone, as on a kept-alive connection; from a parse of its own when it came with more
+//! (pipelined requests). It goes to the service in the connection's own task, and the
+//! response is written straight to the client: head and body in one write when the body
+//! is at hand.
 //!
 //! Anything else (a head with `Content-Length`, `Transfer-Encoding`, `Expect` or
 //! `Upgrade`, `CONNECT`, HTTP/1.0, an absolute-form or `*` target, a head that does not
@@ -42,9 +44,11 @@ use http::{Method, Request, Response, StatusCode, Uri, Version, response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
 
 use crate::BoxError;
 use crate::body::ProxyBody;
+use crate::guard::{Guarded, HeadMap};
 
 /// Most fields a head answered here may have; a head with more goes to hyper.
 pub(super) const FAST_FIELDS: usize = 64;
@@ -88,13 +92,14 @@ enum Parse {
 
 /// Answers the requests on `io` that this path answers, until one it does not, the end of
 /// the connection, or `shutdown` (then an idle connection is closed at once and a busy one
-/// after its response).
+/// after its response). `drain`: the receiver `shutdown` waits on, or a clone of it.
 pub(super) async fn serve_h1<T, S, B, F>(
-    io: &mut T,
+    io: &mut Guarded<T>,
     svc: &mut S,
     peer: SocketAddr,
     max_headers: usize,
     mut shutdown: Pin<&mut F>,
+    drain: &watch::Receiver<()>,
 ) -> Outcome
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -106,30 +111,50 @@ where
 {
     let mut rbuf = BytesMut::new();
     let mut wbuf = Vec::new();
-    // Where the fields of the head being parsed are (name and value offsets).
-    let mut fields = Vec::new();
+    // Where the parts of a head are, when found here rather than by the guard.
+    let mut scratch = HeadMap::default();
+    // The last read went into an empty buffer: if it returned one whole head, the guard
+    // knows where its parts are.
+    let mut fresh = false;
+    // `shutdown` has been polled and waits.
+    let mut watching = false;
     // The last response's header map, emptied, for the next request (no allocation per
     // request: the proxy hands the request's map on to the response it reads).
     let mut spare: Option<HeaderMap> = None;
     loop {
         let parsed = loop {
             if !rbuf.is_empty() {
-                match parse(&mut rbuf, max_headers, &mut fields, &mut spare) {
+                let given = io.head_map().filter(|m| fresh && m.len == rbuf.len());
+                match parse(&mut rbuf, max_headers, given, &mut scratch, &mut spare) {
                     Parse::Request(parsed) => break parsed,
                     Parse::Partial if rbuf.len() < MAX_FAST_HEAD => {}
                     Parse::Partial | Parse::Other => return Outcome::Handoff(rbuf.freeze()),
                 }
             }
             rbuf.reserve(READ_CHUNK);
+            fresh = rbuf.is_empty();
             let read = if rbuf.is_empty() {
-                // Between requests: the server's shutdown closes the connection.
-                tokio::select! {
-                    biased;
-                    _ = shutdown.as_mut() => return Outcome::Closed,
-                    read = io.read_buf(&mut rbuf) => read,
-                }
+                // Between requests: the server's shutdown closes the connection. `shutdown`
+                // is polled until it waits (its waker then stays registered, and wakes this
+                // task when the server shuts down); after that, `drain` says whether it came.
+                let mut read = std::pin::pin!(io.read_buf(&mut rbuf));
+                std::future::poll_fn(|cx| {
+                    if !watching {
+                        if shutdown.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        watching = true;
+                    } else if shut_down(drain) {
+                        return Poll::Ready(None);
+                    }
+                    read.as_mut().poll(cx).map(Some)
+                })
+                .await
             } else {
-                io.read_buf(&mut rbuf).await
+                Some(io.read_buf(&mut rbuf).await)
+            };
+            let Some(read) = read else {
+                return Outcome::Closed;
             };
             match read {
                 // The client closed, or the guard ended the connection (a 408 written, the
@@ -150,7 +175,7 @@ where
         let head = req.method() == Method::HEAD;
         let Ok(resp) = super::handle(svc.clone(), peer, None, max_headers, req).await;
         // Shutting down: this response is the connection's last.
-        let keep = !close && shutdown.as_mut().now_or_never().is_none();
+        let keep = !close && !shut_down(drain);
         let (parts, body) = resp.into_parts();
         let keep = keep && !lists_close(&parts.headers);
         match write_response(io, &mut wbuf, parts, body, head, keep, trailers).await {
@@ -169,6 +194,11 @@ where
     }
 }
 
+/// True once the server is shutting down (`drain` has had its value, or is gone).
+fn shut_down(drain: &watch::Receiver<()>) -> bool {
+    drain.has_changed().unwrap_or(true)
+}
+
 /// True when a `Connection` field of `headers` lists `close`.
 fn lists_close(headers: &HeaderMap) -> bool {
     headers
@@ -182,51 +212,78 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
-/// Parses the head at the start of `rbuf` (as hyper does: httparse with its default
-/// settings) and, when this path answers it, takes it out into a request.
-fn parse(
-    rbuf: &mut BytesMut,
-    max_headers: usize,
-    fields: &mut Vec<(usize, usize, usize, usize)>,
-    spare: &mut Option<HeaderMap>,
-) -> Parse {
+/// Where the parts of the head at the start of `rbuf` are: httparse with its default
+/// settings, as hyper's and the guard's parse. `None`: not a whole head yet; `Some(false)`:
+/// not a head this path answers.
+fn locate(rbuf: &[u8], max_headers: usize, map: &mut HeadMap) -> Option<bool> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FAST_FIELDS];
     let slots = &mut slots[..max_headers.min(FAST_FIELDS)];
     let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, rbuf, slots)
-    {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parse::Partial,
-        Err(_) => return Parse::Other,
+    match req.parse_with_uninit_headers(rbuf, slots) {
+        Ok(httparse::Status::Complete(len)) => map.len = len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(false),
+    }
+    let base = rbuf.as_ptr() as usize;
+    let at = |part: &str| (part.as_ptr() as usize - base, part.len());
+    map.method = req.method.map_or((0, 0), at);
+    map.target = req.path.map_or((0, 0), at);
+    map.minor = req.version.unwrap_or(0);
+    map.fields.clear();
+    for h in req.headers.iter() {
+        let (n, _) = at(h.name);
+        let v = h.value.as_ptr() as usize - base;
+        map.fields.push((n, n + h.name.len(), v, v + h.value.len()));
+    }
+    Some(true)
+}
+
+/// Takes the head at the start of `rbuf` out into a request, when this path answers it.
+/// `given`: where its parts are, as the guard found them; otherwise they are found here
+/// (in `scratch`).
+fn parse(
+    rbuf: &mut BytesMut,
+    max_headers: usize,
+    given: Option<&HeadMap>,
+    scratch: &mut HeadMap,
+    spare: &mut Option<HeaderMap>,
+) -> Parse {
+    let map = match given {
+        Some(map) => map,
+        None => match locate(rbuf, max_headers, scratch) {
+            Some(true) => &*scratch,
+            Some(false) => return Parse::Other,
+            None => return Parse::Partial,
+        },
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
-        return Parse::Other;
-    };
-    if !path.starts_with('/') || method == "CONNECT" {
+    if map.minor != 1 || map.fields.len() > max_headers.min(FAST_FIELDS) {
         return Parse::Other;
     }
-    let method = match method {
-        "GET" => Method::GET,
-        "HEAD" => Method::HEAD,
-        other => match Method::from_bytes(other.as_bytes()) {
+    let part = |(at, len): (usize, usize)| &rbuf[at..at + len];
+    let target = part(map.target);
+    if !target.starts_with(b"/") {
+        return Parse::Other;
+    }
+    let method = match part(map.method) {
+        b"GET" => Method::GET,
+        b"HEAD" => Method::HEAD,
+        b"CONNECT" => return Parse::Other,
+        other => match Method::from_bytes(other) {
             Ok(m) => m,
             Err(_) => return Parse::Other,
         },
     };
-    let base = rbuf.as_ptr() as usize;
-    let path = (path.as_ptr() as usize - base, path.len());
     let mut close = false;
     let mut trailers = false;
-    fields.clear();
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
+    for &(n0, n1, v0, v1) in &map.fields {
+        let name = &rbuf[n0..n1];
+        let value = &rbuf[v0..v1];
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if is("content-length") || is("transfer-encoding") || is("upgrade") || is("expect") {
             return Parse::Other;
         }
         if is("connection") {
-            for t in tokens(h.value) {
+            for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"upgrade") {
@@ -234,14 +291,11 @@ fn parse(
                 }
             }
         } else if is("te") {
-            trailers |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
         }
-        let n = h.name.as_ptr() as usize - base;
-        let v = h.value.as_ptr() as usize - base;
-        fields.push((n, n + name.len(), v, v + h.value.len()));
     }
-    let head = rbuf.split_to(len).freeze();
-    match build(&head, method, path, fields, spare) {
+    let head = rbuf.split_to(map.len).freeze();
+    match build(&head, method, map, spare) {
         Some(req) => Parse::Request(Parsed {
             req,
             close,
@@ -264,11 +318,12 @@ fn parse(
 fn build(
     head: &Bytes,
     method: Method,
-    (path, path_len): (usize, usize),
-    fields: &[(usize, usize, usize, usize)],
+    map: &HeadMap,
     spare: &mut Option<HeaderMap>,
 ) -> Option<Request<ProxyBody>> {
-    let uri = Uri::from_maybe_shared(head.slice(path..path + path_len)).ok()?;
+    let (at, len) = map.target;
+    let uri = Uri::from_maybe_shared(head.slice(at..at + len)).ok()?;
+    let fields = &map.fields;
     // Room for the fields the proxy adds (X-Forwarded-*, Via, Forwarded).
     let room = fields.len() + 6;
     let mut map = match spare.take() {

@@ -213,16 +213,20 @@ where
         // With abort_on_close hyper reads from the client while a request is in flight, so
         // the guard must know which are, not to take that wait for an idle connection.
         let shared = Arc::new(Shared::new(config.abort_on_close));
-        let mut guarded = Guarded::new(stream, config.guard)
-            .plain_close()
-            .with_shared(shared.clone());
-        let mut svc = service.clone();
-        let builder = builder.clone();
-        let max_headers = config.guard.max_headers;
         // hyper reads from the client while a request is in flight only with
         // abort_on_close: such connections are hyper's from the start.
         let fast = !config.abort_on_close;
+        let mut guarded = Guarded::new(stream, config.guard)
+            .plain_close()
+            .with_shared(shared.clone());
+        if fast {
+            guarded = guarded.map_heads();
+        }
+        let mut svc = service.clone();
+        let builder = builder.clone();
+        let max_headers = config.guard.max_headers;
         let mut drained = drain.subscribe();
+        let drain_seen = drained.clone();
         // Boxed before it is spawned: the connection's future is several kilobytes, and the
         // spawn path moves it more than once (a memcpy each) on its way into the task.
         tokio::spawn(Box::pin(async move {
@@ -232,8 +236,15 @@ where
             };
             let mut draining = std::pin::pin!(draining);
             let prefix = if fast {
-                match h1::serve_h1(&mut guarded, &mut svc, peer, max_headers, draining.as_mut())
-                    .await
+                match h1::serve_h1(
+                    &mut guarded,
+                    &mut svc,
+                    peer,
+                    max_headers,
+                    draining.as_mut(),
+                    &drain_seen,
+                )
+                .await
                 {
                     h1::Outcome::Closed => return,
                     h1::Outcome::Handoff(prefix) => prefix,
