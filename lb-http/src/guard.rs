@@ -1,5 +1,7 @@
 //! A guard on the client side of an HTTP/1 connection that sees each request head before
-//! hyper does: it refuses request-smuggling shapes and enforces the request-head deadline.
+//! whoever reads the connection does (hyper, or under [`serve`](crate::server::serve) its
+//! own HTTP/1 path first): it refuses request-smuggling shapes and enforces the
+//! request-head deadline.
 //!
 //! hyper already answers 400 and closes for differing duplicate `Content-Length`,
 //! `Transfer-Encoding` whose last coding is not `chunked`, and `Transfer-Encoding` in
@@ -10,7 +12,8 @@
 //! alone (`gzip, chunked`): the proxy decodes only `chunked`, and would forward the body with
 //! the other coding silently dropped. The guard holds back each head until it is complete,
 //! checks it, and when it is refused hands hyper an invalid request line instead; hyper then
-//! answers `400 Bad Request` and closes the connection. Bodies pass through untouched while
+//! answers `400 Bad Request` and closes the connection (`serve`'s own path parses no such
+//! head and hands it, and the connection, to hyper). Bodies pass through untouched while
 //! the guard follows their framing (`Content-Length` or chunked) to find the next head.
 //!
 //! The head deadline is Apache's `RequestReadTimeout header=`: once the first byte of a head
@@ -397,6 +400,13 @@ impl<T> Guarded<T> {
     /// kept-alive connection), where its parts are: see [`Guarded::head_map`].
     pub(crate) fn map_heads(mut self) -> Self {
         self.map = Some(Box::default());
+        self
+    }
+
+    /// Stops what [`Guarded::map_heads`] started.
+    pub(crate) fn unmapped(mut self) -> Self {
+        self.map = None;
+        self.mapped = false;
         self
     }
 

@@ -16,9 +16,13 @@ use tokio::sync::mpsc;
 
 /// What the test service answers:
 /// - `/len`: `hello`, its size known;
-/// - `/stream`: `ab` then `cd`, size unknown, with an `x-sum` trailer;
+/// - `/stream`: `ab` then `cd`, size unknown, with trailers: `x-sum` (declared in
+///   `Trailer`), `content-type` (declared, but not a field trailers may carry) and
+///   `x-undeclared`;
 /// - `/short`: `Content-Length: 10` and a body of 3 bytes;
-/// - `/echo`: the request body.
+/// - `/echo`: the request body;
+/// - `/interim`: `103 Early Hints` as if it were final;
+/// - `/nocontent`: `204` with `Content-Length: 0`.
 ///
 /// Each answer says the method and target it saw in `x-seen`, and each request is sent on
 /// `seen` too.
@@ -46,10 +50,29 @@ fn service(
                         Ok(Frame::trailers({
                             let mut t = http::HeaderMap::new();
                             t.insert("x-sum", http::HeaderValue::from_static("2"));
+                            t.insert("content-type", http::HeaderValue::from_static("a/b"));
+                            t.insert("x-undeclared", http::HeaderValue::from_static("1"));
                             t
                         })),
                     ]);
-                    http::Response::new(lb_http::body::boxed(StreamBody::new(frames)))
+                    let mut r = http::Response::new(lb_http::body::boxed(StreamBody::new(frames)));
+                    r.headers_mut().insert(
+                        http::header::TRAILER,
+                        http::HeaderValue::from_static("X-Sum, content-type"),
+                    );
+                    r
+                }
+                "/interim" => {
+                    let mut r = http::Response::new(lb_http::body::empty());
+                    *r.status_mut() = http::StatusCode::EARLY_HINTS;
+                    r
+                }
+                "/nocontent" => {
+                    let mut r = http::Response::new(lb_http::body::empty());
+                    *r.status_mut() = http::StatusCode::NO_CONTENT;
+                    r.headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, 0.into());
+                    r
                 }
                 "/short" => {
                     let mut r =
@@ -79,8 +102,19 @@ fn service(
     })
 }
 
-/// The server on a loopback port; `stop` ends it.
+/// The server on a loopback port, with the default configuration; `stop` ends it.
 async fn start() -> (
+    std::net::SocketAddr,
+    mpsc::UnboundedReceiver<String>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    start_with(Default::default()).await
+}
+
+async fn start_with(
+    config: lb_http::server::ServerConfig,
+) -> (
     std::net::SocketAddr,
     mpsc::UnboundedReceiver<String>,
     tokio::sync::oneshot::Sender<()>,
@@ -90,14 +124,9 @@ async fn start() -> (
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lb_http::server::serve(
-        l,
-        service(seen_tx),
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(lb_http::server::serve(l, service(seen_tx), config, async {
+        let _ = stopped.await;
+    }));
     (addr, seen, stop, server)
 }
 
@@ -240,6 +269,7 @@ async fn pipelined_requests_are_answered_in_order_one_with_a_body_by_hyper() {
     );
 }
 
+/// Declared ones, that trailers may carry, to a client that takes them.
 #[tokio::test]
 async fn trailers_go_to_a_client_that_takes_them() {
     let (addr, _seen, _stop, _server) = start().await;
@@ -251,6 +281,82 @@ async fn trailers_go_to_a_client_that_takes_them() {
     let r = responses(&wire, &[false]);
     assert_eq!(r[0].body, b"abcd");
     assert_eq!(r[0].trailers, [("x-sum".to_string(), "2".to_string())]);
+}
+
+#[tokio::test]
+async fn an_interim_status_as_the_answer_becomes_500_and_204_has_no_length() {
+    let (addr, _seen, _stop, _server) = start().await;
+    let wire = exchange(
+        addr,
+        b"GET /nocontent HTTP/1.1\r\nHost: t\r\n\r\nGET /interim HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /len HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await;
+    // The 103 is the last answer: the connection closes after it.
+    let r = responses(&wire, &[false, false]);
+    assert_eq!(r[0].status, 204);
+    assert_eq!(r[0].header("content-length"), None, "{:?}", r[0]);
+    assert_eq!(r[1].status, 500);
+    assert_eq!(r[1].header("connection"), Some("close"));
+}
+
+/// The HTTP/2 preface, an empty SETTINGS frame, then HEADERS on stream 1 (END_STREAM,
+/// END_HEADERS): GET, http, /, and :authority t (HPACK static table entries 2, 6, 4; a
+/// literal for 1).
+fn http2_get() -> Vec<u8> {
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0, 0, 6, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 1, b't']);
+    bytes
+}
+
+#[tokio::test]
+async fn with_http2_off_a_preface_is_not_taken() {
+    let config = lb_http::server::ServerConfig {
+        http2: false,
+        ..Default::default()
+    };
+    let (addr, mut seen, _stop, _server) = start_with(config).await;
+    let wire = exchange(addr, &http2_get()).await;
+    assert!(
+        wire.is_empty() || wire.starts_with(b"HTTP/1.1 4"),
+        "answered: {wire:?}"
+    );
+    assert!(
+        seen.try_recv().is_err(),
+        "the HTTP/2 request reached the service"
+    );
+    // With it on (the default), the same bytes are a request.
+    let (addr, mut seen, _stop, _server) = start().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&http2_get()).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await;
+    assert_eq!(seen.unwrap().as_deref(), Some("GET http://t/"));
+}
+
+/// RFC 9113 section 3.4: the preface counts only as a connection's first bytes.
+#[tokio::test]
+async fn an_http2_preface_after_a_request_is_not_taken() {
+    let (addr, mut seen, _stop, _server) = start().await;
+    let mut bytes = b"GET /len HTTP/1.1\r\nHost: t\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&http2_get());
+    let wire = exchange(addr, &bytes).await;
+    // The request answered, then the connection closed, with an HTTP/1 error status or
+    // nothing (hyper's HTTP/1 server closes at an HTTP/2 preface without one): no HTTP/2
+    // frames.
+    let text = String::from_utf8_lossy(&wire);
+    let first = wire.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4 + 5;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let rest = &wire[first..];
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 4"),
+        "after the answer: {rest:?}"
+    );
+    assert_eq!(seen.try_recv().unwrap(), "GET /len");
+    assert!(
+        seen.try_recv().is_err(),
+        "the HTTP/2 request reached the service"
+    );
 }
 
 #[tokio::test]
@@ -363,6 +469,9 @@ async fn shutdown_closes_an_idle_kept_alive_connection() {
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
     }
+    // A blank line, which may come before a request line: still no request in progress.
+    s.write_all(b"\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();
     // Closed with nothing more sent, and the server done (it waits for its connections).
     assert!(read_to_close(&mut s).await.is_empty());

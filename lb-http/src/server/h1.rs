@@ -13,20 +13,24 @@
 //!
 //! Anything else (a head with `Content-Length`, `Transfer-Encoding`, `Expect` or
 //! `Upgrade`, `CONNECT`, HTTP/1.0, an absolute-form or `*` target, a head that does not
-//! parse, more fields than [`FAST_FIELDS`] or than the field limit, a head over
-//! [`MAX_FAST_HEAD`] bytes, the HTTP/2 preface) ends this path: the connection goes to
-//! hyper with the bytes read so far, and stays with it. So everything this path does not
-//! do, refusals included (the guard's replacement heads are among the heads that do not
-//! parse), is done as before.
+//! parse, more fields than [`FAST_FIELDS`] or than the field limit, a head still incomplete
+//! at [`MAX_FAST_HEAD`] bytes, the HTTP/2 preface) ends this path: the connection goes to
+//! hyper with the bytes read so far, and stays with it (HTTP/1 only, once requests were
+//! answered here). So everything this path does not do, refusals included (the guard's
+//! replacement heads are among the heads that do not parse), is done as before.
 //!
-//! Responses are written as hyper's server writes them (RFC 9112 section 6): no body after
-//! `HEAD`, `1xx`, `204` and `304`; the response's `Content-Length` when it has one, else
-//! the body's exact size when known, else chunked; `Transfer-Encoding` fields of the
-//! response are dropped, as the framing is this writer's; trailers only when the request
-//! said `TE: trailers`; a `Date` field added when there is none; `connection: close` when
-//! the connection ends after the response (the client asked, the service's response says
-//! so, or the server is shutting down). A body that fails, or ends before its
-//! `Content-Length`, ends the connection there, so the client sees a cut response.
+//! Responses are written as RFC 9112 section 6 says, and mostly as hyper's server writes
+//! them: no body after `HEAD`, `204` and `304`, and no `Content-Length` on a `204`; chunked
+//! when the response names other transfer codings (kept, with `chunked` last), else the
+//! response's `Content-Length` when it has one, else the body's exact size when known, else
+//! chunked; trailers only when the request said `TE: trailers`, and only those the response
+//! declared in `Trailer` that may be trailers (RFC 9110 section 6.5.1); a `Date` field added
+//! when there is none; `connection: close` when the connection ends after the response (the
+//! client asked, the service's response says so, or the server is shutting down). An
+//! interim status (`1xx`) as a final answer becomes `500` and the connection is closed. A
+//! body that fails, or ends before its `Content-Length`, ends the connection there, so the
+//! client sees a cut response (where hyper would have said `content-length: 0` for a body
+//! known empty, the stated length is kept and the response cut: the service said both).
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -66,8 +70,10 @@ pub(super) enum Outcome {
     /// server is shutting down, or a response could not be written whole.
     Closed,
     /// A request this path does not answer: hyper serves the connection from here, reading
-    /// these bytes first.
-    Handoff(Bytes),
+    /// these bytes first. `answered`: this path answered requests before (the connection
+    /// is HTTP/1 then, whatever follows: an HTTP/2 preface counts only as a connection's
+    /// first bytes, RFC 9113 section 3.4).
+    Handoff { bytes: Bytes, answered: bool },
 }
 
 /// A request parsed here, and what its head said about the connection.
@@ -121,6 +127,7 @@ where
     // The last response's header map, emptied, for the next request (no allocation per
     // request: the proxy hands the request's map on to the response it reads).
     let mut spare: Option<HeaderMap> = None;
+    let mut answered = false;
     loop {
         let parsed = loop {
             if !rbuf.is_empty() {
@@ -128,31 +135,35 @@ where
                 match parse(&mut rbuf, max_headers, given, &mut scratch, &mut spare) {
                     Parse::Request(parsed) => break parsed,
                     Parse::Partial if rbuf.len() < MAX_FAST_HEAD => {}
-                    Parse::Partial | Parse::Other => return Outcome::Handoff(rbuf.freeze()),
+                    Parse::Partial | Parse::Other => {
+                        return Outcome::Handoff {
+                            bytes: rbuf.freeze(),
+                            answered,
+                        };
+                    }
                 }
             }
             rbuf.reserve(READ_CHUNK);
             fresh = rbuf.is_empty();
-            let read = if rbuf.is_empty() {
-                // Between requests: the server's shutdown closes the connection. `shutdown`
-                // is polled until it waits (its waker then stays registered, and wakes this
-                // task when the server shuts down); after that, `drain` says whether it came.
-                let mut read = std::pin::pin!(io.read_buf(&mut rbuf));
-                std::future::poll_fn(|cx| {
-                    if !watching {
-                        if shutdown.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(None);
-                        }
-                        watching = true;
-                    } else if shut_down(drain) {
+            // No request in progress (a head is held by the guard until it is whole; what
+            // is here is blank lines or the start of a pipelined head): the server's
+            // shutdown closes the connection, as hyper's graceful shutdown closes one that
+            // has not read a whole head. `shutdown` is polled until it waits (its waker
+            // then stays registered, and wakes this task when the server shuts down); after
+            // that, `drain` says whether it came.
+            let mut read = std::pin::pin!(io.read_buf(&mut rbuf));
+            let read = std::future::poll_fn(|cx| {
+                if !watching {
+                    if shutdown.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
                     }
-                    read.as_mut().poll(cx).map(Some)
-                })
-                .await
-            } else {
-                Some(io.read_buf(&mut rbuf).await)
-            };
+                    watching = true;
+                } else if shut_down(drain) {
+                    return Poll::Ready(None);
+                }
+                read.as_mut().poll(cx).map(Some)
+            })
+            .await;
             let Some(read) = read else {
                 return Outcome::Closed;
             };
@@ -174,10 +185,25 @@ where
         } = parsed;
         let head = req.method() == Method::HEAD;
         let Ok(resp) = super::handle(svc.clone(), peer, None, max_headers, req).await;
+        answered = true;
         // Shutting down: this response is the connection's last.
         let keep = !close && !shut_down(drain);
-        let (parts, body) = resp.into_parts();
-        let keep = keep && !lists_close(&parts.headers);
+        let (mut parts, mut body) = resp.into_parts();
+        let keep = if parts.status.is_informational() {
+            // An interim status as the final answer (the proxy never gives one): the client
+            // would wait for a final response that never comes. As hyper's server does:
+            // 500, and the connection closed.
+            tracing::debug!(
+                "the service answered a request from {peer} with {}: 500",
+                parts.status
+            );
+            parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+            parts.headers.clear();
+            body = crate::body::empty();
+            false
+        } else {
+            keep && !lists_close(&parts.headers)
+        };
         match write_response(io, &mut wbuf, parts, body, head, keep, trailers).await {
             Ok(mut map) => {
                 map.clear();
@@ -384,7 +410,13 @@ where
         let frame = match frame {
             None => break,
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Err(e)) => {
+                // What is gathered still goes: the client sees a response cut short, not a
+                // connection closed before any answer (which it may take as its request
+                // never seen, and send again).
+                send(io, wbuf).await?;
+                return Err(io::Error::other(e));
+            }
         };
         let data = match frame.into_data() {
             Ok(data) => data,
@@ -424,7 +456,7 @@ where
         Framing::Chunked => {
             wbuf.extend_from_slice(b"0\r\n");
             if let Some(tail) = tail.filter(|_| trailers) {
-                encode_fields(&tail, wbuf);
+                put_trailers(&parts.headers, &tail, wbuf);
             }
             wbuf.extend_from_slice(b"\r\n");
         }
@@ -473,8 +505,19 @@ fn encode_head(
     dst.extend_from_slice(b"\r\n");
     let mut length: Option<u64> = None;
     let mut date = false;
+    // Transfer codings the response names besides chunked (a service's own, as the proxy
+    // removes a backend's): kept, with chunked last.
+    let mut codings = false;
+    // Where the Content-Length field went, to take it out again if codings follow.
+    let mut length_at = 0..0;
     for (name, value) in &parts.headers {
-        if *name == header::TRANSFER_ENCODING || (!keep && *name == header::CONNECTION) {
+        if *name == header::TRANSFER_ENCODING {
+            codings |= tokens(value.as_bytes()).any(|c| !c.eq_ignore_ascii_case(b"chunked"));
+            continue;
+        }
+        if (!keep && *name == header::CONNECTION)
+            || (status == StatusCode::NO_CONTENT && *name == header::CONTENT_LENGTH)
+        {
             continue;
         }
         if *name == header::CONTENT_LENGTH {
@@ -484,6 +527,10 @@ fn encode_head(
                 Some(n) if length.is_none() => length = Some(n),
                 _ => continue,
             }
+            let at = dst.len();
+            put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+            length_at = at..dst.len();
+            continue;
         } else if *name == header::DATE {
             date = true;
         }
@@ -494,6 +541,23 @@ fn encode_head(
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
         Framing::Empty
+    } else if codings {
+        // Not both (RFC 9112 section 6.1).
+        dst.drain(length_at);
+        for value in parts.headers.get_all(header::TRANSFER_ENCODING) {
+            let list = tokens(value.as_bytes()).filter(|c| !c.eq_ignore_ascii_case(b"chunked"));
+            for coding in list.filter(|c| !c.is_empty()) {
+                dst.extend_from_slice(b"transfer-encoding: ");
+                dst.extend_from_slice(coding);
+                dst.extend_from_slice(b"\r\n");
+            }
+        }
+        dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        if head {
+            Framing::Empty
+        } else {
+            Framing::Chunked
+        }
     } else if head {
         // What a GET would have had, when known.
         if let (None, Some(n @ 1..)) = (length, body.size_hint().exact()) {
@@ -519,9 +583,35 @@ fn encode_head(
     framing
 }
 
-fn encode_fields(fields: &HeaderMap, dst: &mut Vec<u8>) {
-    for (name, value) in fields {
-        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+/// Writes the trailer fields of `tail` that the response declared in its `Trailer` field
+/// and that may be trailers at all (RFC 9110 section 6.5.1: not the ones framing, routing,
+/// authentication or the content's handling depend on), as hyper's server does.
+fn put_trailers(headers: &HeaderMap, tail: &HeaderMap, dst: &mut Vec<u8>) {
+    let declared: Vec<&[u8]> = headers
+        .get_all(header::TRAILER)
+        .iter()
+        .flat_map(|v| tokens(v.as_bytes()))
+        .collect();
+    for (name, value) in tail {
+        let allowed = !matches!(
+            *name,
+            header::AUTHORIZATION
+                | header::CACHE_CONTROL
+                | header::CONTENT_ENCODING
+                | header::CONTENT_LENGTH
+                | header::CONTENT_RANGE
+                | header::CONTENT_TYPE
+                | header::HOST
+                | header::MAX_FORWARDS
+                | header::SET_COOKIE
+                | header::TE
+                | header::TRAILER
+                | header::TRANSFER_ENCODING
+        );
+        let name = name.as_str().as_bytes();
+        if allowed && declared.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+            put_field(dst, name, value.as_bytes());
+        }
     }
 }
 

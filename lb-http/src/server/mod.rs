@@ -1,6 +1,14 @@
-//! Serving a tower service to clients: HTTP/1.1 and HTTP/2 on one listener (hyper-util's
-//! automatic protocol detection), each connection behind a [`Guarded`] I/O object, upgrades
-//! allowed, errors turned into short responses, graceful shutdown.
+//! Serving a tower service to clients: HTTP/1.1 and HTTP/2 on one listener, each connection
+//! behind a [`Guarded`] I/O object, upgrades allowed, errors turned into short responses,
+//! graceful shutdown.
+//!
+//! An HTTP/1.1 request without a body and without an upgrade (most of what a balancer
+//! sees) is answered by the server's own HTTP/1 path (the `h1` module): the request is built
+//! from the guard's parse of its head and the response written straight to the client.
+//! The first request that path does not answer (a body, `Expect`, an upgrade, `CONNECT`,
+//! HTTP/1.0, a head it cannot take) hands the connection, with the bytes read so far, to
+//! hyper's server (hyper-util's automatic protocol detection, so HTTP/2 by prior knowledge
+//! too), which serves it from then on.
 //!
 //! A connection is ended gracefully (hyper's `graceful_shutdown`) when the server shuts
 //! down, and an HTTP/2 one also when it has been idle for [`GuardConfig::idle_timeout`]:
@@ -99,6 +107,9 @@ fn plain_text(status: StatusCode, text: &str) -> Response<ProxyBody> {
 /// flight finish (up to [`ServerConfig::drain_timeout`]): HTTP/2 clients get GOAWAY, HTTP/1
 /// connections close after the request in progress.
 ///
+/// The service gets requests with a [`ProxyBody`]: hyper's body for the requests hyper
+/// reads, an empty one for those the server's own HTTP/1 path answers (which have none).
+///
 /// Each request carries a [`ClientInfo`] in its extensions. Errors returned by the service
 /// become responses through [`error_response`]. An accept that fails for want of file
 /// descriptors (or buffers) first closes the idle backend connections of every
@@ -115,30 +126,37 @@ where
     B::Error: Into<BoxError>,
     F: Future<Output = ()>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        // Besides serving half-closed clients, this spares hyper's check for the client's
-        // end while a request is in flight: a read that finds nothing, but first reserves
-        // a new 8 KiB buffer because the request still holds the old one (an allocation
-        // per request).
-        .half_close(!config.abort_on_close)
-        .writev(false)
-        .max_buf_size(config.guard.max_head.max(crate::guard::HYPER_BUFFER_FLOOR))
-        .max_headers(config.guard.max_headers);
-    builder
+    // hyper's HTTP/1 settings, for both of its servers below.
+    macro_rules! http1_settings {
+        ($builder:expr) => {
+            $builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(None)
+                // Besides serving half-closed clients, this spares hyper's check for the
+                // client's end while a request is in flight: a read that finds nothing, but
+                // first reserves a new 8 KiB buffer because the request still holds the old
+                // one (an allocation per request).
+                .half_close(!config.abort_on_close)
+                .writev(false)
+                .max_buf_size(config.guard.max_head.max(crate::guard::HYPER_BUFFER_FLOOR))
+                .max_headers(config.guard.max_headers)
+        };
+    }
+    // For the connections handed to hyper (in an Arc cloned into each connection's task):
+    // from their start, HTTP/1.1 or HTTP/2 by prior knowledge (hyper-util's detection);
+    // after requests answered on the server's own path, or with HTTP/2 off, HTTP/1 only
+    // (hyper's own HTTP/1 server: hyper-util's `http1_only` is not kept to by its
+    // connections with upgrades, which still take an HTTP/2 preface).
+    let mut either = auto::Builder::new(TokioExecutor::new());
+    http1_settings!(either.http1());
+    either
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.guard.max_head as u32);
-    let builder = if config.http2 {
-        builder
-    } else {
-        builder.http1_only()
-    };
-    // Cloned into each connection's task (for the connections handed to hyper).
-    let builder = Arc::new(builder);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1_settings!(http1);
+    let builders = Arc::new((either, http1));
+    let http2 = config.http2;
     // Sockets accepted on Linux inherit TCP_NODELAY from their listener: set once there, it
     // saves a system call per connection. Elsewhere, or if it cannot be set, each accepted
     // socket gets it.
@@ -223,19 +241,21 @@ where
             guarded = guarded.map_heads();
         }
         let mut svc = service.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let max_headers = config.guard.max_headers;
         let mut drained = drain.subscribe();
         let drain_seen = drained.clone();
         // Boxed before it is spawned: the connection's future is several kilobytes, and the
         // spawn path moves it more than once (a memcpy each) on its way into the task.
         tokio::spawn(Box::pin(async move {
-            let draining = async move {
+            // Out of tokio's cooperative budget: the HTTP/1 path polls it only until it waits
+            // (see `h1::serve_h1`), which a poll refused for want of budget would not do.
+            let draining = tokio::task::unconstrained(async move {
                 let _ = drained.changed().await;
                 drained
-            };
+            });
             let mut draining = std::pin::pin!(draining);
-            let prefix = if fast {
+            let (prefix, answered) = if fast {
                 match h1::serve_h1(
                     &mut guarded,
                     &mut svc,
@@ -247,11 +267,12 @@ where
                 .await
                 {
                     h1::Outcome::Closed => return,
-                    h1::Outcome::Handoff(prefix) => prefix,
+                    h1::Outcome::Handoff { bytes, answered } => (bytes, answered),
                 }
             } else {
-                Bytes::new()
+                (Bytes::new(), false)
             };
+            let guarded = guarded.unmapped();
             let goaway = shared.clone();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 // Most requests need none of it: only counted ones (HTTP/2, abort_on_close)
@@ -266,13 +287,21 @@ where
                 )
             });
             let io = TokioIo::new(h1::Prefixed::new(guarded, prefix));
-            let conn = builder
-                .serve_connection_with_upgrades(io, hyper_svc)
-                .into_owned();
-            let conn = Box::pin(Connection::new(conn, draining, goaway, |conn| {
-                conn.graceful_shutdown()
-            }));
-            if let Err(e) = conn.await {
+            let ended: Result<(), BoxError> = if answered || !http2 {
+                let conn = builders.1.serve_connection(io, hyper_svc).with_upgrades();
+                Box::pin(Connection::new(conn, draining, goaway, |conn| {
+                    conn.graceful_shutdown()
+                }))
+                .await
+                .map_err(Into::into)
+            } else {
+                let conn = builders.0.serve_connection_with_upgrades(io, hyper_svc);
+                Box::pin(Connection::new(conn, draining, goaway, |conn| {
+                    conn.graceful_shutdown()
+                }))
+                .await
+            };
+            if let Err(e) = ended {
                 tracing::debug!("connection from {peer}: {e}");
             }
         }));
@@ -435,7 +464,8 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // HTTP/1 heads were checked by the guard before hyper parsed them; HTTP/2 ones here.
+    // HTTP/1 heads were checked by the guard before they were parsed into requests (here or
+    // by hyper); HTTP/2 ones here.
     // Userinfo in an absolute-form target (RFC 9110 section 4.2.4: to be taken as an
     // error) is refused for both: it would go on in X-Forwarded-Host, and in Host with
     // ProxyPreserveHost, credentials and all.
