@@ -199,6 +199,7 @@ where
             );
             parts.status = StatusCode::INTERNAL_SERVER_ERROR;
             parts.headers.clear();
+            parts.extensions.remove::<hyper::ext::ReasonPhrase>();
             body = crate::body::empty();
             false
         } else {
@@ -375,7 +376,7 @@ fn build(
 /// How the response body is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
+    /// No body (HEAD, 204, 304).
     Empty,
     /// This many bytes left.
     Length(u64),

@@ -7,8 +7,9 @@
 //! from the guard's parse of its head and the response written straight to the client.
 //! The first request that path does not answer (a body, `Expect`, an upgrade, `CONNECT`,
 //! HTTP/1.0, a head it cannot take) hands the connection, with the bytes read so far, to
-//! hyper's server (hyper-util's automatic protocol detection, so HTTP/2 by prior knowledge
-//! too), which serves it from then on.
+//! hyper's server, which serves it from then on: when it is the connection's first
+//! request, through hyper-util's automatic protocol detection (HTTP/2 by prior knowledge
+//! too, unless [`ServerConfig::http2`] is off), else HTTP/1 only.
 //!
 //! A connection is ended gracefully (hyper's `graceful_shutdown`) when the server shuts
 //! down, and an HTTP/2 one also when it has been idle for [`GuardConfig::idle_timeout`]:
