@@ -439,7 +439,7 @@ fn is_text(value: &[u8]) -> bool {
 }
 
 /// The comma-separated tokens of a list value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 

@@ -53,6 +53,7 @@ use tokio::sync::watch;
 use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::guard::{Guarded, HeadMap};
+use crate::proxy::h1::tokens;
 
 /// Most fields a head answered here may have; a head with more goes to hyper.
 pub(super) const FAST_FIELDS: usize = 64;
@@ -232,11 +233,6 @@ fn lists_close(headers: &HeaderMap) -> bool {
         .get_all(header::CONNECTION)
         .iter()
         .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
-}
-
-/// The comma-separated tokens of a list value, trimmed.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Where the parts of the head at the start of `rbuf` are: httparse with its default
