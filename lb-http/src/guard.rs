@@ -542,13 +542,8 @@ fn judge_into(buf: &[u8], max_headers: usize, mut map: Option<&mut HeadMap>) -> 
         }
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = h.value.trim_ascii();
-            let digits = !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit);
-            let Some(n) = digits
-                .then(|| {
-                    std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
+            let Some(n) = (v.len() <= 19)
+                .then(|| crate::proxy::h1::length_value(v))
                 .flatten()
             else {
                 return Judged::Complete(len, Verdict::Refuse);

@@ -438,6 +438,14 @@ fn is_text(value: &[u8]) -> bool {
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
+/// A `Content-Length` value: digits only (RFC 9110 section 8.6), within a `u64`.
+pub(crate) fn length_value(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// The comma-separated tokens of a list value, trimmed.
 pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
@@ -472,10 +480,7 @@ impl<'a> Hop<'a> {
                 hop.transfer_encoding = Some(h.value);
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 for part in tokens(h.value) {
-                    let n = std::str::from_utf8(part)
-                        .ok()
-                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                        .and_then(|s| s.parse::<u64>().ok());
+                    let n = length_value(part);
                     hop.length = match (hop.length, n) {
                         (Err(e), _) => Err(e),
                         (_, None) => Err("invalid Content-Length"),

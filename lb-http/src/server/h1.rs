@@ -53,7 +53,7 @@ use tokio::sync::watch;
 use crate::BoxError;
 use crate::body::ProxyBody;
 use crate::guard::{Guarded, HeadMap};
-use crate::proxy::h1::tokens;
+use crate::proxy::h1::{length_value, tokens};
 
 /// Most fields a head answered here may have; a head with more goes to hyper.
 pub(super) const FAST_FIELDS: usize = 64;
@@ -520,7 +520,7 @@ fn encode_head(
         if *name == header::CONTENT_LENGTH {
             // One length, said once: another value, or one that is no length, is dropped
             // (the body's own size or chunked framing then tells the client).
-            match parse_length(value.as_bytes()) {
+            match length_value(value.as_bytes()) {
                 Some(n) if length.is_none() => length = Some(n),
                 _ => continue,
             }
@@ -621,14 +621,6 @@ fn put_field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 fn put_length(dst: &mut Vec<u8>, n: u64) {
     let _ = write!(dst, "content-length: {n}\r\n");
-}
-
-/// A `Content-Length` value: digits only (RFC 9110 section 8.6).
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 thread_local! {
