@@ -497,8 +497,28 @@ pub(crate) struct HeadMap {
     pub(crate) fields: Vec<(usize, usize, usize, usize)>,
 }
 
+impl HeadMap {
+    /// Notes where the parts of `req`, a complete head of `len` bytes parsed from the start
+    /// of `buf`, are.
+    pub(crate) fn record(&mut self, buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) {
+        let base = buf.as_ptr() as usize;
+        let at = |part: &str| (part.as_ptr() as usize - base, part.len());
+        self.len = len;
+        self.method = req.method.map_or((0, 0), at);
+        self.target = req.path.map_or((0, 0), at);
+        self.minor = req.version.unwrap_or(0);
+        self.fields.clear();
+        for h in req.headers.iter() {
+            let (n, _) = at(h.name);
+            let v = h.value.as_ptr() as usize - base;
+            self.fields
+                .push((n, n + h.name.len(), v, v + h.value.len()));
+        }
+    }
+}
+
 /// [`judge`], noting in `map`, when given one, where the parts of a complete head are.
-fn judge_into(buf: &[u8], max_headers: usize, mut map: Option<&mut HeadMap>) -> Judged {
+fn judge_into(buf: &[u8], max_headers: usize, map: Option<&mut HeadMap>) -> Judged {
     // Uninitialised slots: filling 128 empty headers (4 KiB) for every request cost more
     // than parsing a short head.
     let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -516,14 +536,8 @@ fn judge_into(buf: &[u8], max_headers: usize, mut map: Option<&mut HeadMap>) -> 
         Err(_) => return Judged::Invalid,
     };
     let http10 = req.version == Some(0);
-    let base = buf.as_ptr() as usize;
-    let at = |part: &str| (part.as_ptr() as usize - base, part.len());
-    if let Some(map) = map.as_deref_mut() {
-        map.len = len;
-        map.method = req.method.map_or((0, 0), at);
-        map.target = req.path.map_or((0, 0), at);
-        map.minor = req.version.unwrap_or(0);
-        map.fields.clear();
+    if let Some(map) = map {
+        map.record(buf, len, &req);
     }
     let mut cl: Option<u64> = None;
     let mut cl_seen = false;
@@ -535,11 +549,6 @@ fn judge_into(buf: &[u8], max_headers: usize, mut map: Option<&mut HeadMap>) -> 
     let mut upgrade = false;
     let mut hosts = 0;
     for h in req.headers.iter() {
-        if let Some(map) = map.as_deref_mut() {
-            let (n, _) = at(h.name);
-            let v = h.value.as_ptr() as usize - base;
-            map.fields.push((n, n + h.name.len(), v, v + h.value.len()));
-        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = h.value.trim_ascii();
             let Some(n) = (v.len() <= 19)

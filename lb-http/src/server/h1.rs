@@ -243,20 +243,9 @@ fn locate(rbuf: &[u8], max_headers: usize, map: &mut HeadMap) -> Option<bool> {
     let slots = &mut slots[..max_headers.min(FAST_FIELDS)];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(rbuf, slots) {
-        Ok(httparse::Status::Complete(len)) => map.len = len,
+        Ok(httparse::Status::Complete(len)) => map.record(rbuf, len, &req),
         Ok(httparse::Status::Partial) => return None,
         Err(_) => return Some(false),
-    }
-    let base = rbuf.as_ptr() as usize;
-    let at = |part: &str| (part.as_ptr() as usize - base, part.len());
-    map.method = req.method.map_or((0, 0), at);
-    map.target = req.path.map_or((0, 0), at);
-    map.minor = req.version.unwrap_or(0);
-    map.fields.clear();
-    for h in req.headers.iter() {
-        let (n, _) = at(h.name);
-        let v = h.value.as_ptr() as usize - base;
-        map.fields.push((n, n + h.name.len(), v, v + h.value.len()));
     }
     Some(true)
 }
